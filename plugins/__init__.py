@@ -1,0 +1,1 @@
+"""The built-in provider plugins, registered through the `reauth_portal.plugins` entry points."""

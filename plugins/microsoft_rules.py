@@ -1,0 +1,121 @@
+"""Which situation of the Nylas v3 move a Microsoft account is in (DESIGN §1).
+
+The three built-in plugins share this one decision so that each account lands in exactly one
+situation whatever plugins are enabled. docs/classification.md gives the reason for each rule.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cache
+from importlib.resources import files
+
+from portal.plugins import AccountView
+from portal.scopes import GRAPH_BASELINE, is_on_graph, split_scopes, translate
+
+MICROSOFT_PROVIDERS = frozenset(
+    {"office365", "exchange", "eas", "ews", "graph", "outlook", "hotmail", "microsoft"}
+)
+CONSUMER_PROVIDERS = frozenset({"outlook", "hotmail"})
+EXCHANGE_PROTOCOL_PROVIDERS = frozenset({"exchange", "eas", "ews"})
+# Hosts of Exchange Online (worldwide, GCC High/DoD, China); anything else is on-premises.
+CLOUD_EXCHANGE_SUFFIXES = (
+    "outlook.office365.com",
+    "outlook.office.com",
+    ".outlook.com",
+    ".office365.com",
+    ".office365.us",
+    "outlook.office365.us",
+    "webmail.apps.mil",
+    "partner.outlook.cn",
+    ".partner.outlook.cn",
+)
+TENANT_DOMAIN_SUFFIXES = (".onmicrosoft.com", ".onmicrosoft.us", ".partner.onmschina.cn")
+
+
+class Situation(StrEnum):
+    GRAPH_READY = "graph_ready"  # C1: token auth already on Graph scopes, valid grant
+    GRAPH_CONSENT = "graph_consent"  # C2: Office 365 on EWS/EAS scopes or Basic Auth
+    EXCHANGE_ONPREM = "exchange_onprem"  # C3: on-premises Exchange, password via EWS
+    PERSONAL = "personal"  # C4: Outlook.com, Hotmail, Live, MSN
+
+
+@cache
+def consumer_domains() -> frozenset[str]:
+    text = files("portal").joinpath("data/consumer_domains.txt").read_text(encoding="utf-8")
+    return frozenset(
+        line.strip().lower()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+
+
+def email_domain(email: str) -> str:
+    return email.rpartition("@")[2].strip().lower().rstrip(".")
+
+
+def is_consumer_address(email: str) -> bool:
+    """Exact domain match only: a company's `outlook.contoso.com` is not Outlook.com."""
+    return email_domain(email) in consumer_domains()
+
+
+def is_cloud_exchange_host(host: str) -> bool:
+    host = host.strip().lower().rstrip(".")
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0].split(":", 1)[0]
+    return any(host == s.lstrip(".") or host.endswith(s) for s in CLOUD_EXCHANGE_SUFFIXES)
+
+
+def is_tenant_domain(email: str) -> bool:
+    domain = email_domain(email)
+    return any(domain.endswith(suffix) for suffix in TENANT_DOMAIN_SUFFIXES)
+
+
+def is_microsoft(account: AccountView) -> bool:
+    return account.provider.lower() in MICROSOFT_PROVIDERS
+
+
+def is_on_premises(account: AccountView) -> bool:
+    """On-premises Exchange: a non-Microsoft EWS host, or a password account with no host."""
+    if account.ews_host:
+        return not is_cloud_exchange_host(account.ews_host)
+    if is_tenant_domain(account.email) or account.provider.lower() in {"office365", "graph"}:
+        return False
+    return (
+        account.provider.lower() in EXCHANGE_PROTOCOL_PROVIDERS
+        and (account.authentication_type or "").lower() == "password"
+    )
+
+
+def situation(account: AccountView) -> Situation | None:
+    """Place a Microsoft account in one situation; None for other providers."""
+    if not is_microsoft(account):
+        return None
+    if account.provider.lower() in CONSUMER_PROVIDERS or is_consumer_address(account.email):
+        return Situation.PERSONAL
+    if is_on_premises(account):
+        return Situation.EXCHANGE_ONPREM
+    if (account.authentication_type or "oauth").lower() == "password":
+        return Situation.GRAPH_CONSENT  # Office 365 Basic Auth is gone; OAuth is the only way
+    if account.grant_status == "invalid":
+        return Situation.GRAPH_CONSENT  # the import left a placeholder, whatever the scopes
+    if account.provider.lower() == "graph" or is_on_graph(split_scopes(account.scopes)):
+        return Situation.GRAPH_READY
+    return Situation.GRAPH_CONSENT
+
+
+SITUATION_REASONS = {
+    Situation.GRAPH_READY: "token account already on Microsoft Graph scopes; nothing to do",
+    Situation.GRAPH_CONSENT: "Office 365 account must sign in with Microsoft and accept Graph scopes",
+    Situation.EXCHANGE_ONPREM: "on-premises Exchange account must re-enter its password (EWS)",
+    Situation.PERSONAL: "personal Microsoft account is not imported by Nylas; needs a new grant",
+}
+
+
+def graph_scopes_for(account: AccountView) -> list[str]:
+    """Graph scopes covering what the v2 account had; the baseline when its scopes are unknown."""
+    try:
+        return translate(split_scopes(account.scopes))
+    except ValueError:
+        return list(GRAPH_BASELINE)

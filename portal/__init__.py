@@ -1,0 +1,44 @@
+"""reauth-portal: moves Microsoft mailboxes from Nylas API v2 to v3, one signed link at a time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from portal.config import load_settings
+from portal.db import db
+from portal.plugins import Plugin, build_registry
+from portal.resources import resource_dir
+
+PLUGINS_EXTENSION = "reauth_plugins"
+
+
+def instance_folder() -> Path:
+    """instance/ under the working directory, unless REAUTH_INSTANCE_PATH says otherwise."""
+    return Path(os.environ.get("REAUTH_INSTANCE_PATH", "instance")).resolve()
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None, *, plugins: Sequence[type[Plugin]] | None = None
+) -> Flask:
+    """Build the portal: configuration, database, plugins, blueprints."""
+    app = Flask(
+        __name__,
+        instance_path=str(instance_folder()),
+        template_folder=str(resource_dir("templates")),
+    )
+    app.config.update(load_settings(Path(app.instance_path), config))
+    db.init_app(app)
+    app.extensions[PLUGINS_EXTENSION] = build_registry(app.config["PLUGINS"], plugins)
+    register_blueprints(app)
+    return app
+
+
+def register_blueprints(app: Flask) -> None:
+    from portal.views import health
+
+    app.register_blueprint(health.blueprint)

@@ -1,0 +1,1 @@
+"""Accounts: import, classification and ledger queries."""

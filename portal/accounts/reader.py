@@ -1,0 +1,145 @@
+"""Stream records out of an import file (CSV or JSON Lines) with their line numbers.
+
+Memory stays constant: lines are decoded one at a time and no line may exceed MAX_LINE_BYTES.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+MAX_LINE_BYTES = 1 << 20
+FORMATS = ("csv", "jsonl")
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be read; nothing is imported."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One source row: its first line number and its fields, or why it could not be parsed."""
+
+    line: int
+    fields: dict[str, Any] | None
+    error: str | None = None
+
+
+def detect_format(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        return "jsonl"
+    return "csv"
+
+
+class LineSource:
+    """Decode a binary stream line by line, counting lines and bytes, refusing huge lines."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.line_number = 0
+        self.bytes_read = 0
+        self.oversized_lines: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            raw = self.stream.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            self.line_number += 1
+            self.bytes_read += len(raw)
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                self.oversized_lines.append(self.line_number)
+                self.skip_rest_of_line()
+                yield "\n"
+                continue
+            if self.line_number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ImportFileError(
+                    f"line {self.line_number}: the file is not UTF-8 text; save it as UTF-8 "
+                    "(CSV UTF-8 in Excel) and import again"
+                ) from None
+
+    def skip_rest_of_line(self) -> None:
+        while True:
+            chunk = self.stream.readline(MAX_LINE_BYTES)
+            self.bytes_read += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                return
+
+
+HeaderCheck = Callable[[list[str]], str | None]
+
+
+def read_csv(source: LineSource, check_header: HeaderCheck) -> Iterator[Record]:
+    reader = csv.reader(source, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ImportFileError("the file is empty: expected a header row") from None
+    except csv.Error as exc:
+        raise ImportFileError(f"line 1: cannot read the header row: {exc}") from None
+    columns = [name.strip().lower() for name in header]
+    if len(set(columns)) != len(columns):
+        raise ImportFileError("line 1: the header names a column twice")
+    problem = check_header(columns)
+    if problem:
+        raise ImportFileError(f"line 1: {problem}")
+    while True:
+        start = source.line_number + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Record(start, None, f"not valid CSV: {exc}")
+            continue
+        if source.oversized_lines and source.oversized_lines[-1] >= start:
+            yield Record(start, None, f"line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        if not any(value.strip() for value in values):
+            continue  # blank lines carry nothing
+        if len(values) != len(columns):
+            yield Record(start, None, f"expected {len(columns)} fields, found {len(values)}")
+            continue
+        yield Record(start, dict(zip(columns, values, strict=True)))
+
+
+def read_jsonl(source: LineSource) -> Iterator[Record]:
+    for text in source:
+        line = source.line_number
+        if source.oversized_lines and source.oversized_lines[-1] == line:
+            yield Record(line, None, f"line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield Record(line, None, f"not valid JSON: {exc.msg}")
+            continue
+        if not isinstance(value, dict):
+            yield Record(line, None, "expected a JSON object")
+            continue
+        yield Record(line, {str(k).lower(): v for k, v in value.items()})
+
+
+def iter_records(
+    stream: IO[bytes], file_format: str, check_header: HeaderCheck
+) -> tuple[LineSource, Iterator[Record]]:
+    """Return the line source (for progress) and an iterator of records."""
+    source = LineSource(stream)
+    if file_format == "csv":
+        return source, read_csv(source, check_header)
+    if file_format == "jsonl":
+        return source, read_jsonl(source)
+    raise ImportFileError(f"unknown format {file_format!r}: use one of {', '.join(FORMATS)}")

@@ -1,0 +1,44 @@
+"""The `reauth` command group (a Flask CLI group; `--help` on every command)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import FlaskGroup
+
+from portal.config import ConfigError
+from portal.plugins import PluginError
+
+
+def make_app() -> object:
+    from portal import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=make_app, add_default_commands=True, load_dotenv=False)
+def cli() -> None:
+    """Move Microsoft mailboxes from Nylas API v2 to v3: import, invite, track."""
+
+
+def register_commands() -> None:
+    from portal.cli import accounts, database, plugins
+
+    cli.add_command(database.db_group)
+    cli.add_command(accounts.accounts_group)
+    cli.add_command(plugins.plugins_group)
+
+
+def main() -> None:
+    """Entry point of the `reauth` console script: configuration problems are one line each."""
+    register_commands()
+    try:
+        cli.main(prog_name="reauth")
+    except (ConfigError, PluginError) as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"reauth: configuration error: {line}", err=True)
+        sys.exit(2)
+
+
+register_commands()

@@ -1,0 +1,247 @@
+"""Configuration: defaults, the instance file, `REAUTH_*` environment, then a test mapping.
+
+Every setting is declared once in `SETTINGS` with its parser, so loading, validation and the
+documentation table (docs/configuration.md) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_PREFIX = "REAUTH_"
+CONFIG_FILE_NAME = "config.toml"
+NYLAS_REGION_URIS = {"us": "https://api.us.nylas.com", "eu": "https://api.eu.nylas.com"}
+MAIL_BACKENDS = ("smtp", "console", "file")
+ENVIRONMENTS = ("development", "production", "testing")
+
+
+class ConfigError(Exception):
+    """Raised at start-up with one line per problem found in the configuration."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def parse_str(value: Any) -> str:
+    return str(value).strip()
+
+
+def parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_list(value: Any) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [str(item).strip() for item in value if str(item).strip()]
+    return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+def choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def parse_http_url(value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError(
+            f"expected an http(s) URL such as https://portal.example.com, got {value!r}"
+        )
+    return text
+
+
+def parse_database_url(value: Any) -> str:
+    text = str(value).strip()
+    try:
+        make_url(text)
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {text!r}") from None
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: its parser, default and one line of documentation."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ENV", choice(*ENVIRONMENTS), "development", "development, production or testing"),
+    Setting(
+        "DATABASE_URL", parse_database_url, None, "SQLAlchemy URL; default SQLite under instance/"
+    ),
+    Setting(
+        "SECRET_KEY", parse_str, None, "signs links and sessions; required in production", True
+    ),
+    Setting("SECRET_KEY_FALLBACKS", parse_list, [], "older keys still accepted, comma list", True),
+    Setting("BASE_URL", parse_http_url, "http://127.0.0.1:5000", "public URL links derive from"),
+    Setting("NYLAS_API_KEY", parse_str, None, "Nylas v3 API key", True),
+    Setting("NYLAS_CLIENT_ID", parse_str, None, "Nylas application (client) id"),
+    Setting("NYLAS_REGION", choice(*NYLAS_REGION_URIS), "us", "us or eu"),
+    Setting("NYLAS_API_URI", parse_http_url, None, "explicit API base; wins over the region"),
+    Setting("NYLAS_WEBHOOK_SECRETS", parse_list, [], "accepted webhook secrets, comma list", True),
+    Setting("NYLAS_TIMEOUT", parse_int, 15, "seconds per Nylas call"),
+    Setting("MAIL_BACKEND", choice(*MAIL_BACKENDS), None, "smtp, console or file"),
+    Setting("MAIL_FILE_DIR", parse_str, None, "folder for the file backend; default instance/mail"),
+    Setting("SMTP_HOST", parse_str, "localhost", "SMTP relay host"),
+    Setting("SMTP_PORT", parse_int, 587, "SMTP relay port"),
+    Setting("SMTP_USERNAME", parse_str, None, "SMTP login"),
+    Setting("SMTP_PASSWORD", parse_str, None, "SMTP password", True),
+    Setting("SMTP_STARTTLS", parse_bool, True, "use STARTTLS"),
+    Setting("MAIL_FROM", parse_str, "Mailbox reconnection <no-reply@localhost>", "sender"),
+    Setting("MAIL_REPLY_TO", parse_str, None, "reply-to address"),
+    Setting("LINK_MAX_AGE", parse_int, 14 * 24 * 3600, "link lifetime in seconds"),
+    Setting("PLUGINS", parse_list, [], "enabled plugins, comma list; empty = all installed"),
+    Setting("RATELIMIT_STORAGE_URI", parse_str, "memory://", "Flask-Limiter storage"),
+    Setting("APP_WEBHOOK_URL", parse_http_url, None, "the company's app notification URL"),
+    Setting("APP_WEBHOOK_SECRET", parse_str, None, "signs outbound notifications", True),
+    Setting("PRODUCT_NAME", parse_str, "Mailbox reconnection", "shown on pages and emails"),
+    Setting("COMPANY_NAME", parse_str, "Your company", "who is asking users to sign in"),
+    Setting("SUPPORT_CONTACT", parse_str, None, "address or URL users can ask for help"),
+    Setting("LOGO_URL", parse_str, None, "logo shown on pages (same-origin path or https URL)"),
+)
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+SECRET_SETTING_NAMES = frozenset(s.name for s in SETTINGS if s.secret)
+
+
+def read_instance_file(instance_path: Path) -> dict[str, Any]:
+    """Read the optional instance config file (TOML, same names as the environment)."""
+    path = Path(os.environ.get(f"{ENV_PREFIX}CONFIG_FILE", instance_path / CONFIG_FILE_NAME))
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc}"]) from None
+    return {str(key).upper().removeprefix(ENV_PREFIX): value for key, value in data.items()}
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Pick the `REAUTH_*` variables, without their prefix."""
+    return {
+        key.removeprefix(ENV_PREFIX): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key.removeprefix(ENV_PREFIX) in SETTINGS_BY_NAME
+    }
+
+
+def load_settings(
+    instance_path: Path,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Merge defaults, instance file, environment and overrides; validate; derive the rest."""
+    raw: dict[str, Any] = {}
+    raw.update(read_instance_file(instance_path))
+    raw.update(read_environment(os.environ if environ is None else environ))
+    extra = dict(overrides or {})
+    raw.update({k: v for k, v in extra.items() if k in SETTINGS_BY_NAME})
+    settings, problems = parse_all(raw)
+    if not problems:
+        problems = apply_environment_rules(settings, instance_path)
+    if problems:
+        raise ConfigError(problems)
+    settings.update({k: v for k, v in extra.items() if k not in SETTINGS_BY_NAME})
+    return settings
+
+
+def parse_all(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    settings: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        value = raw.get(setting.name)
+        if value is None or (isinstance(value, str) and value.strip() == "" and setting.default):
+            settings[setting.name] = setting.default
+            continue
+        try:
+            settings[setting.name] = setting.parse(value)
+        except ValueError as exc:
+            problems.append(f"{ENV_PREFIX}{setting.name}: {exc}")
+    return settings, problems
+
+
+def apply_environment_rules(settings: dict[str, Any], instance_path: Path) -> list[str]:
+    """Fill development defaults, or insist on real values in production."""
+    production = settings["ENV"] == "production"
+    problems: list[str] = []
+    if production:
+        for name in ("SECRET_KEY", "NYLAS_API_KEY", "NYLAS_CLIENT_ID", "DATABASE_URL"):
+            if not settings[name]:
+                problems.append(f"{ENV_PREFIX}{name}: required when {ENV_PREFIX}ENV=production")
+        if not settings["BASE_URL"].startswith("https://"):
+            problems.append(f"{ENV_PREFIX}BASE_URL: must be an https URL in production")
+        if settings["SECRET_KEY"] and len(settings["SECRET_KEY"]) < 32:
+            problems.append(f"{ENV_PREFIX}SECRET_KEY: use at least 32 characters")
+    else:
+        settings["SECRET_KEY"] = settings["SECRET_KEY"] or development_secret_key(instance_path)
+        settings["NYLAS_API_KEY"] = settings["NYLAS_API_KEY"] or "emulator-api-key"
+        settings["NYLAS_CLIENT_ID"] = settings["NYLAS_CLIENT_ID"] or "emulator-client-id"
+        settings["NYLAS_API_URI"] = settings["NYLAS_API_URI"] or "http://127.0.0.1:5050"
+    if settings["MAIL_BACKEND"] is None:
+        settings["MAIL_BACKEND"] = "smtp" if production else "file"
+    settings["DATABASE_URL"] = settings["DATABASE_URL"] or default_database_url(instance_path)
+    settings["MAIL_FILE_DIR"] = settings["MAIL_FILE_DIR"] or str(instance_path / "mail")
+    settings["NYLAS_API_URI"] = (
+        settings["NYLAS_API_URI"] or NYLAS_REGION_URIS[settings["NYLAS_REGION"]]
+    )
+    settings["OAUTH_REDIRECT_URI"] = f"{settings['BASE_URL']}/oauth/callback"
+    return problems
+
+
+def default_database_url(instance_path: Path) -> str:
+    return f"sqlite:///{instance_path / 'reauth.sqlite3'}"
+
+
+def development_secret_key(instance_path: Path) -> str:
+    """Keep one random key per instance folder so links survive restarts outside production."""
+    key_file = instance_path / "secret_key"
+    if key_file.is_file():
+        return key_file.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process of this instance wrote it first
+        return key_file.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key

@@ -1,0 +1,78 @@
+"""Engine and session handling: one engine per app, one session per app context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+EXTENSION_KEY = "reauth_db"
+
+
+def build_engine(url: str, **options: Any) -> Engine:
+    """Create an engine with the settings this project relies on for each backend."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30}, **options)
+        event.listen(engine, "connect", configure_sqlite_connection)
+        # pysqlite's own BEGIN handling defers locks and breaks SELECT-then-UPDATE claims,
+        # so statements run in autocommit at the driver level and we emit BEGIN ourselves.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        return engine
+    return create_engine(url, pool_pre_ping=True, **options)
+
+
+def configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Database:
+    """Flask extension holding the engine and the session factory in `app.extensions`."""
+
+    def init_app(self, app: Flask) -> None:
+        engine = build_engine(app.config["DATABASE_URL"])
+        app.extensions[EXTENSION_KEY] = sessionmaker(engine, expire_on_commit=False)
+        app.teardown_appcontext(close_session)
+
+    @property
+    def engine(self) -> Engine:
+        factory: sessionmaker[Session] = current_app.extensions[EXTENSION_KEY]
+        bind = factory.kw["bind"]
+        assert isinstance(bind, Engine)
+        return bind
+
+    @property
+    def session(self) -> Session:
+        """The session of the current app context, created on first use."""
+        if "db_session" not in g:
+            g.db_session = current_app.extensions[EXTENSION_KEY]()
+        session: Session = g.db_session
+        return session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Run a block in its own session and commit it, or roll everything back."""
+        session: Session = current_app.extensions[EXTENSION_KEY]()
+        try:
+            with session.begin():
+                yield session
+        finally:
+            session.close()
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+db = Database()

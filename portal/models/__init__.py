@@ -1,0 +1,41 @@
+"""SQLAlchemy 2.0 typed models; import from here."""
+
+from portal.models.accounts import (
+    AWAITING_STATUSES,
+    NEEDS_REAUTH_STATUSES,
+    Account,
+    AccountStatus,
+    Attempt,
+    AttemptStatus,
+    Event,
+    Invite,
+    Outcome,
+    TenantCredential,
+)
+from portal.models.admin import Admin, AdminRole, ApiToken
+from portal.models.base import Base, utcnow
+from portal.models.outbox import OutboxKind, OutboxMessage, OutboxStatus
+from portal.models.webhooks import NylasNotification, WebhookDestination
+
+__all__ = [
+    "AWAITING_STATUSES",
+    "NEEDS_REAUTH_STATUSES",
+    "Account",
+    "AccountStatus",
+    "Admin",
+    "AdminRole",
+    "ApiToken",
+    "Attempt",
+    "AttemptStatus",
+    "Base",
+    "Event",
+    "Invite",
+    "NylasNotification",
+    "OutboxKind",
+    "OutboxMessage",
+    "OutboxStatus",
+    "Outcome",
+    "TenantCredential",
+    "WebhookDestination",
+    "utcnow",
+]

@@ -1,0 +1,171 @@
+"""The migration's subject matter: accounts, their links, sign-in attempts and events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.models.base import Base, utcnow
+
+
+class AccountStatus(StrEnum):
+    """Account states (DESIGN §3.2); the names used by stats, export and the API."""
+
+    NEW = "new"
+    INVITED = "invited"
+    OPENED = "opened"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    NOT_REQUIRED = "not_required"
+    UNSUPPORTED = "unsupported"
+    UNDELIVERABLE = "undeliverable"
+    EXCLUDED = "excluded"
+
+
+# States in which the person still has to sign in again.
+AWAITING_STATUSES = frozenset(
+    {AccountStatus.NEW, AccountStatus.INVITED, AccountStatus.OPENED, AccountStatus.FAILED}
+)
+# States that count towards "needs re-authentication" in stats (DESIGN §4.1).
+NEEDS_REAUTH_STATUSES = AWAITING_STATUSES | {AccountStatus.COMPLETED, AccountStatus.UNDELIVERABLE}
+
+
+class Outcome(StrEnum):
+    UPDATED = "updated"  # the placeholder grant was re-authenticated and kept its id
+    NEW = "new"  # a new grant was created (personal accounts)
+
+
+class Account(Base):
+    """One Nylas v2 account being moved; the ledger row (v2 account id -> v3 grant id)."""
+
+    __tablename__ = "account"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128), unique=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    name: Mapped[str | None] = mapped_column(String(256))
+    provider: Mapped[str] = mapped_column(String(64))
+    authentication_type: Mapped[str | None] = mapped_column(String(32))
+    scopes: Mapped[str | None] = mapped_column(Text)
+    ews_host: Mapped[str | None] = mapped_column(String(255))
+    tenant: Mapped[str | None] = mapped_column(String(255), index=True)
+    locale: Mapped[str | None] = mapped_column(String(35))
+    external_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    service_account: Mapped[bool] = mapped_column(default=False)
+    sync_state: Mapped[str | None] = mapped_column(String(64))
+    billing_state: Mapped[str | None] = mapped_column(String(64))
+    # Classification: which situation of the move, which plugin, and why.
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    plugin: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32), default=AccountStatus.NEW)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    # The v3 grant: the placeholder the Nylas import made, then the one the user authenticated.
+    grant_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    grant_status: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    # Funnel milestones, kept on the row so the dashboard needs no scan of the event log.
+    invited_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    completed_via: Mapped[str | None] = mapped_column(String(16))  # portal, webhook or admin
+    # Digest of the imported row; an unchanged row on re-import writes nothing.
+    row_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    invites: Mapped[list[Invite]] = relationship(back_populates="account")
+
+    __table_args__ = (
+        Index("ix_account_status_id", "status", "id"),
+        Index("ix_account_completed_at", "completed_at"),
+    )
+
+
+class Invite(Base):
+    """A link sent to one account; the nonce makes re-issue and revoke kill older links."""
+
+    __tablename__ = "invite"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_pk: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    nonce: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    first_sent_at: Mapped[datetime | None]
+    reminders_sent: Mapped[int] = mapped_column(default=0)
+    next_reminder_at: Mapped[datetime | None] = mapped_column(index=True)
+
+    account: Mapped[Account] = relationship(back_populates="invites")
+
+    __table_args__ = (Index("ix_invite_account_pk", "account_pk"),)
+
+
+class AttemptStatus(StrEnum):
+    STARTED = "started"
+    EXCHANGING = "exchanging"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    MISMATCH = "mismatch"
+
+
+class Attempt(Base):
+    """One press of Continue: state and PKCE verifier stay here, never in the browser."""
+
+    __tablename__ = "attempt"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_pk: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    invite_id: Mapped[int | None] = mapped_column(ForeignKey("invite.id", ondelete="SET NULL"))
+    plugin: Mapped[str] = mapped_column(String(64))
+    state_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    browser_digest: Mapped[str] = mapped_column(String(64))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default=AttemptStatus.STARTED)
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    error_description: Mapped[str | None] = mapped_column(Text)
+    signed_in_email: Mapped[str | None] = mapped_column(String(320))
+    grant_id: Mapped[str | None] = mapped_column(String(128))
+    granted_scopes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_attempt_account_pk", "account_pk"),)
+
+
+class Event(Base):
+    """Append-only history: every state change and admin action, for timelines and audit."""
+
+    __tablename__ = "event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_pk: Mapped[int | None] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(320))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_event_account_pk_id", "account_pk", "id"),
+        Index("ix_event_kind_created_at", "kind", "created_at"),
+    )
+
+
+class TenantCredential(Base):
+    """A Nylas connector credential for an extra Azure tenant; accounts of it sign in through it."""
+
+    __tablename__ = "tenant_credential"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(255))
+    nylas_provider: Mapped[str] = mapped_column(String(32))
+    credential_id: Mapped[str] = mapped_column(String(128))
+    admin_consent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("tenant", "nylas_provider"),)

@@ -1,0 +1,245 @@
+"""The plugin contract (a small base class) and the registry that loads enabled plugins.
+
+A plugin says only what differs per provider: which accounts it claims and whether they need
+re-authentication, the hosted-auth parameters, how a result is verified, and its wording.
+The core owns routes, tokens, state/PKCE, the database, mail and every call to Nylas.
+docs/plugins.md is the author's guide; every public member below is documented there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import ClassVar, Protocol
+
+from flask import Flask, current_app
+
+ENTRY_POINT_GROUP = "reauth_portal.plugins"
+
+
+class AccountView(Protocol):
+    """What a plugin may read of an account (an imported row or a stored account)."""
+
+    account_id: str
+    email: str
+    provider: str
+    authentication_type: str | None
+    scopes: str | None
+    ews_host: str | None
+    tenant: str | None
+    service_account: bool
+    grant_id: str | None
+    grant_status: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A plugin's answer for an account it handles.
+
+    `category` names the situation of the move (for stats), `needs_reauth` False means the
+    account needs nothing (it is recorded as not required) and `reason` says why, in one line.
+    """
+
+    category: str
+    needs_reauth: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class HostedAuthRequest:
+    """What the core sends to Nylas hosted authentication for one attempt."""
+
+    provider: str
+    scopes: Sequence[str] = ()
+    login_hint: str | None = None
+    credential_id: str | None = None
+    extra_params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """What came back from the code exchange."""
+
+    grant_id: str
+    email: str
+    provider: str | None
+    scopes: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A plugin's judgement of an auth result: accepted, or refused with a reason code."""
+
+    accepted: bool
+    reason: str = ""
+
+    @classmethod
+    def accept(cls) -> Verdict:
+        return cls(True)
+
+    @classmethod
+    def refuse(cls, reason: str) -> Verdict:
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class Wording:
+    """The words a plugin shows on the landing page and in its emails."""
+
+    headline: str
+    explanation: str
+    next_step: str
+    email_subject: str
+
+
+class Plugin:
+    """Base class of every provider plugin. Subclass it and set the class attributes."""
+
+    #: Stable identifier, the entry-point name, used in REAUTH_PLUGINS and the ledger.
+    name: ClassVar[str] = ""
+    #: Human name shown to admins and users.
+    display_name: ClassVar[str] = ""
+    #: The Nylas provider for hosted auth (`microsoft`, `ews`, `google`, ...).
+    nylas_provider: ClassVar[str] = ""
+    #: True when a completed sign-in creates a new grant rather than re-authenticating one.
+    creates_new_grant: ClassVar[bool] = False
+    #: Lower numbers are asked first when two plugins could claim the same account.
+    priority: ClassVar[int] = 100
+
+    def claim(self, account: AccountView) -> Claim | None:
+        """Return a Claim when this plugin handles the account, else None."""
+        raise NotImplementedError
+
+    def required_scopes(self, account: AccountView) -> Sequence[str]:
+        """Scopes the finished grant must hold; empty means the connector's defaults."""
+        return ()
+
+    def hosted_auth_request(self, account: AccountView) -> HostedAuthRequest:
+        """Build the hosted-auth parameters for this account."""
+        return HostedAuthRequest(
+            provider=self.nylas_provider,
+            scopes=tuple(self.required_scopes(account)),
+            login_hint=account.email,
+        )
+
+    def verify(self, account: AccountView, result: AuthResult) -> Verdict:
+        """Judge the result; by default the same mailbox must come back with the scopes."""
+        if result.email.strip().lower() != account.email.strip().lower():
+            return Verdict.refuse("mailbox_mismatch")
+        missing = {s.lower() for s in self.required_scopes(account)} - {
+            s.lower() for s in result.scopes
+        }
+        if missing:
+            return Verdict.refuse("missing_scopes:" + " ".join(sorted(missing)))
+        return Verdict.accept()
+
+    def wording(self, account: AccountView) -> Wording:
+        """Return the landing-page and email copy for this account."""
+        raise NotImplementedError
+
+
+class PluginError(Exception):
+    """A plugin that cannot be loaded or is not a valid plugin; the message names it."""
+
+
+class PluginRegistry:
+    """The enabled plugins of one app, in the order they are asked to claim accounts."""
+
+    def __init__(self, plugins: Iterable[Plugin], installed: Iterable[str] = ()) -> None:
+        self._plugins = {plugin.name: plugin for plugin in plugins}
+        self.installed = sorted(set(installed) | set(self._plugins))
+
+    def __iter__(self) -> Iterator[Plugin]:
+        return iter(self._plugins.values())
+
+    def __len__(self) -> int:
+        return len(self._plugins)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._plugins
+
+    def get(self, name: str | None) -> Plugin | None:
+        return self._plugins.get(name) if name else None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._plugins)
+
+    def first_claim(self, account: AccountView) -> tuple[Plugin, Claim] | None:
+        """Ask each plugin in turn; the first claim wins."""
+        for plugin in self._plugins.values():
+            claim = plugin.claim(account)
+            if claim is not None:
+                return plugin, claim
+        return None
+
+
+def check_plugin_class(candidate: object, label: str) -> type[Plugin]:
+    if not isinstance(candidate, type) or not issubclass(candidate, Plugin):
+        raise PluginError(
+            f"plugin {label!r}: {candidate!r} is not a subclass of portal.plugins.Plugin"
+        )
+    for attribute in ("name", "display_name", "nylas_provider"):
+        if not getattr(candidate, attribute):
+            raise PluginError(f"plugin {label!r}: class attribute {attribute!r} is empty")
+    return candidate
+
+
+def load_entry_point(entry_point: EntryPoint) -> type[Plugin]:
+    try:
+        loaded = entry_point.load()
+    except Exception as exc:  # any import-time failure of third-party code
+        raise PluginError(f"plugin {entry_point.name!r} failed to load: {exc}") from exc
+    plugin_class = check_plugin_class(loaded, entry_point.name)
+    if plugin_class.name != entry_point.name:
+        raise PluginError(
+            f"plugin {entry_point.name!r}: class {plugin_class.__name__} declares name "
+            f"{plugin_class.name!r}; the entry-point name and the class name must agree"
+        )
+    return plugin_class
+
+
+def installed_entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def build_registry(
+    enabled: Sequence[str], plugin_classes: Sequence[type[Plugin]] | None = None
+) -> PluginRegistry:
+    """Load plugins: the explicit classes (tests) or the installed entry points, then filter.
+
+    `enabled` empty means every plugin available; a name that is not available is an error.
+    """
+    if plugin_classes is not None:
+        available = {cls.name: cls for cls in plugin_classes}
+        for name, cls in available.items():
+            check_plugin_class(cls, name)
+        installed = list(available)
+    else:
+        entries = installed_entry_points()
+        installed = sorted(entries)
+        wanted = enabled or installed
+        unknown = [name for name in wanted if name not in entries]
+        if unknown:
+            raise PluginError(unknown_plugins_message(unknown, installed))
+        available = {name: load_entry_point(entries[name]) for name in wanted}
+    names = list(enabled) or list(available)
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise PluginError(unknown_plugins_message(unknown, list(available)))
+    ordered = sorted(names, key=lambda n: (available[n].priority, n))
+    return PluginRegistry((available[name]() for name in ordered), installed)
+
+
+def unknown_plugins_message(unknown: Sequence[str], installed: Sequence[str]) -> str:
+    return (
+        f"REAUTH_PLUGINS names plugins that are not installed: {', '.join(unknown)} "
+        f"(installed: {', '.join(installed) or 'none'})"
+    )
+
+
+def plugin_registry(app: Flask | None = None) -> PluginRegistry:
+    """The enabled plugins of the given app, or of the current one."""
+    registry: PluginRegistry = (app or current_app).extensions["reauth_plugins"]
+    return registry

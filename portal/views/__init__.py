@@ -1,0 +1,1 @@
+"""Blueprints: reauth (end user), admin, api, webhooks, health."""
