@@ -1,0 +1,319 @@
+"""Checks to run before any email goes out (`reauth nylas preflight`).
+
+Each check answers pass, fail or warn ("cannot check") with one sentence of detail and one of
+fix. docs/nylas-client.md says how each is decided.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import distinct, select
+from sqlalchemy.orm import Session
+
+from portal.models import Account
+from portal.nylas import Connector, NylasError, NylasGateway, NylasNotFound
+from portal.scopes import (
+    UnknownScopeError,
+    is_graph_scope,
+    is_legacy_exchange_scope,
+    short_graph_name,
+    split_scopes,
+    translate,
+)
+
+GRAPH_PLUGINS = ("microsoft-graph", "microsoft-personal")
+EWS_PLUGIN = "ews-password"
+NYLAS_HOST = re.compile(r"^api(?:\.(?P<region>[a-z]+))?\.nylas\.com$")
+AZURE_APP_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+NIL_GUID = "00000000-0000-0000-0000-000000000000"
+PASS, FAIL, WARN = "pass", "fail", "warn"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight answer. `ok` is False only for failures; a warning is not a pass."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != FAIL
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+@dataclass
+class PreflightReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [check.as_dict() for check in self.checks]}
+
+
+@dataclass(frozen=True)
+class Connectors:
+    """The connectors preflight looks at; None when absent, `error` when Nylas could not say."""
+
+    microsoft: Connector | None
+    ews: Connector | None
+    error: NylasError | None = None
+
+
+def fetch_connector(gateway: NylasGateway, provider: str) -> Connector | None:
+    try:
+        return gateway.get_connector(provider)
+    except NylasNotFound:
+        return None
+
+
+def fetch_connectors(gateway: NylasGateway) -> Connectors:
+    try:
+        return Connectors(fetch_connector(gateway, "microsoft"), fetch_connector(gateway, "ews"))
+    except NylasError as exc:
+        return Connectors(None, None, exc)
+
+
+def plugins_in_use(session: Session) -> set[str]:
+    rows = session.scalars(select(distinct(Account.plugin)).where(Account.plugin.is_not(None)))
+    return {name for name in rows if name}
+
+
+def v2_scopes(session: Session) -> set[str]:
+    """The union of the scopes the imported Graph/personal accounts had in v2."""
+    rows = session.scalars(
+        select(distinct(Account.scopes)).where(
+            Account.plugin.in_(GRAPH_PLUGINS), Account.scopes.is_not(None)
+        )
+    )
+    return {scope for text in rows for scope in split_scopes(text)}
+
+
+def required_graph_scopes(scopes: Iterable[str]) -> tuple[set[str], set[str]]:
+    """Graph scopes the connector must grant, and the v2 scopes that mean nothing to Graph."""
+    required: set[str] = set(translate([]))
+    unknown: set[str] = set()
+    for scope in scopes:
+        try:
+            required.update(translate([scope], with_baseline=False))
+        except UnknownScopeError:
+            unknown.add(scope)
+    return required, unknown
+
+
+def covers(granted: set[str], wanted: str) -> bool:
+    """Graph scopes compare case-insensitively; X.ReadWrite includes X.Read."""
+    lowered = {scope.lower() for scope in granted}
+    wanted = wanted.lower()
+    return wanted in lowered or wanted.replace(".read", ".readwrite", 1) in lowered
+
+
+def connector_scopes(connector: Connector) -> set[str]:
+    return {short_graph_name(scope) for scope in connector.scope or []}
+
+
+def unconfigured_reason(connector: Connector, nylas_client_id: str) -> str | None:
+    """Why the Microsoft connector does not point at a real Azure app, or None when it does."""
+    client_id = str((connector.settings or {}).get("client_id") or "").strip()
+    if not client_id:
+        return "it has no Azure client_id (the import left it unconfigured)"
+    if client_id in (NIL_GUID, nylas_client_id):
+        return f"its client_id {client_id} is a placeholder, not an Azure application id"
+    if not AZURE_APP_ID.match(client_id):
+        return f"its client_id {client_id!r} is not an Azure application (client) id"
+    return None
+
+
+def no_connector(name: str, found: Connectors) -> Check:
+    if found.error:
+        return Check(name, FAIL, "not checked: Nylas could not be asked", api_fix(found.error))
+    return Check(name, FAIL, "not checked: there is no Microsoft connector", "Create it first.")
+
+
+def check_microsoft_connector(found: Connectors, config: Mapping[str, Any]) -> Check:
+    name = "microsoft_connector"
+    if found.error:
+        return Check(name, FAIL, f"Nylas could not be asked: {found.error}", api_fix(found.error))
+    if found.microsoft is None:
+        return Check(
+            name,
+            FAIL,
+            "there is no Microsoft connector",
+            "Create it in the Nylas dashboard with your new Azure app's client id and secret.",
+        )
+    reason = unconfigured_reason(found.microsoft, str(config.get("NYLAS_CLIENT_ID") or ""))
+    if reason:
+        return Check(
+            name,
+            FAIL,
+            f"the Microsoft connector is not usable: {reason}",
+            "Point it at your new Azure app (PATCH /v3/connectors/microsoft with client_id, "
+            "client_secret and tenant).",
+        )
+    client_id = (found.microsoft.settings or {}).get("client_id")
+    return Check(name, PASS, f"the Microsoft connector uses Azure app {client_id}")
+
+
+def check_graph_scopes(found: Connectors) -> Check:
+    name = "microsoft_scopes_are_graph"
+    if found.microsoft is None:
+        return no_connector(name, found)
+    scopes = found.microsoft.scope or []
+    bad = sorted(s for s in scopes if is_legacy_exchange_scope(s) or not is_graph_scope(s))
+    if not scopes:
+        return Check(
+            name,
+            FAIL,
+            "the Microsoft connector lists no scopes",
+            "Set the connector's scopes to the Graph scopes of `reauth scopes translate`.",
+        )
+    if bad:
+        return Check(
+            name,
+            FAIL,
+            f"not Graph scopes: {', '.join(bad)}",
+            "Replace them with Graph scopes; see `reauth scopes translate`.",
+        )
+    return Check(name, PASS, f"{len(scopes)} Graph scopes")
+
+
+def check_scope_coverage(found: Connectors, session: Session) -> Check:
+    name = "microsoft_scopes_cover_v2"
+    if found.microsoft is None:
+        return no_connector(name, found)
+    required, unknown = required_graph_scopes(v2_scopes(session))
+    granted = connector_scopes(found.microsoft)
+    missing = sorted(scope for scope in required if not covers(granted, scope))
+    note = f" (ignored unknown v2 scopes: {', '.join(sorted(unknown))})" if unknown else ""
+    if missing:
+        return Check(
+            name,
+            FAIL,
+            f"the connector lacks what imported accounts had in v2: {', '.join(missing)}{note}",
+            "Add these scopes to the Microsoft connector and to the Azure app's API permissions.",
+        )
+    return Check(name, PASS, f"covers the {len(required)} Graph scopes the accounts need{note}")
+
+
+def check_offline_access(found: Connectors) -> Check:
+    name = "offline_access"
+    if found.microsoft is None:
+        return no_connector(name, found)
+    if any(s.lower() == "offline_access" for s in connector_scopes(found.microsoft)):
+        return Check(name, PASS, "offline_access is requested")
+    return Check(
+        name,
+        FAIL,
+        "offline_access is missing, so grants would stop working after an hour",
+        "Add offline_access to the Microsoft connector's scopes.",
+    )
+
+
+def check_ews_connector(found: Connectors, plugins: set[str]) -> Check:
+    name = "ews_connector"
+    if EWS_PLUGIN not in plugins:
+        return Check(name, PASS, "no imported account needs Exchange on-premises (EWS)")
+    if found.error:
+        return Check(name, FAIL, f"Nylas could not be asked: {found.error}", api_fix(found.error))
+    if found.ews is None:
+        return Check(
+            name,
+            FAIL,
+            "accounts need the EWS plugin but there is no EWS connector",
+            "Add an Exchange (EWS) connector in the Nylas dashboard.",
+        )
+    return Check(name, PASS, "the EWS connector exists")
+
+
+def check_callback_uri(gateway: NylasGateway, redirect_uri: str) -> Check:
+    name = "callback_uri"
+    try:
+        registered = gateway.list_callback_uris()
+    except NylasNotFound:
+        return Check(
+            name,
+            WARN,
+            f"cannot check: this API does not list callback URIs; verify {redirect_uri} "
+            "in the dashboard",
+            f"Make sure {redirect_uri} is a callback URI of the Nylas application.",
+        )
+    except NylasError as exc:
+        return Check(name, FAIL, f"Nylas could not be asked: {exc}", api_fix(exc))
+    if redirect_uri in registered:
+        return Check(name, PASS, f"{redirect_uri} is registered")
+    return Check(
+        name,
+        FAIL,
+        f"{redirect_uri} is not a callback URI of the Nylas application",
+        f"Add {redirect_uri} under Hosted authentication > Callback URIs in the dashboard.",
+    )
+
+
+def check_region(api_uri: str, region: str) -> Check:
+    name = "region"
+    host = urlsplit(api_uri).hostname or ""
+    found = NYLAS_HOST.match(host)
+    if not found:
+        return Check(name, PASS, f"{host} is not a Nylas host (an emulator?); nothing to compare")
+    if found["region"] is None:
+        return Check(
+            name,
+            FAIL,
+            f"{host} is the Nylas v2 API",
+            "Unset REAUTH_NYLAS_API_URI and set REAUTH_NYLAS_REGION to us or eu.",
+        )
+    if found["region"] != region:
+        return Check(
+            name,
+            FAIL,
+            f"the API URI is in region {found['region']} but REAUTH_NYLAS_REGION is {region}",
+            "Make REAUTH_NYLAS_REGION match the region of your Nylas v3 application.",
+        )
+    return Check(name, PASS, f"region {region} matches {host}")
+
+
+def api_fix(error: NylasError) -> str:
+    if error.status in (401, 403):
+        return "Check REAUTH_NYLAS_API_KEY and that the region matches your Nylas application."
+    return "Check REAUTH_NYLAS_API_URI and your network, then run preflight again."
+
+
+def run_preflight(
+    session: Session, gateway: NylasGateway, config: Mapping[str, Any]
+) -> PreflightReport:
+    """Run every check; Nylas is asked for each connector once."""
+    found = fetch_connectors(gateway)
+    plugins = plugins_in_use(session)
+    steps: list[Callable[[], Check]] = [
+        lambda: check_microsoft_connector(found, config),
+        lambda: check_graph_scopes(found),
+        lambda: check_scope_coverage(found, session),
+        lambda: check_offline_access(found),
+        lambda: check_ews_connector(found, plugins),
+        lambda: check_callback_uri(gateway, config["OAUTH_REDIRECT_URI"]),
+        lambda: check_region(config["NYLAS_API_URI"], config["NYLAS_REGION"]),
+    ]
+    return PreflightReport([step() for step in steps])
+
+
+def report_lines(report: PreflightReport) -> list[str]:
+    """One line per check, then the fix indented below it when there is one."""
+    lines: list[str] = []
+    for check in report.checks:
+        lines.append(f"{check.status.upper():4}  {check.name}: {check.detail}")
+        if check.status != PASS and check.fix:
+            lines.append(f"      fix: {check.fix}")
+    lines.append("preflight: ok" if report.ok else "preflight: FAILED")
+    return lines
