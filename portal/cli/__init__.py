@@ -23,13 +23,14 @@ def cli() -> None:
 
 
 def register_commands() -> None:
-    from portal.cli import accounts, database, plugins
+    from portal.cli import accounts, database, emulator, plugins
     from portal.cli import nylas as nylas_commands
     from portal.cli import scopes as scopes_commands
 
     cli.add_command(database.db_group)
     cli.add_command(accounts.accounts_group)
     cli.add_command(plugins.plugins_group)
+    cli.add_command(emulator.emulator_command)
     cli.add_command(nylas_commands.nylas_group)
     cli.add_command(scopes_commands.scopes_group)
 

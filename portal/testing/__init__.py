@@ -1,0 +1,1 @@
+"""Test helpers shipped with the portal: the Nylas v3 emulator and the pytest plugin."""

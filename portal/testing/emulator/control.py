@@ -1,0 +1,97 @@
+"""The control API under `/_emulator/`: seed, reset, expire a grant, faults, logs.
+
+It belongs to the emulator only (Nylas has nothing like it) and needs no API key, so tests and
+the demo can steer the emulator over HTTP from another process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from flask import Blueprint, Response, jsonify
+
+from portal.testing.emulator.errors import EmulatorError
+from portal.testing.emulator.replies import current_state, json_body, not_found
+
+blueprint = Blueprint("emulator_control", __name__, url_prefix="/_emulator")
+
+
+@blueprint.post("/seed")
+def seed() -> Response:
+    """Add the objects of a seed document (same format as `reauth emulator --seed`)."""
+    try:
+        current_state().seed(json_body())
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise EmulatorError(400, "invalid_request_error", f"bad seed document: {exc}") from None
+    return jsonify({"status": "ok"})
+
+
+@blueprint.post("/reset")
+def reset() -> Response:
+    """Forget all grants, connectors, webhooks, faults and logs."""
+    current_state().reset()
+    return jsonify({"status": "ok"})
+
+
+@blueprint.post("/grants/<grant_id>/expire")
+def expire(grant_id: str) -> Response:
+    """Make a grant invalid and fire grant.expired, as a Nylas health check would."""
+    try:
+        grant = current_state().expire_grant(grant_id)
+    except KeyError:
+        raise not_found("grant") from None
+    return jsonify({"data": grant})
+
+
+@blueprint.get("/requests")
+def requests_log() -> Response:
+    """Return the request log (secrets redacted)."""
+    with current_state().lock:
+        return jsonify({"data": list(current_state().request_log)})
+
+
+@blueprint.get("/deliveries")
+def deliveries() -> Response:
+    """Return the outgoing webhook attempts."""
+    return jsonify({"data": current_state().deliveries})
+
+
+@blueprint.post("/faults")
+def add_fault() -> Response:
+    """Inject a fault: `{kind: rate_limit|server_error|latency, count, path_prefix, ...}`."""
+    body = json_body()
+    try:
+        fault = current_state().add_fault(
+            str(body.get("kind", "")),
+            count=int(body.get("count", 1)),
+            path_prefix=str(body.get("path_prefix", "")),
+            retry_after=int(body.get("retry_after", 1)),
+            seconds=float(body.get("seconds", 0.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise EmulatorError(400, "invalid_request_error", str(exc)) from None
+    return jsonify({"data": asdict(fault)})
+
+
+@blueprint.delete("/faults")
+def clear_faults() -> Response:
+    """Drop every pending fault."""
+    with current_state().lock:
+        current_state().faults.clear()
+    return jsonify({"status": "ok"})
+
+
+@blueprint.post("/settings")
+def settings() -> Response:
+    """Change delivery behaviour: `duplicate_deliveries`, `webhook_retry_delays`."""
+    body = json_body()
+    state = current_state()
+    with state.lock:
+        if "duplicate_deliveries" in body:
+            state.duplicate_deliveries = bool(body["duplicate_deliveries"])
+        if "webhook_retry_delays" in body:
+            state.webhook_retry_delays = tuple(float(x) for x in body["webhook_retry_delays"])
+        if "callback_uris" in body:
+            for uri in body["callback_uris"]:
+                state.add_callback_uri(str(uri))
+    return jsonify({"status": "ok"})

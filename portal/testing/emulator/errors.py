@@ -1,0 +1,63 @@
+"""Build error answers the way Nylas shapes them: an API envelope or an OAuth body."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Response, jsonify
+
+OAUTH_ERROR_URI = "https://developer.nylas.com/docs/api/errors/{status}-response/"
+
+
+def new_request_id() -> str:
+    """Return a fresh request id, as Nylas puts on every API answer."""
+    return str(uuid.uuid4())
+
+
+class EmulatorError(Exception):
+    """Abort a request with the standard Nylas error envelope."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+
+
+class OAuthError(Exception):
+    """Abort a token request with the OAuth-style body (all four keys)."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+def api_error_response(status: int, error_type: str, message: str) -> Response:
+    """Answer with `{"request_id", "error": {"type", "message"}}`."""
+    body = {"request_id": new_request_id(), "error": {"type": error_type, "message": message}}
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def oauth_error_response(status: int, error: str, description: str) -> Response:
+    """Answer with `{"error", "error_description", "error_uri", "error_code"}`."""
+    body = {
+        "error": error,
+        "error_description": description,
+        "error_uri": OAUTH_ERROR_URI.format(status=status),
+        # The Python SDK types error_code as int, the spec as string: an int satisfies both.
+        "error_code": status,
+    }
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def error_for_path(path: str, status: int, error_type: str, message: str) -> Response:
+    """Pick the OAuth body on the token/revoke paths, where clients parse it, else the envelope."""
+    if path.startswith(("/v3/connect/token", "/v3/connect/revoke")):
+        return oauth_error_response(status, error_type, message)
+    return api_error_response(status, error_type, message)

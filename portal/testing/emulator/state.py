@@ -1,0 +1,298 @@
+"""The emulator's in-memory world: one Nylas application, its grants, connectors and webhooks.
+
+Everything lives in one `EmulatorState` guarded by a lock, so tests can seed and inspect it while
+the threaded server answers requests.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from portal.testing.emulator.delivery import WebhookDispatcher
+
+FAULT_KINDS = ("rate_limit", "server_error", "latency")
+DEFAULT_SCOPES = {
+    "microsoft": ["Mail.ReadWrite", "Mail.Send", "User.Read", "offline_access"],
+    "ews": ["ews.messages", "ews.calendars", "ews.contacts"],
+    "google": ["https://www.googleapis.com/auth/gmail.modify"],
+}
+
+
+def now() -> int:
+    """Return the current Unix time in seconds, the unit of every Nylas timestamp."""
+    return int(time.time())
+
+
+@dataclass
+class Fault:
+    """One injected failure: the next `remaining` matching requests get it."""
+
+    kind: str
+    remaining: int = 1
+    path_prefix: str = ""
+    retry_after: int = 1
+    seconds: float = 0.0
+
+    def matches(self, path: str) -> bool:
+        """Tell whether this fault still applies to a request for `path`."""
+        return self.remaining > 0 and path.startswith(self.path_prefix)
+
+
+@dataclass
+class PendingAuth:
+    """A hosted-auth request between the first GET and the user's answer on the sign-in page."""
+
+    id: str
+    params: dict[str, str]
+    expires_at: float
+
+
+@dataclass
+class AuthorizationCode:
+    """A one-time code handed to the redirect URI; exchanged once at /v3/connect/token."""
+
+    code: str
+    email: str
+    provider: str
+    scope: list[str]
+    redirect_uri: str
+    code_challenge: str | None
+    code_challenge_method: str
+    access_type: str
+    credential_id: str | None
+    state: str | None
+    expires_at: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    used: bool = False
+
+
+@dataclass
+class EmulatorState:
+    """Hold one emulated Nylas application; safe to share between the server and tests."""
+
+    api_key: str
+    client_id: str
+    callback_uris: list[str] = field(default_factory=list)
+    code_lifetime: float = 600.0
+    pending_lifetime: float = 1800.0
+    webhook_retry_delays: tuple[float, ...] = (10.0, 60.0)
+    webhook_max_attempts: int = 3
+    webhook_timeout: float = 10.0
+    duplicate_deliveries: bool = False
+    require_connector: bool = False
+    accept_rfc7636_pkce: bool = False
+
+    def __post_init__(self) -> None:
+        self.lock = threading.RLock()
+        self.initial_callback_uris = list(self.callback_uris)
+        self.dispatcher = WebhookDispatcher(self)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything but the api key, client id and the constructor's callback URIs."""
+        with self.lock:
+            self.callback_uris = list(self.initial_callback_uris)
+            self.grants: dict[str, dict[str, Any]] = {}
+            self.connectors: dict[str, dict[str, Any]] = {}
+            self.credentials: dict[str, dict[str, Any]] = {}
+            self.webhooks: dict[str, dict[str, Any]] = {}
+            self.ews_passwords: dict[str, str] = {}
+            self.ews_domains: set[str] = set()
+            self.microsoft_domains: set[str] = set()
+            self.pending: dict[str, PendingAuth] = {}
+            self.codes: dict[str, AuthorizationCode] = {}
+            self.refresh_tokens: dict[str, str] = {}
+            self.faults: list[Fault] = []
+            self.request_log: list[dict[str, Any]] = []
+            self.duplicate_deliveries = False
+        self.dispatcher.clear_log()
+
+    def add_callback_uri(self, uri: str) -> None:
+        """Allow one more redirect URI, as registering it on the Nylas application would."""
+        with self.lock:
+            if uri not in self.callback_uris:
+                self.callback_uris.append(uri)
+
+    def seed(self, data: Mapping[str, Any]) -> None:
+        """Add the objects of a JSON seed document (see docs/nylas.md for the format)."""
+        with self.lock:
+            for uri in data.get("callback_uris", []):
+                self.add_callback_uri(uri)
+            for grant in data.get("grants", []):
+                self.add_grant(**grant)
+            for connector in data.get("connectors", []):
+                self.add_connector(**connector)
+            for credential in data.get("credentials", []):
+                self.add_credential(**credential)
+            for hook in data.get("webhooks", []):
+                self.add_webhook(**hook)
+            for email, password in data.get("ews_passwords", {}).items():
+                self.ews_passwords[email.lower()] = password
+            self.ews_domains.update(d.lower() for d in data.get("ews_domains", []))
+            self.microsoft_domains.update(d.lower() for d in data.get("microsoft_domains", []))
+
+    def add_grant(
+        self,
+        email: str,
+        provider: str = "microsoft",
+        grant_status: str = "valid",
+        *,
+        id: str | None = None,
+        scope: Iterable[str] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Store a grant directly (no webhook), e.g. an invalid placeholder with a v2 account_id."""
+        stamp = now()
+        grant: dict[str, Any] = {
+            "id": id or str(uuid.uuid4()),
+            "provider": provider,
+            "grant_status": grant_status,
+            "email": email,
+            "scope": list(scope) if scope is not None else list(DEFAULT_SCOPES.get(provider, [])),
+            "created_at": stamp,
+            "updated_at": stamp,
+            "settings": {},
+            "provider_user_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{email.lower()}")),
+        }
+        grant.update(extra)
+        with self.lock:
+            self.grants[grant["id"]] = grant
+        return grant
+
+    def find_grant_by_email(self, email: str) -> dict[str, Any] | None:
+        """Return the application's grant for this mailbox; emails compare case-insensitively."""
+        wanted = email.strip().lower()
+        with self.lock:
+            for grant in self.grants.values():
+                if str(grant.get("email", "")).lower() == wanted:
+                    return grant
+        return None
+
+    def authenticate(
+        self, email: str, provider: str, scope: list[str], **extra: Any
+    ) -> tuple[dict[str, Any], bool]:
+        """Make the mailbox's grant valid, creating it if new; fire the matching webhook."""
+        with self.lock:
+            grant = self.find_grant_by_email(email)
+            created = grant is None
+            if grant is None:
+                grant = self.add_grant(email, provider, scope=scope, **extra)
+            else:
+                # Re-authentication keeps the grant id; only the credentials and status change.
+                grant.update(extra, provider=provider, scope=scope, grant_status="valid")
+                grant["updated_at"] = max(now(), int(grant["updated_at"]) + 1)
+            snapshot = dict(grant)
+        if created:
+            self.dispatcher.emit("grant.created", snapshot)
+        else:
+            self.dispatcher.emit("grant.updated", snapshot, reauthentication=True)
+        return snapshot, created
+
+    def expire_grant(self, grant_id: str) -> dict[str, Any]:
+        """Flip a grant to invalid and fire grant.expired; KeyError when it does not exist."""
+        with self.lock:
+            grant = self.grants[grant_id]
+            grant["grant_status"] = "invalid"
+            snapshot = dict(grant)
+        self.dispatcher.emit("grant.expired", snapshot)
+        return snapshot
+
+    def delete_grant(self, grant_id: str) -> dict[str, Any]:
+        """Remove a grant for good and fire grant.deleted; KeyError when it does not exist."""
+        with self.lock:
+            grant = self.grants.pop(grant_id)
+        self.dispatcher.emit("grant.deleted", grant)
+        return grant
+
+    def add_connector(self, provider: str, **fields: Any) -> dict[str, Any]:
+        """Store (or replace) the application's connector for `provider`."""
+        connector = {"provider": provider, "name": fields.pop("name", f"{provider} connector")}
+        connector.update({"settings": {}, "scope": []})
+        connector.update(fields)
+        with self.lock:
+            self.connectors[provider] = connector
+        return connector
+
+    def add_credential(
+        self, provider: str, name: str, credential_type: str = "connector", **fields: Any
+    ) -> dict[str, Any]:
+        """Store a connector credential; its `credential_data` is kept but never served."""
+        stamp = now()
+        credential = {
+            "id": fields.pop("id", None) or str(uuid.uuid4()),
+            "provider": provider,
+            "name": name,
+            "credential_type": credential_type,
+            "credential_data": dict(fields.pop("credential_data", {})),
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        credential.update(fields)
+        with self.lock:
+            self.credentials[credential["id"]] = credential
+        return credential
+
+    def add_webhook(self, webhook_url: str, trigger_types: list[str], **fields: Any) -> dict:
+        """Store a webhook destination as already verified (seeding skips the challenge)."""
+        stamp = now()
+        hook = {
+            "id": fields.pop("id", None) or str(uuid.uuid4()),
+            "webhook_url": webhook_url,
+            "trigger_types": list(trigger_types),
+            "webhook_secret": fields.pop("webhook_secret", None) or secrets.token_hex(32),
+            "status": "active",
+            "description": None,
+            "notification_email_addresses": [],
+            "status_updated_at": stamp,
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        hook.update(fields)
+        with self.lock:
+            self.webhooks[hook["id"]] = hook
+        return hook
+
+    def add_fault(
+        self,
+        kind: str,
+        count: int = 1,
+        path_prefix: str = "",
+        retry_after: int = 1,
+        seconds: float = 0.0,
+    ) -> Fault:
+        """Make the next `count` requests under `path_prefix` fail (or slow down) as `kind`."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
+        fault = Fault(kind, count, path_prefix, retry_after, seconds)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def take_fault(self, path: str) -> Fault | None:
+        """Consume and return the first fault that applies to `path`, if any."""
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(path):
+                    fault.remaining -= 1
+                    return fault
+        return None
+
+    def record_request(self, entry: dict[str, Any]) -> None:
+        """Append one (already redacted) request to the log tests read."""
+        with self.lock:
+            self.request_log.append(entry)
+
+    @property
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Return the outgoing webhook attempts so far (no secrets, no bodies)."""
+        return self.dispatcher.log_snapshot()
+
+    def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
+        """Block until every queued webhook delivery is finished; False on timeout."""
+        return self.dispatcher.wait_idle(timeout)

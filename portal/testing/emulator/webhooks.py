@@ -1,0 +1,130 @@
+"""Webhook destinations: create (with the challenge), list, get, update, delete, rotate secret.
+
+`webhook_secret` is served only by create and rotate (nylas-v3.md §6 [SPEC] [PY]).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from portal.testing.emulator.delivery import challenge
+from portal.testing.emulator.errors import EmulatorError, new_request_id
+from portal.testing.emulator.replies import (
+    current_state,
+    data_reply,
+    json_body,
+    list_reply,
+    not_found,
+)
+from portal.testing.emulator.state import now
+
+blueprint = Blueprint("emulator_webhooks", __name__)
+STATUSES = frozenset({"active", "failing", "failed", "pause"})
+
+
+def public_webhook(hook: dict[str, Any], with_secret: bool = False) -> dict[str, Any]:
+    """Return the destination as Nylas serves it; the secret only when asked."""
+    shown = dict(hook)
+    if not with_secret:
+        shown.pop("webhook_secret", None)
+    return shown
+
+
+def webhook_or_404(webhook_id: str) -> dict[str, Any]:
+    """Return a destination or raise the Nylas 404."""
+    hook = current_state().webhooks.get(webhook_id)
+    if hook is None:
+        raise not_found("webhook")
+    return hook
+
+
+def checked_fields(body: dict[str, Any], creating: bool) -> dict[str, Any]:
+    """Validate the writable fields of a destination."""
+    fields = {
+        key: body[key]
+        for key in ("trigger_types", "webhook_url", "description", "notification_email_addresses")
+        if key in body
+    }
+    triggers = fields.get("trigger_types")
+    if (creating or triggers is not None) and not (isinstance(triggers, list) and triggers):
+        raise EmulatorError(400, "invalid_request_error", "trigger_types must be a non-empty list")
+    url = fields.get("webhook_url")
+    if (creating or url is not None) and not str(url or "").startswith(("http://", "https://")):
+        raise EmulatorError(400, "invalid_request_error", "webhook_url must be an http(s) URL")
+    if body.get("status") is not None:
+        if body["status"] not in STATUSES:
+            raise EmulatorError(400, "invalid_request_error", "unknown status")
+        fields["status"] = body["status"]
+    return fields
+
+
+def verified_status(url: str) -> str:
+    """Run the challenge handshake; a destination that fails it is not activated."""
+    return "active" if challenge(url, current_state().webhook_timeout) else "failing"
+
+
+@blueprint.post("/v3/webhooks")
+def create_webhook() -> Response:
+    """Create a destination after challenging its URL."""
+    fields = checked_fields(json_body(), creating=True)
+    fields.pop("status", None)
+    # The handshake runs outside the lock: the receiver may call the emulator meanwhile.
+    status = verified_status(fields["webhook_url"])
+    hook = current_state().add_webhook(status=status, **fields)
+    return data_reply(public_webhook(hook, with_secret=True))
+
+
+@blueprint.get("/v3/webhooks")
+def list_webhooks() -> Response:
+    """List the destinations."""
+    with current_state().lock:
+        items = [public_webhook(hook) for hook in current_state().webhooks.values()]
+    return list_reply(items, default_limit=50)
+
+
+@blueprint.get("/v3/webhooks/<webhook_id>")
+def get_webhook(webhook_id: str) -> Response:
+    """Return one destination (without its secret)."""
+    return data_reply(public_webhook(webhook_or_404(webhook_id)))
+
+
+@blueprint.put("/v3/webhooks/<webhook_id>")
+def update_webhook(webhook_id: str) -> Response:
+    """Update a destination; a new URL is challenged again (an emulator choice)."""
+    fields = checked_fields(json_body(), creating=False)
+    webhook_or_404(webhook_id)
+    url = fields.get("webhook_url")
+    if url is not None and url != current_state().webhooks[webhook_id]["webhook_url"]:
+        fields["status"] = verified_status(url)
+    with current_state().lock:
+        hook = webhook_or_404(webhook_id)
+        if "status" in fields and fields["status"] != hook["status"]:
+            hook["status_updated_at"] = now()
+        hook.update(fields, updated_at=now())
+        shown = public_webhook(hook)
+    return data_reply(shown)
+
+
+@blueprint.delete("/v3/webhooks/<webhook_id>")
+def delete_webhook(webhook_id: str) -> Response:
+    """Delete a destination."""
+    state = current_state()
+    with state.lock:
+        webhook_or_404(webhook_id)
+        del state.webhooks[webhook_id]
+    return jsonify({"request_id": new_request_id(), "data": {"status": "success"}})
+
+
+@blueprint.post("/v3/webhooks/rotate-secret/<webhook_id>")
+@blueprint.put("/v3/webhooks/<webhook_id>/rotate-secret")
+def rotate_secret(webhook_id: str) -> Response:
+    """Issue a new secret; SPEC/Node use the POST form, the Python SDK the PUT form."""
+    with current_state().lock:
+        hook = webhook_or_404(webhook_id)
+        hook["webhook_secret"] = secrets.token_hex(32)
+        hook["updated_at"] = now()
+        shown = public_webhook(hook, with_secret=True)
+    return data_reply(shown)
