@@ -10,7 +10,15 @@ What it covers, and the source of each behaviour, is in docs/nylas.md.
 from __future__ import annotations
 
 from portal.testing.emulator.app import create_emulator_app
+from portal.testing.emulator.browser import SignInPageError, complete_hosted_auth
 from portal.testing.emulator.server import EmulatorServer
 from portal.testing.emulator.state import EmulatorState, Fault
 
-__all__ = ["EmulatorServer", "EmulatorState", "Fault", "create_emulator_app"]
+__all__ = [
+    "EmulatorServer",
+    "EmulatorState",
+    "Fault",
+    "SignInPageError",
+    "complete_hosted_auth",
+    "create_emulator_app",
+]

@@ -48,7 +48,10 @@ class EmulatorServer:
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = self._server.server_port
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"nylas-emulator-{self.port}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # a short poll makes shutdown quick in tests
+            name=f"nylas-emulator-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
