@@ -482,7 +482,7 @@ def map_error(raw: Exception, timeout: float) -> NylasError:
     headers = getattr(raw, "headers", None) or {}
     request_id = getattr(raw, "request_id", None) or header_request_id(headers)
     status = getattr(raw, "status_code", None)
-    if isinstance(raw, SdkOAuthError):
+    if isinstance(raw, SdkOAuthError) and status != 429 and (status or 0) < 500:
         return NylasOAuthError(
             raw.error_description or raw.error,
             error=raw.error,
@@ -490,9 +490,10 @@ def map_error(raw: Exception, timeout: float) -> NylasError:
             status=status,
             request_id=request_id,
         )
-    assert isinstance(raw, NylasApiError)
+    # Throttling and outages look the same on the token endpoint as anywhere else.
+    error_type = raw.error if isinstance(raw, SdkOAuthError) else getattr(raw, "type", None)
     message = raw.args[0] if raw.args and isinstance(raw.args[0], str) else "Nylas API error"
-    common: dict[str, Any] = {"status": status, "request_id": request_id, "error_type": raw.type}
+    common: dict[str, Any] = {"status": status, "request_id": request_id, "error_type": error_type}
     if status in (401, 403):
         return NylasAuthError(message, **common)
     if status == 404:
