@@ -50,6 +50,8 @@ def import_command(path: Path, file_format: str | None, skip_invalid: bool, dry_
         click.echo(line, err=line.startswith(("line ", "...")))
     if dry_run:
         click.echo("dry run: nothing was written")
+        if report.rejected:
+            sys.exit(1)  # a dry run validates the file: bad rows must fail it
     elif not report.committed:
         raise click.ClickException(
             f"{report.rejected} bad row(s); nothing was imported "
