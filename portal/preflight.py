@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.models import Account
@@ -87,16 +87,16 @@ def fetch_connectors(gateway: NylasGateway) -> Connectors:
 
 
 def plugins_in_use(session: Session) -> set[str]:
-    rows = session.scalars(select(distinct(Account.plugin)).where(Account.plugin.is_not(None)))
+    rows = session.scalars(select(Account.plugin).where(Account.plugin.is_not(None)).distinct())
     return {name for name in rows if name}
 
 
 def v2_scopes(session: Session) -> set[str]:
     """The union of the scopes the imported Graph/personal accounts had in v2."""
     rows = session.scalars(
-        select(distinct(Account.scopes)).where(
-            Account.plugin.in_(GRAPH_PLUGINS), Account.scopes.is_not(None)
-        )
+        select(Account.scopes)
+        .where(Account.plugin.in_(GRAPH_PLUGINS), Account.scopes.is_not(None))
+        .distinct()
     )
     return {scope for text in rows for scope in split_scopes(text)}
 
@@ -245,8 +245,7 @@ def check_callback_uri(gateway: NylasGateway, redirect_uri: str) -> Check:
         return Check(
             name,
             WARN,
-            f"cannot check: this API does not list callback URIs; verify {redirect_uri} "
-            "in the dashboard",
+            "cannot check: verify in the dashboard (this API does not list callback URIs)",
             f"Make sure {redirect_uri} is a callback URI of the Nylas application.",
         )
     except NylasError as exc:
