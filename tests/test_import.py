@@ -212,7 +212,7 @@ def test_reimport_of_an_unchanged_file_writes_nothing(db_app, db_runner, seeded)
     result = run_import(db_runner, EXAMPLE)
     assert result.exit_code == 0, result.output
     assert f"imported 0, updated 0, unchanged {EXAMPLE_COUNT}, rejected 0" in result.stdout
-    after_accounts, after_events = snapshot(db_app)
+    after_accounts, _ = snapshot(db_app)
     assert after_accounts == before_accounts  # digests and updated_at untouched
     with db_app.app_context():
         assert (
