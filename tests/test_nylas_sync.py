@@ -94,7 +94,7 @@ def test_sync_attaches_grants_by_account_id_then_email(
     assert summary["matched by account_id"] == "3"
     assert summary["matched by email"] == "2"
     assert summary["grants without an account"] == "1"
-    assert summary["accounts without a grant"] == str(12 - 5)
+    assert summary["accounts without a v3 grant"] == str(12 - 5)
     assert "v3-stranger microsoft stranger@contoso.com" in result.output
     rows = accounts(nylas_app)
     assert rows["a2ewsscopes00002"] == ("v3-grace", "invalid")

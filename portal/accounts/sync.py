@@ -179,7 +179,7 @@ def report_lines(report: SyncReport) -> list[str]:
         f"matched by account_id: {report.matched_by_account_id}",
         f"matched by email: {report.matched_by_email}",
         f"accounts updated: {report.accounts_updated}",
-        f"accounts without a grant: {report.accounts_without_grant}",
+        f"accounts without a v3 grant: {report.accounts_without_grant}",
     ]
     lines += [f"  {label}" for label in report.accounts_without_grant_sample]
     lines.append(f"grants without an account: {report.grants_without_account}")
