@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reauth_plugins.microsoft_rules import SITUATION_REASONS, Situation, situation
+from reauth_plugins.microsoft_rules import CLAIMS, Situation, situation
 
 from portal.plugins import AccountView, Claim, Plugin, Wording
 
@@ -14,13 +14,8 @@ class EwsPasswordPlugin(Plugin):
     priority = 20
 
     def claim(self, account: AccountView) -> Claim | None:
-        if situation(account) is not Situation.EXCHANGE_ONPREM:
-            return None
-        return Claim(
-            category=Situation.EXCHANGE_ONPREM.value,
-            needs_reauth=True,
-            reason=SITUATION_REASONS[Situation.EXCHANGE_ONPREM],
-        )
+        found = situation(account)
+        return CLAIMS[found] if found is Situation.EXCHANGE_ONPREM else None
 
     def wording(self, account: AccountView) -> Wording:
         return Wording(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reauth_plugins.microsoft_rules import (
-    SITUATION_REASONS,
+    CLAIMS,
     Situation,
     graph_scopes_for,
     situation,
@@ -18,17 +18,11 @@ class MicrosoftGraphPlugin(Plugin):
     name = "microsoft-graph"
     display_name = "Microsoft 365 (Graph)"
     nylas_provider = "microsoft"
-    priority = 30
+    priority = 10
 
     def claim(self, account: AccountView) -> Claim | None:
         found = situation(account)
-        if found not in (Situation.GRAPH_READY, Situation.GRAPH_CONSENT):
-            return None
-        return Claim(
-            category=found.value,
-            needs_reauth=found is Situation.GRAPH_CONSENT,
-            reason=SITUATION_REASONS[found],
-        )
+        return CLAIMS[found] if found in (Situation.GRAPH_READY, Situation.GRAPH_CONSENT) else None
 
     def required_scopes(self, account: AccountView) -> Sequence[str]:
         return graph_scopes_for(account)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reauth_plugins.microsoft_rules import (
-    SITUATION_REASONS,
+    CLAIMS,
     Situation,
     graph_scopes_for,
     situation,
@@ -19,16 +19,11 @@ class MicrosoftPersonalPlugin(Plugin):
     display_name = "Outlook.com / Hotmail (personal)"
     nylas_provider = "microsoft"
     creates_new_grant = True
-    priority = 10
+    priority = 30
 
     def claim(self, account: AccountView) -> Claim | None:
-        if situation(account) is not Situation.PERSONAL:
-            return None
-        return Claim(
-            category=Situation.PERSONAL.value,
-            needs_reauth=True,
-            reason=SITUATION_REASONS[Situation.PERSONAL],
-        )
+        found = situation(account)
+        return CLAIMS[found] if found is Situation.PERSONAL else None
 
     def required_scopes(self, account: AccountView) -> Sequence[str]:
         return graph_scopes_for(account)

@@ -7,10 +7,10 @@ situation whatever plugins are enabled. docs/classification.md gives the reason 
 from __future__ import annotations
 
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from importlib.resources import files
 
-from portal.plugins import AccountView
+from portal.plugins import AccountView, Claim
 from portal.scopes import GRAPH_BASELINE, is_on_graph, split_scopes, translate
 
 MICROSOFT_PROVIDERS = frozenset(
@@ -67,49 +67,75 @@ def is_cloud_exchange_host(host: str) -> bool:
     return any(host == s.lstrip(".") or host.endswith(s) for s in CLOUD_EXCHANGE_SUFFIXES)
 
 
-def is_tenant_domain(email: str) -> bool:
-    domain = email_domain(email)
-    return any(domain.endswith(suffix) for suffix in TENANT_DOMAIN_SUFFIXES)
+def is_tenant_domain(domain: str) -> bool:
+    return domain.endswith(TENANT_DOMAIN_SUFFIXES)
 
 
 def is_microsoft(account: AccountView) -> bool:
     return account.provider.lower() in MICROSOFT_PROVIDERS
 
 
-def is_on_premises(account: AccountView) -> bool:
+def is_on_premises(provider: str, auth: str, domain: str, ews_host: str | None) -> bool:
     """On-premises Exchange: a non-Microsoft EWS host, or a password account with no host."""
-    if account.ews_host:
-        return not is_cloud_exchange_host(account.ews_host)
-    if is_tenant_domain(account.email) or account.provider.lower() in {"office365", "graph"}:
+    if ews_host:
+        return not is_cloud_exchange_host(ews_host)
+    if is_tenant_domain(domain) or provider in {"office365", "graph"}:
         return False
-    return (
-        account.provider.lower() in EXCHANGE_PROTOCOL_PROVIDERS
-        and (account.authentication_type or "").lower() == "password"
-    )
+    return provider in EXCHANGE_PROTOCOL_PROVIDERS and auth == "password"
 
 
 def situation(account: AccountView) -> Situation | None:
     """Place a Microsoft account in one situation; None for other providers."""
-    if not is_microsoft(account):
+    return decide(
+        account.provider.lower(),
+        (account.authentication_type or "oauth").lower(),
+        email_domain(account.email),
+        account.ews_host,
+        account.grant_status,
+        account.scopes,
+    )
+
+
+# The decision depends only on these fields, which repeat across a company's accounts;
+# the cache makes classifying a million imported rows cheap.
+@lru_cache(maxsize=65536)
+def decide(
+    provider: str,
+    auth: str,
+    domain: str,
+    ews_host: str | None,
+    grant_status: str | None,
+    scopes: str | None,
+) -> Situation | None:
+    if provider not in MICROSOFT_PROVIDERS:
         return None
-    if account.provider.lower() in CONSUMER_PROVIDERS or is_consumer_address(account.email):
+    if provider in CONSUMER_PROVIDERS or domain in consumer_domains():
         return Situation.PERSONAL
-    if is_on_premises(account):
+    if is_on_premises(provider, auth, domain, ews_host):
         return Situation.EXCHANGE_ONPREM
-    if (account.authentication_type or "oauth").lower() == "password":
+    if auth == "password":
         return Situation.GRAPH_CONSENT  # Office 365 Basic Auth is gone; OAuth is the only way
-    if account.grant_status == "invalid":
+    if grant_status == "invalid":
         return Situation.GRAPH_CONSENT  # the import left a placeholder, whatever the scopes
-    if account.provider.lower() == "graph" or is_on_graph(split_scopes(account.scopes)):
+    if provider == "graph" or is_on_graph(split_scopes(scopes)):
         return Situation.GRAPH_READY
     return Situation.GRAPH_CONSENT
 
 
+# One shared Claim per situation: claims are immutable, and building them per row is waste.
 SITUATION_REASONS = {
     Situation.GRAPH_READY: "token account already on Microsoft Graph scopes; nothing to do",
     Situation.GRAPH_CONSENT: "Office 365 account must sign in with Microsoft and accept Graph scopes",
     Situation.EXCHANGE_ONPREM: "on-premises Exchange account must re-enter its password (EWS)",
     Situation.PERSONAL: "personal Microsoft account is not imported by Nylas; needs a new grant",
+}
+
+
+CLAIMS = {
+    found: Claim(
+        category=found.value, needs_reauth=found is not Situation.GRAPH_READY, reason=reason
+    )
+    for found, reason in SITUATION_REASONS.items()
 }
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 14:58:27.885937
+Create Date: 2026-11-26 15:02:16.822467
 """
 
 from __future__ import annotations
@@ -56,14 +56,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("account_id", name=op.f("uq_account_account_id")),
     )
     with op.batch_alter_table("account", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_account_category"), ["category"], unique=False)
-        batch_op.create_index("ix_account_completed_at", ["completed_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_account_email"), ["email"], unique=False)
-        batch_op.create_index(batch_op.f("ix_account_external_id"), ["external_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_account_grant_id"), ["grant_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_account_plugin"), ["plugin"], unique=False)
         batch_op.create_index("ix_account_status_id", ["status", "id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_account_tenant"), ["tenant"], unique=False)
 
     op.create_table(
         "admin",
@@ -285,14 +280,9 @@ def downgrade() -> None:
     op.drop_table("api_token")
     op.drop_table("admin")
     with op.batch_alter_table("account", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_account_tenant"))
         batch_op.drop_index("ix_account_status_id")
-        batch_op.drop_index(batch_op.f("ix_account_plugin"))
         batch_op.drop_index(batch_op.f("ix_account_grant_id"))
-        batch_op.drop_index(batch_op.f("ix_account_external_id"))
         batch_op.drop_index(batch_op.f("ix_account_email"))
-        batch_op.drop_index("ix_account_completed_at")
-        batch_op.drop_index(batch_op.f("ix_account_category"))
 
     op.drop_table("account")
     

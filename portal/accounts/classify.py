@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from portal.models import AccountStatus
 from portal.plugins import AccountView, PluginRegistry
@@ -13,8 +13,7 @@ SERVICE_ACCOUNT_CATEGORY = "service_account"
 NOT_HANDLED_CATEGORY = "not_handled"
 
 
-@dataclass(frozen=True, slots=True)
-class Classification:
+class Classification(NamedTuple):
     category: str
     plugin: str | None
     status: AccountStatus

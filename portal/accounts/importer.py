@@ -7,6 +7,7 @@ indexed lookup each, nothing more.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from portal.accounts.classify import classification_salt, classify
-from portal.accounts.reader import iter_records
-from portal.accounts.rows import ImportedRow, RowError, missing_columns, parse_row
+from portal.accounts.reader import Record, iter_records
+from portal.accounts.rows import ImportedRow, RowError, missing_columns, parse_row, pick
+from portal.db import insert_many
 from portal.models import Account, AccountStatus, Event, utcnow
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000
 MAX_KEPT_ERRORS = 1000
 # Before anyone was invited the classification decides the status; afterwards it is history.
 RECLASSIFIABLE_STATUSES = frozenset(
@@ -56,6 +58,17 @@ class ImportReport:
         }
 
 
+@dataclass(slots=True)
+class PendingRow:
+    line: int
+    account_id: str
+    digest: str
+    fields: dict[str, Any]
+
+
+Existing = tuple[int, str, str, str]  # id, row digest, category, status
+
+
 class AccountImporter:
     """Validate, classify and upsert rows; writes stop at the first error unless skipping."""
 
@@ -63,49 +76,58 @@ class AccountImporter:
         self.session = session
         self.registry = registry
         self.skip_invalid = skip_invalid
-        self.salt = classification_salt(registry)
+        self.salt = classification_salt(registry).encode()
         self.report = ImportReport()
         self.seen: set[int] = set()  # hashes of account ids: constant-size per row, not the ids
-        self.pending: list[tuple[ImportedRow, str]] = []
+        self.pending: list[PendingRow] = []
 
     @property
     def writing(self) -> bool:
         return self.skip_invalid or self.report.rejected == 0
 
-    def add(self, line: int, fields: dict[str, Any] | None, error: str | None) -> None:
-        if fields is None:
-            self.report.reject(line, error or "unreadable row")
+    def add(self, record: Record) -> None:
+        """Check what is cheap now (readable, has an id, not a repeat); the rest per batch."""
+        if record.fields is None:
+            self.report.reject(record.line, record.error or "unreadable row")
             return
-        try:
-            row = parse_row(fields)
-        except RowError as exc:
-            self.report.reject(line, str(exc))
+        account_id = str(pick(record.fields, "account_id") or "").strip()
+        if not account_id:
+            self.report.reject(record.line, "account_id: required and empty")
             return
-        key = hash(row.account_id)
+        key = hash(account_id)
         if key in self.seen:
-            self.report.reject(line, f"account_id {row.account_id!r} appears earlier in the file")
+            self.report.reject(
+                record.line, f"account_id {account_id!r} appears earlier in the file"
+            )
             return
         self.seen.add(key)
-        self.pending.append((row, row.digest(self.salt)))
+        digest = hashlib.blake2b(record.raw.encode() + self.salt, digest_size=16).hexdigest()
+        self.pending.append(PendingRow(record.line, account_id, digest, record.fields))
         if len(self.pending) >= BATCH_SIZE:
             self.flush()
 
     def flush(self) -> None:
+        """Skip rows whose digest is stored already; validate, classify and write the rest."""
         batch, self.pending = self.pending, []
-        if not batch or not self.writing:
+        if not batch:
             return
-        existing = self.existing_accounts([row.account_id for row, _ in batch])
+        existing = self.existing_accounts([item.account_id for item in batch])
         now = utcnow()
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
-        for row, digest in batch:
-            current = existing.get(row.account_id)
-            if current is not None and current[1] == digest:
-                self.report.unchanged += 1
+        for item in batch:
+            current = existing.get(item.account_id)
+            if current is not None and current[1] == item.digest:
+                self.report.unchanged += 1  # validated when it was first imported
                 self.report.by_category[current[2]] += 1
                 continue
-            values = self.account_values(row, digest, current, now)
+            try:
+                row = parse_row(item.fields)
+            except RowError as exc:
+                self.report.reject(item.line, str(exc))
+                continue
+            values = self.account_values(row, item.digest, current, now)
             self.report.by_category[values["category"]] += 1
             if current is None:
                 inserts.append(values)
@@ -114,9 +136,10 @@ class AccountImporter:
                 updates.append({"id": current[0], **values})
                 events.append(reclassified_event(current, values, now))
                 self.report.updated += 1
-        self.write(inserts, updates, events)
+        if self.writing:
+            self.write(inserts, updates, events)
 
-    def existing_accounts(self, account_ids: list[str]) -> dict[str, tuple[int, str, str, str]]:
+    def existing_accounts(self, account_ids: list[str]) -> dict[str, Existing]:
         rows = self.session.execute(
             select(
                 Account.account_id, Account.id, Account.row_digest, Account.category, Account.status
@@ -125,34 +148,19 @@ class AccountImporter:
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     def account_values(
-        self,
-        row: ImportedRow,
-        digest: str,
-        current: tuple[int, str, str, str] | None,
-        now: datetime,
+        self, row: ImportedRow, digest: str, current: Existing | None, now: datetime
     ) -> dict[str, Any]:
         decided = classify(row, self.registry)
         values: dict[str, Any] = {
-            "account_id": row.account_id,
-            "email": row.email,
-            "name": row.name,
-            "provider": row.provider,
-            "authentication_type": row.authentication_type,
-            "scopes": row.scopes,
-            "ews_host": row.ews_host,
-            "tenant": row.tenant,
-            "locale": row.locale,
-            "external_id": row.external_id,
-            "service_account": row.service_account,
-            "sync_state": row.sync_state,
-            "billing_state": row.billing_state,
-            "grant_id": row.grant_id,
-            "grant_status": row.grant_status,
-            "category": decided.category,
-            "plugin": decided.plugin,
-            "row_digest": digest,
-            "updated_at": now,
-        }
+            "account_id": row.account_id, "email": row.email, "name": row.name,
+            "provider": row.provider, "authentication_type": row.authentication_type,
+            "scopes": row.scopes, "ews_host": row.ews_host, "tenant": row.tenant,
+            "locale": row.locale, "external_id": row.external_id,
+            "service_account": row.service_account, "sync_state": row.sync_state,
+            "billing_state": row.billing_state, "grant_id": row.grant_id,
+            "grant_status": row.grant_status, "category": decided.category,
+            "plugin": decided.plugin, "row_digest": digest, "updated_at": now,
+        }  # fmt: skip
         if current is None or current[3] in RECLASSIFIABLE_STATUSES:
             values["status"] = decided.status.value
             values["status_reason"] = decided.reason
@@ -167,7 +175,7 @@ class AccountImporter:
         events: list[dict[str, Any]],
     ) -> None:
         if inserts:
-            self.session.execute(Account.__table__.insert(), inserts)
+            insert_many(self.session.connection(), Account.__table__, inserts)
         if updates:
             self.session.execute(update(Account), updates)
         if events:
@@ -207,7 +215,7 @@ def import_accounts(
     importer = AccountImporter(session, registry, skip_invalid=skip_invalid)
     source, records = iter_records(stream, file_format, missing_columns)
     for count, record in enumerate(records, 1):
-        importer.add(record.line, record.fields, record.error)
+        importer.add(record)
         if progress and count % BATCH_SIZE == 0:
             progress(source.bytes_read)
     importer.flush()

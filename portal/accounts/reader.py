@@ -27,6 +27,7 @@ class Record:
     line: int
     fields: dict[str, Any] | None
     error: str | None = None
+    raw: str = ""  # the row as read (with the CSV header), for change detection
 
 
 def detect_format(path: Path, explicit: str | None) -> str:
@@ -89,6 +90,7 @@ def read_csv(source: LineSource, check_header: HeaderCheck) -> Iterator[Record]:
     except csv.Error as exc:
         raise ImportFileError(f"line 1: cannot read the header row: {exc}") from None
     columns = [name.strip().lower() for name in header]
+    header_key = "\x1f".join(columns) + "\x1e"
     if len(set(columns)) != len(columns):
         raise ImportFileError("line 1: the header names a column twice")
     problem = check_header(columns)
@@ -111,7 +113,8 @@ def read_csv(source: LineSource, check_header: HeaderCheck) -> Iterator[Record]:
         if len(values) != len(columns):
             yield Record(start, None, f"expected {len(columns)} fields, found {len(values)}")
             continue
-        yield Record(start, dict(zip(columns, values, strict=True)))
+        raw = header_key + "\x1f".join(values)
+        yield Record(start, dict(zip(columns, values, strict=True)), None, raw)
 
 
 def read_jsonl(source: LineSource) -> Iterator[Record]:
@@ -130,7 +133,7 @@ def read_jsonl(source: LineSource) -> Iterator[Record]:
         if not isinstance(value, dict):
             yield Record(line, None, "expected a JSON object")
             continue
-        yield Record(line, {str(k).lower(): v for k, v in value.items()})
+        yield Record(line, {str(k).lower(): v for k, v in value.items()}, None, text.strip())
 
 
 def iter_records(

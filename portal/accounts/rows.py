@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import astuple, dataclass
+import re
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from portal.accounts.emails import InvalidEmail, normalize_email
@@ -44,7 +44,7 @@ MAX_LENGTHS = {
     "billing_state": 64,
     "scopes": 4096,
 }
-FORBIDDEN_CHARACTERS = frozenset(chr(c) for c in range(32)) | {"\x7f", "\u2028", "\u2029"}
+FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
 TRUE_WORDS = frozenset({"true", "1", "yes", "y"})
 FALSE_WORDS = frozenset({"false", "0", "no", "n", ""})
 AUTH_TYPES = {"oauth": "oauth", "token": "oauth", "password": "password"}
@@ -75,11 +75,6 @@ class ImportedRow:
     sync_state: str | None
     billing_state: str | None
 
-    def digest(self, salt: str) -> str:
-        """Fingerprint of everything imported, so an unchanged row can be skipped on re-import."""
-        payload = json.dumps(astuple(self), separators=(",", ":")) + salt
-        return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
-
 
 def missing_columns(columns: list[str]) -> str | None:
     """Name the required fields a header lacks (any accepted spelling counts)."""
@@ -98,21 +93,62 @@ def pick(fields: dict[str, Any], name: str) -> Any:
     return None
 
 
+@lru_cache(maxsize=256)
+def field_plan(keys: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """For records with these keys: each text field and the source keys that spell it.
+
+    A CSV file has one set of keys, so the alias search is done once per file, not per row.
+    """
+    present = set(keys)
+    return tuple(
+        (name, tuple(key for key in ALIASES[name] if key in present)) for name in MAX_LENGTHS
+    )
+
+
+def text_fields(fields: dict[str, Any]) -> dict[str, str | None]:
+    """Every text field of a record, stripped, None when empty, length-checked."""
+    text: dict[str, str | None] = {}
+    for name, keys in field_plan(tuple(fields)):
+        value = None
+        for key in keys:
+            value = fields[key]
+            if value is not None and value != "":
+                break
+        if value.__class__ is str:  # the common case, kept cheap
+            stripped = value.strip()
+            if len(stripped) > MAX_LENGTHS[name]:
+                raise RowError(f"{name}: longer than {MAX_LENGTHS[name]} characters")
+            text[name] = stripped or None
+        else:
+            text[name] = as_text(name, value)
+    return text
+
+
 def as_text(name: str, value: Any) -> str | None:
+    """Strip a field; None when empty. Control characters are checked once per row."""
     if value is None:
         return None
-    if isinstance(value, list):
-        value = " ".join(str(item) for item in value)
+    if isinstance(value, str):
+        text = value.strip()
+    elif isinstance(value, list):
+        text = " ".join(str(item) for item in value).strip()
     elif isinstance(value, dict | bool):
         raise RowError(f"{name}: expected text, found {type(value).__name__}")
-    text = str(value).strip()
+    else:
+        text = str(value).strip()
     if not text:
         return None
-    if not FORBIDDEN_CHARACTERS.isdisjoint(text):
-        raise RowError(f"{name}: contains a line break or control character")
     if len(text) > MAX_LENGTHS[name]:
         raise RowError(f"{name}: longer than {MAX_LENGTHS[name]} characters")
     return text
+
+
+def reject_control_characters(text: dict[str, str | None]) -> None:
+    if not FORBIDDEN_CHARACTERS.search("".join(v for v in text.values() if v)):
+        return
+    for name, value in text.items():
+        if value and FORBIDDEN_CHARACTERS.search(value):
+            raise RowError(f"{name}: contains a line break or control character")
 
 
 def as_bool(name: str, value: Any) -> bool:
@@ -128,7 +164,8 @@ def as_bool(name: str, value: Any) -> bool:
 
 def parse_row(fields: dict[str, Any]) -> ImportedRow:
     """Validate and normalise one record, or raise RowError naming the first problem."""
-    text = {name: as_text(name, pick(fields, name)) for name in MAX_LENGTHS}
+    text = text_fields(fields)
+    reject_control_characters(text)
     for name in REQUIRED:
         if text[name] is None:
             raise RowError(f"{name}: required and empty")
