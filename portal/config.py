@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 ENV_PREFIX = "REAUTH_"
 CONFIG_FILE_NAME = "config.toml"
@@ -86,9 +86,17 @@ def parse_http_url(value: Any) -> str:
 def parse_database_url(value: Any) -> str:
     text = str(value).strip()
     try:
-        make_url(text)
+        url = make_url(text)
     except ArgumentError:
         raise ValueError(f"not a database URL: {text!r}") from None
+    # An unknown dialect or a driver that is not installed fails here, not in a traceback later.
+    try:
+        url.get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError):
+        raise ValueError(
+            f"no installed database driver for {url.drivername!r} "
+            "(use sqlite:///... or postgresql+psycopg://... with reauth-portal[postgres])"
+        ) from None
     return text
 
 
