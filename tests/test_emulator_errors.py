@@ -256,3 +256,13 @@ def test_unknown_route_answers_json(nylas_emulator: EmulatorServer) -> None:
         timeout=5,
     )
     assert answer.status_code == 404 and answer.json()["error"]["type"] == "not_found_error"
+
+
+def test_without_provider_a_picker_links_to_each_provider(
+    client: Client, nylas_emulator: EmulatorServer
+) -> None:
+    url = client.auth.url_for_oauth2(
+        {"client_id": nylas_emulator.client_id, "redirect_uri": CALLBACK}
+    )
+    page = requests.get(url, timeout=5)
+    assert page.status_code == 200 and "provider=ews" in page.text

@@ -12,7 +12,8 @@ import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from portal.testing.emulator.errors import EmulatorError
 from portal.testing.emulator.replies import current_state
@@ -58,13 +59,13 @@ def check_auth_params(params: dict[str, str]) -> None:
 
 
 @blueprint.get("/v3/connect/auth")
-def start_auth() -> Response | str:
+def start_auth() -> ResponseReturnValue:
     """Validate the hosted-auth request and show the emulated sign-in page."""
     params = request.args.to_dict()
     check_auth_params(params)
     if not params.get("provider"):
         choices = [dict(params, provider=p) for p in ("microsoft", "ews", "google")]
-        links = [(c["provider"], url_for(".start_auth", **c)) for c in choices]
+        links = [(c["provider"], f"{url_for('.start_auth')}?{urlencode(c)}") for c in choices]
         return render_template("emulator/picker.html", links=links)
     state = current_state()
     pending = PendingAuth(
@@ -92,7 +93,7 @@ def render_page(pending: PendingAuth, error: str | None = None, **values: str) -
 
 
 @blueprint.post("/v3/connect/auth/<pending_id>")
-def finish_auth(pending_id: str) -> Response | tuple[str, int]:
+def finish_auth(pending_id: str) -> ResponseReturnValue:
     """Turn the user's answer on the sign-in page into the redirect back to the application."""
     state = current_state()
     with state.lock:

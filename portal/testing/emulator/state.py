@@ -163,7 +163,7 @@ class EmulatorState:
         grant.update(extra)
         with self.lock:
             self.grants[grant["id"]] = grant
-        return grant
+        return dict(grant)
 
     def find_grant_by_email(self, email: str) -> dict[str, Any] | None:
         """Return the application's grant for this mailbox; emails compare case-insensitively."""
@@ -224,7 +224,7 @@ class EmulatorState:
     ) -> dict[str, Any]:
         """Store a connector credential; its `credential_data` is kept but never served."""
         stamp = now()
-        credential = {
+        credential: dict[str, Any] = {
             "id": fields.pop("id", None) or str(uuid.uuid4()),
             "provider": provider,
             "name": name,
@@ -241,7 +241,7 @@ class EmulatorState:
     def add_webhook(self, webhook_url: str, trigger_types: list[str], **fields: Any) -> dict:
         """Store a webhook destination as already verified (seeding skips the challenge)."""
         stamp = now()
-        hook = {
+        hook: dict[str, Any] = {
             "id": fields.pop("id", None) or str(uuid.uuid4()),
             "webhook_url": webhook_url,
             "trigger_types": list(trigger_types),

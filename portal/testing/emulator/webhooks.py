@@ -43,7 +43,7 @@ def webhook_or_404(webhook_id: str) -> dict[str, Any]:
 
 def checked_fields(body: dict[str, Any], creating: bool) -> dict[str, Any]:
     """Validate the writable fields of a destination."""
-    fields = {
+    fields: dict[str, Any] = {
         key: body[key]
         for key in ("trigger_types", "webhook_url", "description", "notification_email_addresses")
         if key in body
