@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from portal.accounts.classify import classification_salt, classify
@@ -30,6 +30,7 @@ RECLASSIFIABLE_STATUSES = frozenset(
     {AccountStatus.NEW, AccountStatus.NOT_REQUIRED, AccountStatus.UNSUPPORTED}
 )
 ProgressCallback = Callable[[int], None]
+ACCOUNT_TABLE = cast(Table, Account.__table__)
 
 
 @dataclass
@@ -175,11 +176,11 @@ class AccountImporter:
         events: list[dict[str, Any]],
     ) -> None:
         if inserts:
-            insert_many(self.session.connection(), Account.__table__, inserts)
+            insert_many(self.session.connection(), ACCOUNT_TABLE, inserts)
         if updates:
             self.session.execute(update(Account), updates)
         if events:
-            self.session.execute(Event.__table__.insert(), events)
+            self.session.execute(insert(Event), events)
 
 
 def reclassified_event(
