@@ -1,0 +1,73 @@
+"""Invites: issue, re-issue and revoke links, and build their URLs from the public base URL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal.models import Account, AccountStatus, Event, Invite, utcnow
+from portal.signing import LinkSigner, new_nonce
+
+
+def link_url(config: Any, invite: Invite) -> str:
+    """The link for an invite, always from REAUTH_BASE_URL, never from a request's Host."""
+    token = LinkSigner.from_config(config).dumps(invite.id, invite.nonce)
+    return f"{config['BASE_URL']}/r/{token}"
+
+
+def expiry(config: Any, now: datetime) -> datetime:
+    return now + timedelta(seconds=config["LINK_MAX_AGE"])
+
+
+def live_invite(session: Session, account: Account) -> Invite | None:
+    """The newest invite of the account that is not revoked (it may have expired)."""
+    return session.scalars(
+        select(Invite)
+        .where(Invite.account_pk == account.id, Invite.revoked_at.is_(None))
+        .order_by(Invite.id.desc())
+        .limit(1)
+    ).first()
+
+
+def issue_invite(
+    session: Session, config: Any, account: Account, *, actor: str, now: datetime | None = None
+) -> Invite:
+    """Create an invite (flushed, so it has an id) and mark the account invited."""
+    now = now or utcnow()
+    invite = Invite(account_pk=account.id, nonce=new_nonce(), created_at=now)
+    invite.expires_at = expiry(config, now)
+    session.add(invite)
+    if account.status == AccountStatus.NEW:
+        account.status = AccountStatus.INVITED
+    account.invited_at = account.invited_at or now
+    session.flush()
+    session.add(Event(account_pk=account.id, kind="invite.issued", actor=actor,
+                      detail={"invite_id": invite.id}, created_at=now))  # fmt: skip
+    return invite
+
+
+def reissue_invite(
+    session: Session, config: Any, invite: Invite, *, actor: str, now: datetime | None = None
+) -> Invite:
+    """Give the invite a new nonce and a new lifetime: every older link to it stops working."""
+    now = now or utcnow()
+    invite.nonce = new_nonce()
+    invite.expires_at = expiry(config, now)
+    invite.revoked_at = None
+    session.add(Event(account_pk=invite.account_pk, kind="invite.reissued", actor=actor,
+                      detail={"invite_id": invite.id}, created_at=now))  # fmt: skip
+    return invite
+
+
+def revoke_invite(
+    session: Session, invite: Invite, *, actor: str, now: datetime | None = None
+) -> None:
+    """Kill the invite's link: the nonce changes and the invite is marked revoked."""
+    now = now or utcnow()
+    invite.nonce = new_nonce()
+    invite.revoked_at = now
+    session.add(Event(account_pk=invite.account_pk, kind="invite.revoked", actor=actor,
+                      detail={"invite_id": invite.id}, created_at=now))  # fmt: skip
