@@ -211,10 +211,18 @@ def build_registry(
 
     `enabled` empty means every plugin available; a name that is not available is an error.
     """
+    available: dict[str, type[Plugin]]
     if plugin_classes is not None:
-        available = {cls.name: cls for cls in plugin_classes}
-        for name, cls in available.items():
-            check_plugin_class(cls, name)
+        available = {}
+        for candidate in plugin_classes:
+            label = getattr(candidate, "__qualname__", None) or repr(candidate)
+            cls = check_plugin_class(candidate, label)
+            if cls.name in available:
+                raise PluginError(
+                    f"plugin {cls.name!r}: declared by both {available[cls.name].__qualname__} "
+                    f"and {cls.__qualname__}"
+                )
+            available[cls.name] = cls
         installed = list(available)
     else:
         entries = installed_entry_points()

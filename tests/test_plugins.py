@@ -1,0 +1,274 @@
+"""The plugin registry and the default parts of the plugin contract (portal/plugins.py)."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import pytest
+from reauth_plugins.ews_password import EwsPasswordPlugin
+from reauth_plugins.microsoft_graph import MicrosoftGraphPlugin
+from reauth_plugins.microsoft_personal import MicrosoftPersonalPlugin
+
+from portal.accounts.rows import parse_row
+from portal.plugins import (
+    ENTRY_POINT_GROUP,
+    AuthResult,
+    Claim,
+    Plugin,
+    PluginError,
+    PluginRegistry,
+    build_registry,
+    load_entry_point,
+    plugin_registry,
+)
+
+BUILTINS = {
+    "microsoft-graph": MicrosoftGraphPlugin,
+    "ews-password": EwsPasswordPlugin,
+    "microsoft-personal": MicrosoftPersonalPlugin,
+}
+
+
+def make_plugin(name: str, priority: int = 100, claims: bool = True, **attributes) -> type[Plugin]:
+    def claim(self, account):
+        return (
+            Claim(category=f"{name}-category", needs_reauth=True, reason=name) if claims else None
+        )
+
+    namespace = {
+        "name": name,
+        "display_name": name.title(),
+        "nylas_provider": "imap",
+        "priority": priority,
+        "claim": claim,
+        **attributes,
+    }
+    return type(f"Plugin_{name.replace('-', '_')}", (Plugin,), namespace)
+
+
+ACCOUNT = parse_row(
+    {"account_id": "acc-1", "email": "Ada.Lovelace@Contoso.com", "provider": "imap"}
+)
+
+
+# -- registry from explicit classes ---------------------------------------------------------
+
+
+def test_explicit_classes_are_ordered_by_priority_then_name():
+    a, b, c = make_plugin("alpha", 50), make_plugin("beta", 10), make_plugin("gamma", 50)
+    registry = build_registry([], [c, a, b])
+    assert isinstance(registry, PluginRegistry)
+    assert registry.names == ["beta", "alpha", "gamma"]
+    assert [type(plugin) for plugin in registry] == [b, a, c]
+    assert len(registry) == 3
+    assert "alpha" in registry
+    assert "delta" not in registry
+    assert isinstance(registry.get("alpha"), a)
+    assert registry.get(None) is None
+    assert registry.get("delta") is None
+    assert registry.installed == ["alpha", "beta", "gamma"]
+
+
+def test_enable_list_picks_but_does_not_reorder():
+    a, b, c = make_plugin("alpha", 30), make_plugin("beta", 20), make_plugin("gamma", 10)
+    registry = build_registry(["alpha", "gamma"], [a, b, c])
+    assert registry.names == ["gamma", "alpha"]  # priority decides, not the list order
+    assert registry.installed == ["alpha", "beta", "gamma"]
+
+
+def test_lowest_priority_number_claims_first():
+    first, second = make_plugin("first", 1), make_plugin("second", 2)
+    registry = build_registry([], [second, first])
+    plugin, claim = registry.first_claim(ACCOUNT)
+    assert plugin.name == "first"
+    assert claim.category == "first-category"
+
+
+def test_a_plugin_that_declines_lets_the_next_one_claim():
+    declining, claiming = make_plugin("declining", 1, claims=False), make_plugin("claiming", 2)
+    plugin, _ = build_registry([], [declining, claiming]).first_claim(ACCOUNT)
+    assert plugin.name == "claiming"
+    assert build_registry([], [declining]).first_claim(ACCOUNT) is None
+
+
+def test_unknown_name_in_the_enable_list_is_named():
+    with pytest.raises(PluginError) as caught:
+        build_registry(["alpha", "nope"], [make_plugin("alpha")])
+    assert "nope" in str(caught.value)
+    assert "installed: alpha" in str(caught.value)
+
+
+class NotAPlugin:
+    name = "not-a-plugin"
+    display_name = "Not a plugin"
+    nylas_provider = "imap"
+
+
+class NoNamePlugin(Plugin):
+    display_name = "Nameless"
+    nylas_provider = "imap"
+
+
+class NoProviderPlugin(Plugin):
+    name = "no-provider"
+    display_name = "No provider"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "expected"),
+    [
+        (NotAPlugin, "is not a subclass of portal.plugins.Plugin"),
+        (NoNamePlugin, "'name' is empty"),
+        (NoProviderPlugin, "'nylas_provider' is empty"),
+    ],
+)
+def test_invalid_plugin_classes_are_refused_by_name(candidate, expected):
+    with pytest.raises(PluginError) as caught:
+        build_registry([], [make_plugin("fine"), candidate])
+    message = str(caught.value)
+    assert expected in message
+    assert candidate.__name__ in message
+
+
+def test_something_that_is_not_a_class_is_refused():
+    with pytest.raises(PluginError, match="not a subclass"):
+        build_registry([], [MicrosoftGraphPlugin(), make_plugin("fine")])
+
+
+def test_two_classes_with_one_name_are_refused():
+    with pytest.raises(PluginError) as caught:
+        build_registry([], [make_plugin("twin"), make_plugin("twin", 5)])
+    assert "'twin'" in str(caught.value)
+
+
+def test_create_app_uses_the_given_classes(make_app):
+    app = make_app(plugins=[make_plugin("only-one")])
+    assert plugin_registry(app).names == ["only-one"]
+    with app.app_context():
+        assert plugin_registry().names == ["only-one"]
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+
+def test_builtins_load_from_the_installed_entry_points():
+    """The one test that reads real entry points: it tests the loader itself."""
+    registry = build_registry([], None)
+    for name, cls in BUILTINS.items():
+        assert name in registry.installed
+        assert type(registry.get(name)) is cls
+    assert registry.names == sorted(registry.names, key=lambda n: (registry.get(n).priority, n))
+    only = build_registry(["ews-password"], None)
+    assert only.names == ["ews-password"]
+    assert set(BUILTINS) <= set(only.installed)
+
+
+def entry_point(name: str, value: str) -> EntryPoint:
+    return EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+
+
+def test_entry_point_that_fails_to_import_is_named():
+    with pytest.raises(PluginError) as caught:
+        load_entry_point(entry_point("broken", "reauth_plugins.does_not_exist:Plugin"))
+    assert "plugin 'broken' failed to load" in str(caught.value)
+
+
+def test_entry_point_to_a_non_plugin_is_named():
+    with pytest.raises(PluginError) as caught:
+        load_entry_point(entry_point("odd", "portal.config:ConfigError"))
+    assert "plugin 'odd'" in str(caught.value)
+    assert "not a subclass" in str(caught.value)
+
+
+def test_entry_point_name_must_match_the_class_name():
+    with pytest.raises(PluginError) as caught:
+        load_entry_point(entry_point("exchange", "reauth_plugins.ews_password:EwsPasswordPlugin"))
+    assert "'exchange'" in str(caught.value)
+    assert "'ews-password'" in str(caught.value)
+
+
+def test_entry_point_of_a_builtin_loads():
+    loaded = load_entry_point(
+        entry_point("ews-password", "reauth_plugins.ews_password:EwsPasswordPlugin")
+    )
+    assert loaded is EwsPasswordPlugin
+
+
+# -- default contract -----------------------------------------------------------------------
+
+
+class ScopedPlugin(Plugin):
+    name = "scoped"
+    display_name = "Scoped"
+    nylas_provider = "microsoft"
+
+    def required_scopes(self, account):
+        return ("Mail.ReadWrite", "offline_access")
+
+
+def result(email: str, scopes=("Mail.ReadWrite", "offline_access")) -> AuthResult:
+    return AuthResult(grant_id="g-1", email=email, provider="microsoft", scopes=scopes)
+
+
+@pytest.mark.parametrize(
+    "email", ["ada.lovelace@contoso.com", "ADA.LOVELACE@CONTOSO.COM", " Ada.Lovelace@Contoso.com "]
+)
+def test_verify_accepts_the_same_mailbox_in_any_case(email):
+    verdict = ScopedPlugin().verify(ACCOUNT, result(email))
+    assert verdict.accepted
+    assert verdict.reason == ""
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["grace@contoso.com", "ada.lovelace@contoso.co", "ada.lovelace@contoso.com.evil.example"],
+)
+def test_verify_refuses_another_mailbox(email):
+    verdict = ScopedPlugin().verify(ACCOUNT, result(email))
+    assert not verdict.accepted
+    assert verdict.reason == "mailbox_mismatch"
+
+
+def test_verify_refuses_missing_scopes_and_names_them():
+    verdict = ScopedPlugin().verify(
+        ACCOUNT, result("ada.lovelace@contoso.com", scopes=("User.Read",))
+    )
+    assert not verdict.accepted
+    assert verdict.reason == "missing_scopes:mail.readwrite offline_access"
+
+
+def test_verify_compares_scopes_without_case_and_allows_extras():
+    scopes = ("mail.readwrite", "OFFLINE_ACCESS", "Calendars.Read")
+    assert ScopedPlugin().verify(ACCOUNT, result("ada.lovelace@contoso.com", scopes)).accepted
+
+
+def test_verify_without_required_scopes_only_checks_the_mailbox():
+    plugin = make_plugin("plain")()
+    assert plugin.verify(ACCOUNT, result("ada.lovelace@contoso.com", scopes=())).accepted
+    assert not plugin.verify(ACCOUNT, result("someone@contoso.com", scopes=())).accepted
+
+
+def test_default_hosted_auth_request():
+    request = ScopedPlugin().hosted_auth_request(ACCOUNT)
+    assert request.provider == "microsoft"
+    assert tuple(request.scopes) == ("Mail.ReadWrite", "offline_access")
+    assert request.login_hint == "ada.lovelace@contoso.com"
+    assert request.credential_id is None
+    assert request.extra_params == {}
+
+
+def test_claim_and_wording_must_be_written_by_the_plugin():
+    plugin = ScopedPlugin()
+    with pytest.raises(NotImplementedError):
+        plugin.claim(ACCOUNT)
+    with pytest.raises(NotImplementedError):
+        plugin.wording(ACCOUNT)
+
+
+@pytest.mark.parametrize("cls", list(BUILTINS.values()))
+def test_builtins_have_wording_and_a_display_name(cls):
+    plugin = cls()
+    account = parse_row({"account_id": "a", "email": "ada@contoso.com", "provider": "office365"})
+    wording = plugin.wording(account)
+    assert wording.headline and wording.explanation and wording.next_step and wording.email_subject
+    assert plugin.display_name
