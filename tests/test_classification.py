@@ -471,3 +471,29 @@ def test_import_with_a_plugin_disabled_keeps_every_account(make_app, make_runner
     }
     assert plugins["acc-o365"] == "microsoft-graph"
     assert unsupported == 3
+
+
+def test_enabling_a_plugin_later_reclassifies_on_reimport(make_app, make_runner, tmp_path):
+    from portal import migrate
+
+    source = tmp_path / "accounts.csv"
+    source.write_text(CSV_ROWS)
+    graph_only = make_app(plugins=[MicrosoftGraphPlugin])
+    with graph_only.app_context():
+        migrate.upgrade(db.engine)
+    assert make_runner(graph_only).invoke(args=["accounts", "import", str(source)]).exit_code == 0
+
+    everything = make_app(plugins=list(ALL_PLUGINS))
+    result = make_runner(everything).invoke(args=["accounts", "import", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "imported 0, updated 4, unchanged 0, rejected 0" in result.stdout
+    with everything.app_context():
+        rows = dict(db.session.execute(select(Account.account_id, Account.category)).all())
+        statuses = dict(db.session.execute(select(Account.account_id, Account.status)).all())
+    assert rows == {
+        "acc-o365": CONSENT,
+        "acc-onprem": ONPREM,
+        "acc-personal": PERSONAL,
+        "acc-gmail": NOT_HANDLED_CATEGORY,
+    }
+    assert statuses["acc-onprem"] == statuses["acc-personal"] == AccountStatus.NEW
