@@ -145,6 +145,38 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANY_NAME", parse_str, "Your company", "who is asking users to sign in"),
     Setting("SUPPORT_CONTACT", parse_str, None, "address or URL users can ask for help"),
     Setting("LOGO_URL", parse_str, None, "logo shown on pages (same-origin path or https URL)"),
+    Setting("MAIL_RATE_PER_SECOND", float, 0.0, "emails per second per worker; 0 = no limit"),
+    Setting(
+        "MAIL_RATE_PER_DOMAIN", float, 0.0, "emails per second per recipient domain per worker"
+    ),
+    Setting("MAIL_MAX_AGE", parse_int, 2 * 24 * 3600, "seconds after which a retried email fails"),
+    Setting("MAIL_RETRY_BASE", parse_int, 60, "first retry delay in seconds; doubles each time"),
+    Setting("MAIL_BATCH_SIZE", parse_int, 20, "outbox rows a worker claims at a time"),
+    Setting(
+        "OUTBOX_LEASE_SECONDS", parse_int, 300, "how long a claim lasts before others may retake it"
+    ),
+    Setting("WORKER_POLL_SECONDS", float, 5.0, "pause between polls of an idle worker"),
+    Setting(
+        "REMINDER_DAYS",
+        lambda v: [int(d) for d in parse_list(v) if d.lower() != "none"],
+        [3, 7, 12],
+        "reminder days after the invite, comma list; none = off",
+    ),
+    Setting(
+        "REMINDER_DEADLINE",
+        parse_int,
+        14,
+        "no reminders later than this many days after the invite; 0 = none",
+    ),
+    Setting(
+        "QUIET_HOURS",
+        lambda v: (lambda p: f"{int(p[0]) % 24}-{int(p[2]) % 24}" if p[0] else "")(
+            str(v).strip().partition("-")
+        ),
+        "",
+        "hours without reminders, e.g. 22-7",
+    ),
+    Setting("QUIET_TIMEZONE", parse_str, "UTC", "time zone of QUIET_HOURS, e.g. Europe/Berlin"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 SECRET_SETTING_NAMES = frozenset(s.name for s in SETTINGS if s.secret)
