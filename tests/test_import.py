@@ -457,14 +457,6 @@ BAD_FILES = {
 def test_bad_input_is_refused_and_nothing_is_written(
     request, database_url, db_app, db_runner, tmp_path, seeded, case
 ):
-    if case == "NUL in JSON account_id" and database_url.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="importer looks the raw account_id up before validating it; "
-                "PostgreSQL raises DataError on NUL (bug reported for importer.py)",
-            )
-        )
     name, content, message = BAD_FILES[case]
     result = run_import(db_runner, write(tmp_path, name, content))
     assert result.exit_code != 0, result.output

@@ -14,7 +14,7 @@ from functools import lru_cache
 from email_validator import EmailNotValidError, validate_email
 
 ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-SIMPLE_ADDRESS = re.compile(rf"^({ATEXT}+(?:\.{ATEXT}+)*)@([A-Za-z0-9.-]+)$")
+SIMPLE_ADDRESS = re.compile(rf"({ATEXT}+(?:\.{ATEXT}+)*)@([A-Za-z0-9.-]+)")
 MAX_LOCAL_LENGTH = 64
 MAX_ADDRESS_LENGTH = 254
 
@@ -34,7 +34,7 @@ def checked_domain(domain: str) -> str:
 
 def normalize_email(address: str) -> str:
     """Return the address lowercased after validation; Microsoft mailboxes ignore case."""
-    match = SIMPLE_ADDRESS.match(address)
+    match = SIMPLE_ADDRESS.fullmatch(address)  # fullmatch: `$` would allow a final newline
     if match and len(match[1]) <= MAX_LOCAL_LENGTH and len(address) <= MAX_ADDRESS_LENGTH:
         domain = checked_domain(match[2].lower())
         return f"{match[1]}@{domain}".lower()

@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.classify import classification_salt, classify
 from portal.accounts.reader import Record, iter_records
-from portal.accounts.rows import ImportedRow, RowError, missing_columns, parse_row, pick
+from portal.accounts.rows import (
+    ImportedRow,
+    RowError,
+    as_text,
+    missing_columns,
+    parse_row,
+    pick,
+    reject_control_characters,
+)
 from portal.db import insert_many
 from portal.models import Account, AccountStatus, Event, utcnow
 
@@ -94,6 +102,12 @@ class AccountImporter:
         account_id = str(pick(record.fields, "account_id") or "").strip()
         if not account_id:
             self.report.reject(record.line, "account_id: required and empty")
+            return
+        try:  # checked before the id reaches a query: PostgreSQL refuses NUL in text outright
+            reject_control_characters({"account_id": account_id})
+            as_text("account_id", account_id)
+        except RowError as exc:
+            self.report.reject(record.line, str(exc))
             return
         key = hash(account_id)
         if key in self.seen:
@@ -244,9 +258,11 @@ def summary_lines(report: ImportReport, shown_errors: int = 50) -> Iterable[str]
         yield f"line {line}: {reason}"
     if report.rejected > shown_errors:
         yield f"... and {report.rejected - shown_errors} more rejected rows"
+    # Without a commit nothing was written: the counts say what the import would have done.
+    prefix = "" if report.committed else "would have "
     yield (
-        f"imported {report.imported}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"rejected {report.rejected}"
+        f"{prefix}imported {report.imported}, updated {report.updated}, "
+        f"unchanged {report.unchanged}, rejected {report.rejected}"
     )
     for category, count in sorted(report.by_category.items()):
         yield f"  {category}: {count}"
