@@ -24,8 +24,10 @@ def cli() -> None:
 
 def register_commands() -> None:
     from portal.cli import accounts, database, emulator, plugins
+    from portal.cli import invite as invite_commands
     from portal.cli import nylas as nylas_commands
     from portal.cli import scopes as scopes_commands
+    from portal.cli import worker as worker_commands
 
     cli.add_command(database.db_group)
     cli.add_command(accounts.accounts_group)
@@ -33,6 +35,8 @@ def register_commands() -> None:
     cli.add_command(emulator.emulator_command)
     cli.add_command(nylas_commands.nylas_group)
     cli.add_command(scopes_commands.scopes_group)
+    cli.add_command(invite_commands.invite_command)
+    cli.add_command(worker_commands.worker_command)
 
 
 def main() -> None:

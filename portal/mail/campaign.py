@@ -1,0 +1,229 @@
+"""Invitation campaigns: choose accounts, issue invites with their emails, schedule reminders.
+
+An invite and its outbox row are written in the same transaction (transactional outbox), with
+the idempotency key `invite:<invite id>:v1`, so a crash leaves either both or neither.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from portal.invites import issue_invite, live_invite, reissue_invite
+from portal.mail.outbox import enqueue
+from portal.models import Account, AccountStatus, Invite, OutboxKind
+
+INVITE_ACTOR = "reauth invite"
+REMINDER_ACTOR = "reminders"
+CHUNK_SIZE = 500
+# Statuses that never get mail; reminders go only to people still on the way.
+NO_MAIL_STATUSES = frozenset(
+    {
+        AccountStatus.COMPLETED,
+        AccountStatus.EXCLUDED,
+        AccountStatus.UNDELIVERABLE,
+        AccountStatus.NOT_REQUIRED,
+        AccountStatus.UNSUPPORTED,
+    }
+)
+REMINDABLE_STATUSES = (AccountStatus.INVITED, AccountStatus.OPENED, AccountStatus.FAILED)
+# A reminder never carries a link that dies within a day: such a link is re-issued.
+MIN_LINK_LIFETIME = timedelta(days=1)
+
+Transaction = Callable[[], AbstractContextManager[Session]]
+
+
+@dataclass
+class InviteReport:
+    """What `reauth invite` did (or, on a dry run, would do)."""
+
+    queued: int = 0
+    by_plugin: Counter[str] = field(default_factory=Counter)
+    dry_run: bool = False
+
+
+def invitable(plugins: list[str]) -> Select[Account]:
+    """Select accounts to invite: new, with one of the given (enabled) plugins, by id."""
+    return (
+        select(Account)
+        .where(Account.status == AccountStatus.NEW, Account.plugin.in_(plugins))
+        .order_by(Account.id)
+    )
+
+
+def count_invitable(session: Session, plugins: list[str], limit: int | None) -> Counter[str]:
+    """Count, per plugin, the accounts a run would invite (nothing is written)."""
+    chosen = invitable(plugins).with_only_columns(Account.plugin).limit(limit).subquery()
+    rows = session.execute(select(chosen.c.plugin, func.count()).group_by(chosen.c.plugin))
+    return Counter({str(name): int(count) for name, count in rows})
+
+
+def invite_account(
+    session: Session, config: Mapping[str, Any], account: Account, now: datetime
+) -> bool:
+    """Issue an invite and queue its email in the caller's transaction."""
+    invite = issue_invite(session, config, account, actor=INVITE_ACTOR, now=now)
+    return enqueue(
+        session, kind=OutboxKind.EMAIL, idempotency_key=f"invite:{invite.id}:v1",
+        recipient=account.email, account_pk=account.id, invite_id=invite.id,
+        template="invite", now=now,
+    )  # fmt: skip
+
+
+def queue_invites(
+    transaction: Transaction,
+    config: Mapping[str, Any],
+    plugins: list[str],
+    *,
+    limit: int | None,
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> InviteReport:
+    """Invite new accounts in chunks, one transaction per chunk; return what was queued."""
+    report = InviteReport()
+    while limit is None or report.queued < limit:
+        size = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - report.queued)
+        with transaction() as session:
+            # SKIP LOCKED (PostgreSQL) keeps two concurrent runs off the same accounts.
+            accounts = session.scalars(
+                invitable(plugins).limit(size).with_for_update(skip_locked=True, of=Account)
+            ).all()
+            for account in accounts:
+                invite_account(session, config, account, now)
+                report.by_plugin[str(account.plugin)] += 1
+        report.queued += len(accounts)
+        if progress is not None:
+            progress(len(accounts))
+        if len(accounts) < size:
+            break
+    return report
+
+
+def reminder_at(first_sent_at: datetime, index: int, config: Mapping[str, Any]) -> datetime | None:
+    """Return when reminder number `index + 1` is due, or None when there is none."""
+    days: list[int] = config["REMINDER_DAYS"]
+    if index >= len(days):
+        return None
+    due = first_sent_at + timedelta(days=days[index])
+    deadline = config["REMINDER_DEADLINE"]
+    if deadline and due > first_sent_at + timedelta(days=deadline):
+        return None
+    return due
+
+
+def in_quiet_hours(now: datetime, config: Mapping[str, Any]) -> bool:
+    """Tell whether `now` falls in QUIET_HOURS (e.g. 22-7) in QUIET_TIMEZONE."""
+    hours = config.get("QUIET_HOURS") or ""
+    if not hours:
+        return False
+    start, _, end = hours.partition("-")
+    hour = now.astimezone(ZoneInfo(config["QUIET_TIMEZONE"])).hour
+    first, last = int(start), int(end)
+    if first <= last:
+        return first <= hour < last
+    return hour >= first or hour < last
+
+
+def due_reminders(limit: int, now: datetime) -> Select[Invite, Account]:
+    """Select invites whose next reminder is due, with accounts still on the way."""
+    return (
+        select(Invite, Account)
+        .join(Account, Invite.account_pk == Account.id)
+        .where(
+            Invite.next_reminder_at <= now,
+            Invite.revoked_at.is_(None),
+            Invite.first_sent_at.is_not(None),
+            Account.status.in_(REMINDABLE_STATUSES),
+        )
+        .order_by(Invite.next_reminder_at, Invite.id)
+        .limit(limit)
+    )
+
+
+def queue_due_reminders(
+    session: Session, config: Mapping[str, Any], *, now: datetime, limit: int = CHUNK_SIZE
+) -> int:
+    """Queue the reminders due at `now` (none in quiet hours); the caller commits."""
+    if not config["REMINDER_DAYS"] or in_quiet_hours(now, config):
+        return 0
+    queued = 0
+    for invite, account in session.execute(due_reminders(limit, now)).all():
+        queued += queue_reminder(session, config, invite, account, now)
+    # Invites past every reminder drop out of the due set through next_reminder_at = None.
+    return queued
+
+
+def reminder_number(invite: Invite, config: Mapping[str, Any], now: datetime) -> int:
+    """Return the number of the reminder to send; late workers skip stale ones, never stack."""
+    assert invite.first_sent_at is not None
+    passed = 0
+    for index in range(len(config["REMINDER_DAYS"])):
+        due = reminder_at(invite.first_sent_at, index, config)
+        if due is not None and due <= now:
+            passed = index + 1
+    return max(invite.reminders_sent + 1, passed)
+
+
+def queue_reminder(
+    session: Session, config: Mapping[str, Any], invite: Invite, account: Account, now: datetime
+) -> int:
+    """Queue one reminder; 0 when another worker did it first or none is due any more."""
+    assert invite.first_sent_at is not None
+    deadline = config["REMINDER_DEADLINE"]
+    current = live_invite(session, account)
+    stale = current is None or current.id != invite.id
+    past_deadline = deadline and now > invite.first_sent_at + timedelta(days=deadline)
+    number = reminder_number(invite, config, now)
+    if stale or past_deadline or reminder_at(invite.first_sent_at, number - 1, config) is None:
+        invite.next_reminder_at = None
+        return 0
+    taken = session.execute(
+        update(Invite)
+        .where(Invite.id == invite.id, Invite.reminders_sent == invite.reminders_sent)
+        .values(
+            reminders_sent=number,
+            next_reminder_at=reminder_at(invite.first_sent_at, number, config),
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    if not getattr(taken, "rowcount", 0):
+        return 0
+    if invite.expires_at <= now + MIN_LINK_LIFETIME:
+        reissue_invite(session, config, invite, actor=REMINDER_ACTOR, now=now)
+    return int(enqueue(
+        session, kind=OutboxKind.EMAIL, idempotency_key=f"reminder:{invite.id}:{number}:v1",
+        recipient=account.email, account_pk=account.id, invite_id=invite.id,
+        template="reminder", payload={"number": number}, now=now,
+    ))  # fmt: skip
+
+
+def record_first_send(
+    session: Session,
+    config: Mapping[str, Any],
+    invite_id: int | None,
+    account_pk: int | None,
+    now: datetime,
+) -> None:
+    """Mark the first email of an account and invite as sent and schedule the first reminder."""
+    if account_pk is not None:
+        session.execute(
+            update(Account)
+            .where(Account.id == account_pk, Account.sent_at.is_(None))
+            .values(sent_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    if invite_id is not None:
+        session.execute(
+            update(Invite)
+            .where(Invite.id == invite_id, Invite.first_sent_at.is_(None))
+            .values(first_sent_at=now, next_reminder_at=reminder_at(now, 0, config))
+            .execution_options(synchronize_session=False)
+        )

@@ -1,0 +1,194 @@
+"""The outbox queue: enqueue once per idempotency key, claim under a lease, finish fenced.
+
+A claim sets status `sending`, a lease (`lease_until`) and a fresh fencing token
+(`claim_token`). Finishing updates a row only while it still carries that token, so a worker
+whose lease ran out (and whose rows another worker re-claimed) cannot overwrite anything.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from portal.models import OutboxMessage, OutboxStatus
+
+SENT, RETRY, FAILED = "sent", "retry", "failed"
+MAX_RETRY_DELAY = 3600.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An outbox row claimed by this worker, with the token that proves it."""
+
+    id: int
+    kind: str
+    idempotency_key: str
+    account_pk: int | None
+    invite_id: int | None
+    recipient: str
+    template: str | None
+    payload: dict[str, Any]
+    message_id: str | None
+    attempts: int
+    created_at: datetime
+    claim_token: str
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed row: sent, retry (transient) or failed (for good)."""
+
+    claim: Claim
+    status: str
+    error: str | None = None
+    message_id: str | None = None
+    undeliverable: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    idempotency_key: str,
+    recipient: str,
+    now: datetime,
+    account_pk: int | None = None,
+    invite_id: int | None = None,
+    template: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> bool:
+    """Queue a message unless one with the same idempotency key exists; True when queued."""
+    values = {
+        "kind": kind, "idempotency_key": idempotency_key, "recipient": recipient,
+        "account_pk": account_pk, "invite_id": invite_id, "template": template,
+        "payload": payload or {}, "status": OutboxStatus.PENDING, "attempts": 0,
+        "available_at": now, "created_at": now,
+    }  # fmt: skip
+    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+    statement = (
+        dialect.insert(OutboxMessage)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+    result: Any = session.execute(statement)
+    return bool(result.rowcount)
+
+
+def claimable(kinds: Sequence[str], now: datetime) -> Any:
+    """Return the condition of rows a worker may take: due, or left behind by a dead worker."""
+    return and_(
+        OutboxMessage.kind.in_(kinds),
+        or_(
+            and_(OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.available_at <= now),
+            and_(OutboxMessage.status == OutboxStatus.SENDING, OutboxMessage.lease_until < now),
+        ),
+    )
+
+
+def claim_batch(
+    session: Session, *, kinds: Sequence[str], limit: int, lease_seconds: float, now: datetime
+) -> list[Claim]:
+    """Claim up to `limit` rows in one statement and commit.
+
+    PostgreSQL: the inner SELECT takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim
+    disjoint rows without waiting. SQLite: the UPDATE is the transaction's first statement and
+    takes the write lock before it reads, so concurrent claims serialise; the token in the
+    RETURNING rows is the proof of which rows this worker won.
+    """
+    token = secrets.token_hex(16)
+    chosen = (
+        select(OutboxMessage.id)
+        .where(claimable(kinds, now))
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(chosen))
+        .values(
+            status=OutboxStatus.SENDING,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            claim_token=token,
+            attempts=OutboxMessage.attempts + 1,
+        )
+        .returning(*claim_columns())
+        .execution_options(synchronize_session=False)
+    )
+    with session.begin():
+        rows = session.execute(statement).all()
+    claims = [Claim(*row) for row in rows]
+    return sorted(claims, key=lambda claim: claim.id)
+
+
+def claim_columns() -> list[Any]:
+    """Return the outbox columns a Claim holds, in its field order."""
+    table = OutboxMessage.__table__.c
+    names = ["id", "kind", "idempotency_key", "account_pk", "invite_id", "recipient", "template"]
+    names += ["payload", "message_id", "attempts", "created_at", "claim_token"]
+    return [table[name] for name in names]
+
+
+def backoff_delay(attempts: int, base: float, rng: random.Random | None = None) -> float:
+    """Return the delay before retry number `attempts`: exponential, capped, with jitter."""
+    ceiling = min(MAX_RETRY_DELAY, base * 2 ** max(0, attempts - 1))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def finish(
+    session: Session, outcome: Outcome, *, now: datetime, retry_base: float, max_age: float
+) -> bool:
+    """Record an outcome while the row is still ours; False when the lease was lost."""
+    claim = outcome.claim
+    values: dict[str, Any] = {"lease_until": None, "claim_token": None}
+    values["last_error"] = outcome.error
+    if outcome.message_id:
+        values["message_id"] = outcome.message_id
+    if outcome.status == SENT:
+        values.update(status=OutboxStatus.SENT, sent_at=now)
+    elif outcome.status == RETRY and (now - claim.created_at).total_seconds() < max_age:
+        delay = backoff_delay(claim.attempts, retry_base)
+        values.update(status=OutboxStatus.PENDING, available_at=now + timedelta(seconds=delay))
+    else:
+        if outcome.status == RETRY:
+            values["last_error"] = f"gave up after {claim.attempts} attempts: {outcome.error}"
+            outcome.status = FAILED
+        values["status"] = OutboxStatus.FAILED
+    statement = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id == claim.id, OutboxMessage.claim_token == claim.claim_token)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    result: Any = session.execute(statement)
+    return bool(result.rowcount)
+
+
+def release(session: Session, claims: Iterable[Claim]) -> int:
+    """Hand unsent claimed rows back (status pending) so another worker takes them now."""
+    released = 0
+    for claim in claims:
+        statement = (
+            update(OutboxMessage)
+            .where(OutboxMessage.id == claim.id, OutboxMessage.claim_token == claim.claim_token)
+            .values(
+                status=OutboxStatus.PENDING,
+                lease_until=None,
+                claim_token=None,
+                attempts=OutboxMessage.attempts - 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        result: Any = session.execute(statement)
+        released += result.rowcount
+    return released

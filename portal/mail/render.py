@@ -1,0 +1,103 @@
+"""Render invitation and reminder emails from Jinja2 templates, per plugin with a fallback.
+
+Account data (names, addresses) is only ever passed as template *variables*; nothing from a
+user or an import is compiled as a template. HTML templates autoescape, text ones do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from portal.plugins import Plugin, Wording
+from portal.resources import resource_dir
+
+EMAIL_KINDS = ("invite", "reminder")
+REMINDER_PREFIX = "Reminder: "
+GENERIC_WORDING = Wording(
+    headline="Reconnect your mailbox",
+    explanation="We moved to a new connection for your mailbox; it needs you to sign in once.",
+    next_step="You will sign in with your email provider.",
+    email_subject="Action needed: reconnect your mailbox",
+)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """The parts of one email: subject line, plain text and HTML bodies."""
+
+    subject: str
+    text: str
+    html: str
+
+
+@lru_cache(maxsize=1)
+def mail_environment() -> Environment:
+    """Build the email template environment (separate from Flask's, autoescaping HTML)."""
+    return Environment(
+        loader=FileSystemLoader(str(resource_dir("templates"))),
+        autoescape=select_autoescape(["html", "xml"]),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def template_names(kind: str, plugin_name: str | None, extension: str) -> list[str]:
+    """List the candidate templates, the plugin's own first, then the generic one."""
+    names = [f"email/{kind}.{extension}"]
+    if plugin_name:
+        names.insert(0, f"email/{plugin_name}/{kind}.{extension}")
+    return names
+
+
+def subject_for(kind: str, wording: Wording) -> str:
+    """Return the subject line: the plugin's, prefixed on reminders."""
+    if kind == "reminder":
+        return REMINDER_PREFIX + wording.email_subject
+    return wording.email_subject
+
+
+def branding(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Collect the configured names and contacts every email shows."""
+    return {
+        "product_name": config["PRODUCT_NAME"],
+        "company_name": config["COMPANY_NAME"],
+        "support_contact": config.get("SUPPORT_CONTACT"),
+        "logo_url": config.get("LOGO_URL"),
+        "base_url": config["BASE_URL"],
+    }
+
+
+def render_email(
+    kind: str,
+    *,
+    account: Any,
+    plugin: Plugin | None,
+    link: str,
+    expires_at: datetime | None,
+    config: Mapping[str, Any],
+) -> RenderedEmail:
+    """Render one email of `kind` (invite or reminder) for an account and its link."""
+    if kind not in EMAIL_KINDS:
+        raise ValueError(f"unknown email kind {kind!r}")
+    wording = plugin.wording(account) if plugin is not None else GENERIC_WORDING
+    context = {
+        **branding(config),
+        "kind": kind,
+        "name": account.name or "",
+        "email": account.email,
+        "link": link,
+        "expires_at": expires_at,
+        "wording": wording,
+        "plugin_name": plugin.display_name if plugin is not None else "",
+    }
+    plugin_name = plugin.name if plugin is not None else None
+    environment = mail_environment()
+    text = environment.select_template(template_names(kind, plugin_name, "txt")).render(context)
+    html = environment.select_template(template_names(kind, plugin_name, "html")).render(context)
+    return RenderedEmail(subject=subject_for(kind, wording), text=text, html=html)

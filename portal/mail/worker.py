@@ -1,0 +1,239 @@
+"""The worker loop: claim a batch, send each row, record the outcomes, repeat.
+
+Kinds are dispatched through a table of handlers; kinds without a handler (the app webhooks
+of a later issue) are never claimed. SIGTERM (and SIGINT) let the current message finish,
+record the batch, hand the unsent rest back and stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from portal.mail.backends import MailBackend
+from portal.mail.campaign import queue_due_reminders
+from portal.mail.delivery import EmailHandler, KindHandler
+from portal.mail.outbox import FAILED, RETRY, SENT, Claim, Outcome, claim_batch, finish, release
+from portal.models import utcnow
+from portal.plugins import PluginRegistry
+
+log = logging.getLogger(__name__)
+# Stop sending from a batch once this share of its lease is used up; the rest goes back.
+LEASE_SAFETY = 0.8
+IDLE_TICK = 0.2
+
+
+@dataclass
+class WorkerStats:
+    """Counts of what one worker run did."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+    lost_lease: int = 0
+    released: int = 0
+
+    def count(self, outcome: Outcome) -> None:
+        """Add one recorded outcome."""
+        if outcome.details.get("skipped"):
+            self.skipped += 1
+        elif outcome.status == SENT:
+            self.sent += 1
+        elif outcome.status == RETRY:
+            self.retried += 1
+        elif outcome.status == FAILED:
+            self.failed += 1
+
+    def summary(self) -> str:
+        """Return one line for the end of a run."""
+        return (
+            f"sent {self.sent}, retry later {self.retried}, failed {self.failed}, "
+            f"skipped {self.skipped}, lease lost {self.lost_lease}"
+        )
+
+
+class Throttle:
+    """Space sends out: at most `per_second` overall and `per_domain` per recipient domain."""
+
+    def __init__(
+        self,
+        per_second: float,
+        per_domain: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self.domain_interval = 1.0 / per_domain if per_domain > 0 else 0.0
+        self.clock, self.sleep = clock, sleep
+        self.next_slot = 0.0
+        self.next_domain_slot: dict[str, float] = {}
+
+    def wait(self, domain: str) -> float:
+        """Sleep until a message to `domain` may go; return the time slept."""
+        now = self.clock()
+        slot = max(now, self.next_slot, self.next_domain_slot.get(domain, 0.0))
+        if slot > now:
+            self.sleep(slot - now)
+        self.next_slot = slot + self.interval
+        if self.domain_interval:
+            self.next_domain_slot[domain] = slot + self.domain_interval
+        return slot - now
+
+
+def recipient_domain(address: str) -> str:
+    """Return the lower-cased domain of an address."""
+    return address.rpartition("@")[2].lower()
+
+
+class Worker:
+    """Send what the outbox holds, through a handler per kind."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        sessions: sessionmaker[Session],
+        handlers: Mapping[str, KindHandler],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        progress: Callable[[WorkerStats], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.handlers = dict(handlers)
+        self.clock = clock
+        self.progress = progress
+        self.throttle = Throttle(config["MAIL_RATE_PER_SECOND"], config["MAIL_RATE_PER_DOMAIN"])
+        self.stats = WorkerStats()
+        self.stopping = False
+
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to stop after the current message."""
+        self.stopping = True
+
+    def run(self, *, once: bool = False) -> WorkerStats:
+        """Loop until stopped; with `once`, drain what is due now and return."""
+        with self.stop_signals():
+            while not self.stopping:
+                self.queue_reminders()
+                batch = self.claim()
+                if batch:
+                    self.process(batch)
+                elif once:
+                    break
+                else:
+                    self.idle()
+        self.close()
+        return self.stats
+
+    def close(self) -> None:
+        """Close the handlers' connections (SMTP); the next send reopens them."""
+        for handler in self.handlers.values():
+            handler.close()
+
+    def claim(self) -> list[Claim]:
+        """Claim the next batch of rows of the kinds this worker handles."""
+        with self.sessions() as session:
+            return claim_batch(
+                session, kinds=list(self.handlers), limit=self.config["MAIL_BATCH_SIZE"],
+                lease_seconds=self.config["OUTBOX_LEASE_SECONDS"], now=self.clock(),
+            )  # fmt: skip
+
+    def queue_reminders(self) -> None:
+        """Queue due reminders; a busy database only postpones them to the next round."""
+        try:
+            with self.sessions.begin() as session:
+                queued = queue_due_reminders(session, self.config, now=self.clock())
+        except OperationalError as exc:
+            log.warning("reminders postponed: %s", exc.orig)
+            return
+        if queued:
+            log.info("queued %d reminders", queued)
+
+    def process(self, batch: list[Claim]) -> None:
+        """Send a batch (one kind at a time), then record every outcome in one transaction."""
+        for kind in sorted({claim.kind for claim in batch}):
+            claims = [claim for claim in batch if claim.kind == kind]
+            handler = self.handlers[kind]
+            with self.sessions() as session:
+                handler.prepare(session, claims)
+            outcomes, unsent = self.send_all(handler, claims)
+            self.record(handler, outcomes, unsent)
+        if self.progress is not None:
+            self.progress(self.stats)
+
+    def send_all(
+        self, handler: KindHandler, claims: list[Claim]
+    ) -> tuple[list[Outcome], list[Claim]]:
+        """Send until done, stopped, or the lease is nearly used up."""
+        started = time.monotonic()
+        budget = self.config["OUTBOX_LEASE_SECONDS"] * LEASE_SAFETY
+        outcomes: list[Outcome] = []
+        for index, claim in enumerate(claims):
+            if self.stopping or time.monotonic() - started > budget:
+                return outcomes, claims[index:]
+            self.throttle.wait(recipient_domain(claim.recipient))
+            outcomes.append(self.deliver(handler, claim))
+        return outcomes, []
+
+    def deliver(self, handler: KindHandler, claim: Claim) -> Outcome:
+        """Deliver one row; an unexpected error is a retry, logged by outbox id."""
+        try:
+            outcome = handler.deliver(claim, self.clock())
+        except Exception as exc:
+            log.exception("outbox %d: unexpected error", claim.id)
+            return Outcome(claim, RETRY, f"{type(exc).__name__}: {exc}"[:500])
+        if outcome.status != SENT:
+            log.info("outbox %d: %s: %s", claim.id, outcome.status, outcome.error)
+        return outcome
+
+    def record(self, handler: KindHandler, outcomes: list[Outcome], unsent: list[Claim]) -> None:
+        """Finish each row while it is still ours; hand unsent rows back."""
+        now = self.clock()
+        retry_base, max_age = self.config["MAIL_RETRY_BASE"], self.config["MAIL_MAX_AGE"]
+        with self.sessions.begin() as session:
+            for outcome in outcomes:
+                if finish(session, outcome, now=now, retry_base=retry_base, max_age=max_age):
+                    handler.after(session, outcome, now)
+                    self.stats.count(outcome)
+                else:
+                    self.stats.lost_lease += 1
+                    log.warning("outbox %d: lease lost; another worker owns it", outcome.claim.id)
+            self.stats.released += release(session, unsent)
+
+    def idle(self) -> None:
+        """Close idle connections and wait for the next poll, waking up for a stop."""
+        self.close()
+        deadline = time.monotonic() + self.config["WORKER_POLL_SECONDS"]
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(IDLE_TICK)
+
+    @contextmanager
+    def stop_signals(self) -> Iterator[None]:
+        """Turn SIGTERM and SIGINT into a graceful stop while the loop runs."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def handler_table(
+    config: Mapping[str, Any], registry: PluginRegistry, backend: MailBackend
+) -> dict[str, KindHandler]:
+    """Return the kinds this worker delivers and their handlers (app webhooks come later)."""
+    return {"email": EmailHandler(config, registry, backend)}
