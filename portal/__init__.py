@@ -13,6 +13,7 @@ from portal.config import load_settings
 from portal.db import db
 from portal.plugins import Plugin, build_registry
 from portal.resources import resource_dir
+from portal.web import init_web
 
 PLUGINS_EXTENSION = "reauth_plugins"
 
@@ -30,15 +31,18 @@ def create_app(
         __name__,
         instance_path=str(instance_folder()),
         template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("templates") / "static"),
     )
     app.config.update(load_settings(Path(app.instance_path), config))
     db.init_app(app)
     app.extensions[PLUGINS_EXTENSION] = build_registry(app.config["PLUGINS"], plugins)
+    init_web(app)
     register_blueprints(app)
     return app
 
 
 def register_blueprints(app: Flask) -> None:
-    from portal.views import health
+    from portal.views import health, reauth
 
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(reauth.blueprint)

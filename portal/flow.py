@@ -1,0 +1,230 @@
+"""The end-user flow: signed link -> attempt -> Nylas hosted auth -> callback -> ledger.
+
+Views stay thin; every decision is here. A link GET changes nothing. Continue starts an
+attempt whose state and PKCE verifier stay in the database, bound to the browser. The callback
+exchanges its code exactly once (a conditional UPDATE claims the attempt first), lets the plugin
+judge the result and records the outcome in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from portal.models import (
+    Account,
+    AccountStatus,
+    Attempt,
+    AttemptStatus,
+    Event,
+    Invite,
+    TenantCredential,
+)
+from portal.nylas import NylasError, NylasGateway, NylasOAuthError
+from portal.outcomes import provider_error_kind, record_completed, record_failure, record_mismatch
+from portal.plugins import AuthResult, HostedAuthRequest, Plugin, PluginRegistry, Verdict
+from portal.signing import LinkExpired, LinkSigner, digest, new_secret
+
+ATTEMPT_MAX_AGE = timedelta(minutes=30)
+# Accounts in these states have nothing left to do through a link.
+CLOSED_STATUSES = frozenset(
+    {AccountStatus.COMPLETED, AccountStatus.EXCLUDED, AccountStatus.NOT_REQUIRED,
+     AccountStatus.UNSUPPORTED}
+)  # fmt: skip
+STARTABLE_STATUSES = frozenset(
+    {AccountStatus.NEW, AccountStatus.INVITED, AccountStatus.OPENED, AccountStatus.FAILED,
+     AccountStatus.UNDELIVERABLE}
+)  # fmt: skip
+
+
+class FlowProblem(Exception):
+    """Something the user must be told in plain words; `kind` picks the page."""
+
+    def __init__(self, kind: str, attempt: Attempt | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.attempt = attempt
+
+
+@dataclass(frozen=True)
+class LinkContext:
+    invite: Invite
+    account: Account
+    plugin: Plugin | None
+
+
+def resolve_link(
+    session: Session, config: Any, registry: PluginRegistry, token: str, now: datetime
+) -> LinkContext:
+    """Check a link token against the database; raise FlowProblem('link_expired' etc.)."""
+    try:
+        claims = LinkSigner.from_config(config).loads(token)
+    except LinkExpired:
+        raise FlowProblem("link_expired") from None
+    except Exception:
+        raise FlowProblem("link_invalid") from None
+    invite = session.get(Invite, claims.invite_id)
+    if invite is None or invite.nonce != claims.nonce or invite.revoked_at is not None:
+        raise FlowProblem("link_superseded")
+    if invite.expires_at <= now:
+        raise FlowProblem("link_expired")
+    account = invite.account
+    return LinkContext(invite, account, registry.get(account.plugin))
+
+
+def start_attempt(
+    session: Session, gateway: NylasGateway, context: LinkContext, browser: str, now: datetime
+) -> str:
+    """Create an attempt for this browser and return the hosted-auth URL to send it to."""
+    account, plugin = context.account, context.plugin
+    if account.status in CLOSED_STATUSES:
+        raise FlowProblem("account_closed")
+    if plugin is None or account.status not in STARTABLE_STATUSES:
+        raise FlowProblem("not_available")
+    state = new_secret()
+    request = with_tenant_credential(session, account, plugin.hosted_auth_request(account))
+    auth = gateway.auth_url(
+        provider=request.provider, scopes=request.scopes, login_hint=request.login_hint,
+        state=state, credential_id=request.credential_id, extra_params=request.extra_params,
+    )  # fmt: skip
+    session.add(Attempt(
+        account_pk=account.id, invite_id=context.invite.id, plugin=plugin.name,
+        state_digest=digest(state), browser_digest=digest(browser),
+        code_verifier=auth.code_verifier, created_at=now,
+    ))  # fmt: skip
+    if account.status != AccountStatus.OPENED:
+        account.status = AccountStatus.OPENED
+    account.opened_at = account.opened_at or now
+    record(session, account.id, "attempt.started", {"plugin": plugin.name}, now)
+    return auth.url
+
+
+def with_tenant_credential(
+    session: Session, account: Account, request: HostedAuthRequest
+) -> HostedAuthRequest:
+    """Accounts of an extra Azure tenant sign in through that tenant's connector credential."""
+    if request.credential_id or not account.tenant:
+        return request
+    credential_id = session.scalar(
+        select(TenantCredential.credential_id).where(
+            TenantCredential.tenant == account.tenant.lower(),
+            TenantCredential.nylas_provider == request.provider,
+        )
+    )
+    if credential_id is None:
+        return request
+    return HostedAuthRequest(
+        request.provider, request.scopes, request.login_hint, credential_id, request.extra_params
+    )
+
+
+def claim_attempt(
+    session: Session, state: str | None, browser: str | None, now: datetime
+) -> Attempt:
+    """Find the attempt for a callback and check it belongs to this browser and is fresh."""
+    if not state:
+        raise FlowProblem("state_missing")
+    attempt = session.scalar(select(Attempt).where(Attempt.state_digest == digest(state)))
+    if attempt is None:
+        raise FlowProblem("state_unknown")
+    if not browser or digest(browser) != attempt.browser_digest:
+        raise FlowProblem("other_browser")
+    if attempt.status != AttemptStatus.STARTED:
+        return attempt  # replay, back button, second tab: show what is stored
+    if attempt.created_at + ATTEMPT_MAX_AGE < now:
+        raise FlowProblem("attempt_expired", attempt)
+    return attempt
+
+
+def lock_for_exchange(session: Session, attempt: Attempt) -> bool:
+    """Move the attempt to `exchanging` unless another request already did; commit."""
+    moved = session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt.id, Attempt.status == AttemptStatus.STARTED)
+        .values(status=AttemptStatus.EXCHANGING)
+    )
+    session.commit()
+    return bool(getattr(moved, "rowcount", 0) == 1)
+
+
+def record(
+    session: Session, account_pk: int, kind: str, detail: dict[str, Any], now: datetime,
+    actor: str = "user",
+) -> None:  # fmt: skip
+    session.add(Event(account_pk=account_pk, kind=kind, actor=actor, detail=detail, created_at=now))
+
+
+def exchange(gateway: NylasGateway, attempt: Attempt, code: str) -> AuthResult | FlowProblem:
+    """Spend the code; a failure becomes a FlowProblem carrying what Nylas said."""
+    try:
+        return gateway.exchange_code(code, attempt.code_verifier)
+    except NylasOAuthError as exc:
+        attempt.error_code = f"exchange:{exc.error or 'oauth_error'}"
+        attempt.error_description = exc.description or str(exc)
+        return FlowProblem("exchange_refused", attempt)
+    except NylasError as exc:
+        attempt.error_code = f"exchange:http_{exc.status or 'unavailable'}"
+        attempt.error_description = f"{type(exc).__name__} request_id={exc.request_id}"
+        return FlowProblem("exchange_unavailable", attempt)
+
+
+def finish_attempt(
+    session: Session, config: Any, gateway: NylasGateway, registry: PluginRegistry,
+    params: dict[str, str], browser: str | None, now: datetime,
+) -> Attempt:  # fmt: skip
+    """Handle Nylas' redirect back; return the attempt whose stored result the user sees."""
+    attempt = claim_attempt(session, params.get("state"), browser, now)
+    if attempt.status != AttemptStatus.STARTED or not lock_for_exchange(session, attempt):
+        session.refresh(attempt)
+        return attempt
+    account = session.get_one(Account, attempt.account_pk)
+    outcome = callback_result(gateway, attempt, params)
+    if isinstance(outcome, FlowProblem):
+        record_failure(session, config, account, attempt, now)
+    else:
+        plugin = registry.get(attempt.plugin)
+        verdict = plugin.verify(account, outcome) if plugin else Verdict.refuse("plugin_disabled")
+        if verdict.accepted:
+            record_completed(session, config, account, attempt, outcome, now)
+        else:
+            record_mismatch(session, config, account, attempt, outcome, verdict.reason, now)
+    session.commit()
+    return attempt
+
+
+def callback_result(
+    gateway: NylasGateway, attempt: Attempt, params: dict[str, str]
+) -> AuthResult | FlowProblem:
+    """The provider's error as Nylas passed it on, or the result of spending the code."""
+    error = params.get("error")
+    if error:
+        description = params.get("error_description", "")[:2000]
+        kind = provider_error_kind(error, description)
+        attempt.error_code = kind if kind != "provider_error" else f"provider_error:{error[:64]}"
+        attempt.error_description = description
+        return FlowProblem(kind, attempt)
+    code = params.get("code")
+    if not code:
+        attempt.error_code = "callback:no_code"
+        return FlowProblem("exchange_refused", attempt)
+    return exchange(gateway, attempt, code)
+
+
+def result_kind(attempt: Attempt) -> str:
+    """Which result page an attempt shows."""
+    if attempt.status == AttemptStatus.COMPLETED:
+        return "completed"
+    if attempt.status == AttemptStatus.MISMATCH:
+        return "mismatch"
+    if attempt.status in (AttemptStatus.STARTED, AttemptStatus.EXCHANGING):
+        return "in_progress"
+    code = attempt.error_code or ""
+    if code in ("admin_consent_required", "cancelled"):
+        return code
+    if code.startswith("exchange:http"):
+        return "exchange_unavailable"
+    return "failed"

@@ -1,0 +1,134 @@
+"""End-user routes: the link landing page, Continue, the OAuth callback, results, renewal."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+)
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response as BaseResponse
+
+from portal.db import db
+from portal.flow import FlowProblem, finish_attempt, resolve_link, result_kind, start_attempt
+from portal.models import Account, Attempt, utcnow
+from portal.nylas import NylasError, current_gateway
+from portal.plugins import plugin_registry
+from portal.renewal import RENEW_LIMIT, request_fresh_link
+from portal.signing import new_secret
+from portal.web import limiter
+
+blueprint = Blueprint("reauth", __name__)
+BROWSER_COOKIE = "reauth_browser"
+ATTEMPT_SESSION_KEY = "reauth_attempt"
+PROBLEM_STATUS = {"link_invalid": 404, "link_expired": 410, "link_superseded": 410}
+
+
+@blueprint.after_request
+def private_page(response: Response) -> Response:
+    """Token and result pages: never cached, never leaked through a Referer."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@blueprint.get("/r/<token>")
+def landing(token: str) -> ResponseReturnValue:
+    """Show who is asking and why, with a Continue button. Changes nothing (mail scanners)."""
+    try:
+        context = resolve_link(db.session, current_app.config, plugin_registry(), token, utcnow())
+    except FlowProblem as problem:
+        return link_problem(problem.kind)
+    wording = context.plugin.wording(context.account) if context.plugin else None
+    return render_template(
+        "reauth/landing.html", account=context.account, wording=wording, token=token
+    )
+
+
+@blueprint.post("/r/<token>")
+def continue_(token: str) -> ResponseReturnValue:
+    """Start an attempt bound to this browser and send it to Nylas hosted authentication."""
+    now = utcnow()
+    browser = request.cookies.get(BROWSER_COOKIE) or new_secret()
+    try:
+        context = resolve_link(db.session, current_app.config, plugin_registry(), token, now)
+        url = start_attempt(db.session, current_gateway(), context, browser, now)
+    except FlowProblem as problem:
+        db.session.rollback()
+        return link_problem(problem.kind)
+    except NylasError:
+        db.session.rollback()
+        return problem_page("nylas_unavailable", 503)
+    db.session.commit()
+    response = redirect(url, code=303)
+    set_browser_cookie(response, browser)
+    return response
+
+
+@blueprint.get("/oauth/callback")
+def callback() -> ResponseReturnValue:
+    """Nylas sends the browser back here with `code` and `state`, or with `error`."""
+    params = {key: request.args.get(key, "") for key in ("code", "state", "error")}
+    params["error_description"] = request.args.get("error_description", "")
+    try:
+        attempt = finish_attempt(
+            db.session, current_app.config, current_gateway(), plugin_registry(), params,
+            request.cookies.get(BROWSER_COOKIE), utcnow(),
+        )  # fmt: skip
+    except FlowProblem as problem:
+        db.session.rollback()
+        return problem_page(problem.kind, 400)
+    session[ATTEMPT_SESSION_KEY] = attempt.id
+    return redirect("/r/result", code=303)
+
+
+@blueprint.get("/r/result")
+def result() -> ResponseReturnValue:
+    """The stored result of this browser's last attempt; safe to reload or revisit."""
+    attempt_id = session.get(ATTEMPT_SESSION_KEY)
+    attempt = db.session.get(Attempt, attempt_id) if isinstance(attempt_id, int) else None
+    if attempt is None:
+        return problem_page("no_result", 404)
+    account = db.session.get_one(Account, attempt.account_pk)
+    kind = result_kind(attempt)
+    status = 200 if kind in ("completed", "in_progress") else 400
+    return render_template(
+        "reauth/result.html", kind=kind, attempt=attempt, account=account,
+        retry_link=None, support=current_app.config.get("SUPPORT_CONTACT"),
+    ), status  # fmt: skip
+
+
+@blueprint.route("/r/renew", methods=["GET", "POST"])
+@limiter.limit(RENEW_LIMIT, methods=["POST"])
+def renew() -> ResponseReturnValue:
+    """Ask for a fresh link; the answer is the same whether or not the address is known."""
+    if request.method == "GET":
+        return render_template("reauth/renew.html", error=None)
+    address = request.form.get("email", "").strip()
+    if not request_fresh_link(db.session, current_app.config, address, utcnow()):
+        return render_template(
+            "reauth/renew.html", error="Please enter a valid email address."
+        ), 400
+    return render_template("reauth/renew_sent.html")
+
+
+def link_problem(kind: str) -> ResponseReturnValue:
+    return render_template("reauth/link_problem.html", kind=kind), PROBLEM_STATUS.get(kind, 400)
+
+
+def problem_page(kind: str, status: int) -> ResponseReturnValue:
+    return render_template("reauth/problem.html", kind=kind), status
+
+
+def set_browser_cookie(response: BaseResponse, value: str) -> None:
+    """A random value naming this browser; attempts store only its digest."""
+    secure = current_app.config["BASE_URL"].startswith("https://")
+    response.set_cookie(
+        BROWSER_COOKIE, value, max_age=30 * 24 * 3600, httponly=True, samesite="Lax",
+        secure=secure,
+    )  # fmt: skip

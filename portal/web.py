@@ -1,0 +1,109 @@
+"""Web plumbing shared by every blueprint: CSRF, rate limits, headers, error pages, log hygiene."""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, render_template, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+log = logging.getLogger(__name__)
+
+# Link tokens sit in the path; codes and states in query strings. Access logs must not keep them.
+SECRET_IN_PATH = re.compile(r"(/r/)(?!renew\b|result\b)[A-Za-z0-9_.\-]{8,}")
+SECRET_IN_QUERY = re.compile(
+    r"((?:code|state|token|challenge|code_verifier|password|client_secret)=)[^&\s\"]+"
+)
+
+
+def redact(text: str) -> str:
+    return SECRET_IN_QUERY.sub(r"\1[redacted]", SECRET_IN_PATH.sub(r"\1[redacted]", text))
+
+
+class RedactSecrets(logging.Filter):
+    """Scrub link tokens, OAuth codes and states from a log record before it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        record.msg = redact(str(record.msg))
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the filter to the loggers that print request lines (werkzeug, gunicorn)."""
+    for name in ("werkzeug", "gunicorn.access", "gunicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
+
+
+def init_web(app: Flask) -> None:
+    """Wire CSRF, rate limits, security headers and friendly error pages into the app."""
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the session bounds the token's life
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = app.config["BASE_URL"].startswith("https://")
+    csrf.init_app(app)
+    limiter.init_app(app)
+    install_log_redaction()
+    app.after_request(security_headers)
+    app.register_error_handler(CSRFError, csrf_failed)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, unexpected_error)
+
+
+def security_headers(response: Response) -> Response:
+    nylas_origin = "{0.scheme}://{0.netloc}".format(urlsplit(app_config("NYLAS_API_URI")))
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' https:; "
+        f"form-action 'self' {nylas_origin}; frame-ancestors 'none'; base-uri 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    if app_config("BASE_URL").startswith("https://"):
+        response.headers.setdefault(
+            "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
+        )
+    return response
+
+
+def app_config(key: str) -> str:
+    from flask import current_app
+
+    return str(current_app.config.get(key) or "")
+
+
+def csrf_failed(error: CSRFError) -> tuple[str, int]:
+    return render_template("errors/error.html", title="Please try again", message=(
+        "This page was open for too long or came from somewhere else. Go back, reload the "
+        "page and press the button again."), status=400), 400  # fmt: skip
+
+
+def http_error(error: HTTPException) -> tuple[str, int] | HTTPException:
+    if request.path.startswith(("/api/", "/webhooks/", "/v3/")):
+        return error
+    status = error.code or 500
+    return render_template(
+        "errors/error.html", title=error.name, message=error.description, status=status
+    ), status
+
+
+def unexpected_error(error: Exception) -> tuple[str, int]:
+    """Log the fault (scrubbed) and show a plain page: no stack trace reaches a user."""
+    if isinstance(error, HTTPException):
+        return http_error(error)  # type: ignore[return-value]
+    log.exception("unexpected error on %s %s", request.method, redact(request.path))
+    return render_template("errors/error.html", title="Something went wrong", message=(
+        "We could not finish this request. Please try again in a few minutes; if it keeps "
+        "happening, contact support."), status=500), 500  # fmt: skip

@@ -1,0 +1,101 @@
+"""End to end over real HTTP: invite -> link -> landing -> Continue -> sign-in -> callback -> ledger."""
+
+from __future__ import annotations
+
+import pytest
+from flow_support import EWS_PASSWORD, Browser, portal  # noqa: F401  (fixture)
+from sqlalchemy import func, select
+
+from portal.db import db
+from portal.models import Attempt, Event
+
+
+@pytest.mark.parametrize(
+    ("account_id", "email", "sign_in", "grant_kept"),
+    [
+        ("v2-graph-1", "grace@contoso.com", {}, True),
+        ("v2-ews-1", "alan@corp.example.org", {"password": EWS_PASSWORD}, True),
+        ("v2-pers-1", "edsger@outlook.com", {}, False),
+    ],
+    ids=["microsoft-graph", "ews-password", "microsoft-personal"],
+)
+def test_each_plugin_completes_and_records_the_ledger(
+    portal, account_id, email, sign_in, grant_kept
+):  # noqa: F811
+    before = portal.account(account_id)
+    browser = Browser()
+    link = portal.invite_link(account_id)
+
+    landing = browser.open(link)
+    assert landing.status_code == 200
+    assert email in landing.text
+    assert landing.headers["Referrer-Policy"] == "no-referrer"
+    assert landing.headers["Cache-Control"] == "no-store"
+
+    start = browser.press_continue(link)
+    assert start.status_code == 303
+    assert start.headers["Location"].startswith(portal.emulator.url + "/v3/connect/auth?")
+    assert portal.account(account_id).status == "opened"
+
+    params = browser.sign_in(start.headers["Location"], email=email, **sign_in)
+    result = browser.finish(portal.url, params)
+    assert result.status_code == 200
+    assert "All done" in result.text
+
+    after = portal.account(account_id)
+    assert after.status == "completed"
+    assert after.completed_at is not None
+    if grant_kept:
+        assert after.grant_id == before.grant_id
+        assert after.outcome == "updated"
+    else:
+        assert before.grant_id is None
+        assert after.grant_id
+        assert after.outcome == "new"
+    grant = portal.emulator.state.grants[after.grant_id]
+    assert grant["grant_status"] == "valid"
+
+
+def test_replayed_callback_shows_the_stored_result_without_a_second_exchange(portal):  # noqa: F811
+    browser = Browser()
+    start = browser.press_continue(portal.invite_link("v2-graph-1"))
+    params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
+    assert "All done" in browser.finish(portal.url, params).text
+    exchanges = token_calls(portal)
+
+    again = browser.finish(portal.url, params)  # back button, reload, second tab
+
+    assert "All done" in again.text
+    assert token_calls(portal) == exchanges == 1
+    with portal.app.app_context():
+        completed = db.session.scalar(
+            select(func.count()).select_from(Event).where(Event.kind == "account.completed")
+        )
+        assert completed == 1
+
+
+def test_a_different_mailbox_is_not_recorded_as_done(portal):  # noqa: F811
+    browser = Browser()
+    start = browser.press_continue(portal.invite_link("v2-graph-1"))
+    params = browser.sign_in(
+        start.headers["Location"], scenario="different_mailbox", other_email="mallory@contoso.com"
+    )
+    page = browser.finish(portal.url, params)
+
+    assert page.status_code == 400
+    assert "mallory@contoso.com" in page.text and "grace@contoso.com" in page.text
+    account = portal.account("v2-graph-1")
+    assert account.status == "failed"
+    assert account.grant_id == "g-grace"  # the ledger keeps the placeholder, not the stray grant
+    with portal.app.app_context():
+        attempt = db.session.scalars(select(Attempt)).one()
+        assert attempt.status == "mismatch"
+        assert attempt.signed_in_email == "mallory@contoso.com"
+        assert attempt.grant_id is None or attempt.grant_id != "g-grace"
+    assert "stray" not in page.text  # admins see the grant id; the person does not need it
+
+
+def token_calls(portal) -> int:
+    return sum(
+        1 for entry in portal.emulator.state.request_log if "/connect/token" in entry["path"]
+    )
