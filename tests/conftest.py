@@ -203,3 +203,11 @@ def db_app(make_app: AppFactory, database_url: str) -> Flask:
 @pytest.fixture
 def db_runner(db_app: Flask) -> ReauthCliRunner:
     return cli_runner(db_app)
+
+
+@pytest.fixture
+def portal(nylas_emulator: Any, make_app: AppFactory, tmp_path: Path) -> Iterator[Any]:
+    """A portal served over real HTTP beside the emulator, with one account per plugin."""
+    from flow_support import serve_portal
+
+    yield from serve_portal(nylas_emulator, make_app, tmp_path)

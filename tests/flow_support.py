@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import requests
 from flask import Flask
 from sqlalchemy import select
@@ -68,9 +67,8 @@ class Portal:
             return link_url(self.app.config, invite)
 
 
-@pytest.fixture
-def portal(nylas_emulator: EmulatorServer, make_app: Any, tmp_path: Any) -> Iterator[Portal]:
-    """A migrated portal with three accounts (one per plugin) and the emulator seeded."""
+def serve_portal(nylas_emulator: EmulatorServer, make_app: Any, tmp_path: Any) -> Iterator[Portal]:
+    """Serve a migrated portal with three accounts (one per plugin) and the emulator seeded."""
     nylas_emulator.state.seed(
         {"grants": PLACEHOLDERS, "ews_passwords": {"alan@corp.example.org": EWS_PASSWORD}}
     )

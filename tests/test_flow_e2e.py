@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from flow_support import EWS_PASSWORD, Browser, portal  # noqa: F401  (fixture)
+from flow_support import EWS_PASSWORD, Browser
 from sqlalchemy import func, select
 
 from portal.db import db
@@ -21,7 +21,7 @@ from portal.models import Attempt, Event
 )
 def test_each_plugin_completes_and_records_the_ledger(
     portal, account_id, email, sign_in, grant_kept
-):  # noqa: F811
+):
     before = portal.account(account_id)
     browser = Browser()
     link = portal.invite_link(account_id)
@@ -56,7 +56,7 @@ def test_each_plugin_completes_and_records_the_ledger(
     assert grant["grant_status"] == "valid"
 
 
-def test_replayed_callback_shows_the_stored_result_without_a_second_exchange(portal):  # noqa: F811
+def test_replayed_callback_shows_the_stored_result_without_a_second_exchange(portal):
     browser = Browser()
     start = browser.press_continue(portal.invite_link("v2-graph-1"))
     params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
@@ -74,7 +74,7 @@ def test_replayed_callback_shows_the_stored_result_without_a_second_exchange(por
         assert completed == 1
 
 
-def test_a_different_mailbox_is_not_recorded_as_done(portal):  # noqa: F811
+def test_a_different_mailbox_is_not_recorded_as_done(portal):
     browser = Browser()
     start = browser.press_continue(portal.invite_link("v2-graph-1"))
     params = browser.sign_in(
