@@ -1,0 +1,190 @@
+"""The worker against a real SMTP server on loopback, scripted to misbehave."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import upgraded
+from flask import Flask
+from mail_fixtures import (
+    SmtpServer,
+    add_account,
+    mail_settings,
+    outbox_rows,
+    run_worker,
+)
+from sqlalchemy import select
+
+from portal.db import db
+from portal.invites import issue_invite
+from portal.mail.backends import Envelope, SmtpBackend
+from portal.mail.campaign import invite_account
+from portal.models import Account, Event, Invite, OutboxMessage, utcnow
+
+pytest_plugins = ["mail_fixtures"]
+
+
+@pytest.fixture
+def mail_app(make_app: Callable[..., Flask], database_url: str, smtp_server: SmtpServer) -> Flask:
+    return upgraded(make_app(DATABASE_URL=database_url, **mail_settings(smtp_server)))
+
+
+def invite(app: Flask, *addresses: str, status: str = "new", created: Any = None) -> None:
+    """Invite one account per address (queues one invite email each)."""
+    with app.app_context(), db.transaction() as session:
+        for address in addresses:
+            account = add_account(session, address, status=status)
+            invite_account(session, app.config, account, created or utcnow())
+
+
+def later(hours: float) -> Callable[[], Any]:
+    return lambda: utcnow() + timedelta(hours=hours)
+
+
+def test_accepted_messages_are_sent_once_and_the_first_send_is_recorded(
+    mail_app: Flask, smtp_server: SmtpServer
+) -> None:
+    invite(mail_app, "ada@example.com", "grace@example.org")
+    stats = run_worker(mail_app)
+    assert stats.sent == 2
+    rows = outbox_rows(mail_app)
+    assert [row.status for row in rows] == ["sent", "sent"]
+    assert all(row.claim_token is None and row.lease_until is None for row in rows)
+    assert smtp_server.handler.message_ids() == {row.message_id: 1 for row in rows}
+    with mail_app.app_context(), db.transaction() as session:
+        for account in session.scalars(select(Account)):
+            assert account.sent_at is not None
+        for row in session.scalars(select(Invite)):
+            assert row.first_sent_at is not None
+            assert row.next_reminder_at == row.first_sent_at + timedelta(days=3)
+    assert run_worker(mail_app).sent == 0  # nothing twice
+
+
+@pytest.mark.parametrize("reply", ["450 4.2.0 mailbox busy", "451 4.3.0 try again later"])
+def test_a_4xx_reply_is_retried_later_with_the_same_message_id(
+    mail_app: Flask, smtp_server: SmtpServer, reply: str
+) -> None:
+    smtp_server.handler.plan("ada@example.com", f"data {reply}")
+    invite(mail_app, "ada@example.com")
+    assert run_worker(mail_app).retried == 1
+    [row] = outbox_rows(mail_app)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.last_error.startswith(reply[:3])
+    assert row.available_at > utcnow() + timedelta(seconds=25)  # base 60 s, jitter down to half
+    first_id = row.message_id
+    assert run_worker(mail_app).sent == 0  # not due yet
+    assert run_worker(mail_app, clock=later(2)).sent == 1
+    [row] = outbox_rows(mail_app)
+    assert (row.status, row.message_id, row.attempts) == ("sent", first_id, 2)
+    assert smtp_server.handler.message_ids() == {first_id: 1}
+
+
+def test_421_closes_the_connection_and_the_next_message_reconnects(
+    mail_app: Flask, smtp_server: SmtpServer
+) -> None:
+    smtp_server.handler.plan("ada@example.com", "data 421 4.7.0 closing")
+    invite(mail_app, "ada@example.com", "grace@example.com")
+    stats = run_worker(mail_app)
+    assert (stats.retried, stats.sent) == (1, 1)
+    statuses = {row.recipient: row.status for row in outbox_rows(mail_app)}
+    assert statuses == {"ada@example.com": "pending", "grace@example.com": "sent"}
+
+
+@pytest.mark.parametrize(
+    "step", ["rcpt 550 5.1.1 no such user", "data 553 5.1.3 bad address", "data 550 5.7.1 nope"]
+)
+def test_a_5xx_reply_fails_for_good_and_marks_the_account_undeliverable(
+    mail_app: Flask, smtp_server: SmtpServer, step: str
+) -> None:
+    smtp_server.handler.plan("ada@example.com", step)
+    invite(mail_app, "ada@example.com")
+    assert run_worker(mail_app).failed == 1
+    [row] = outbox_rows(mail_app)
+    assert row.status == "failed" and row.last_error.startswith(step.split()[1])
+    assert run_worker(mail_app, clock=later(100)).sent == 0  # never retried
+    assert smtp_server.handler.received == []
+    with mail_app.app_context(), db.transaction() as session:
+        account = session.scalars(select(Account)).one()
+        assert account.status == "undeliverable" and account.sent_at is None
+        kinds = session.scalars(select(Event.kind).where(Event.account_pk == account.id)).all()
+        assert "account.undeliverable" in kinds
+
+
+def test_one_refused_recipient_fails_alone(mail_app: Flask, smtp_server: SmtpServer) -> None:
+    smtp_server.handler.plan("bad@example.com", "rcpt 550 5.1.1 unknown")
+    invite(mail_app, "good@example.com", "bad@example.com", "also-good@example.com")
+    assert run_worker(mail_app).sent == 2
+    statuses = {row.recipient: row.status for row in outbox_rows(mail_app)}
+    assert statuses["bad@example.com"] == "failed"
+    assert {s for r, s in statuses.items() if r != "bad@example.com"} == {"sent"}
+    assert sorted(r for item in smtp_server.handler.received for r in item.recipients) == [
+        "also-good@example.com", "good@example.com"]  # fmt: skip
+
+
+def test_the_smtp_backend_returns_the_refused_part_of_a_partial_acceptance(
+    app: Flask, smtp_server: SmtpServer
+) -> None:
+    smtp_server.handler.plan("bad@example.com", "rcpt 550 5.1.1 unknown")
+    backend = SmtpBackend(mail_settings(smtp_server, SMTP_USERNAME=None, SMTP_PASSWORD=None))
+    message = __import__("email.message").message.EmailMessage()
+    message["Message-ID"] = "<partial@test>"
+    message.set_content("hello")
+    try:
+        envelope = Envelope(1, "me@test.example", ["good@example.com", "bad@example.com"], message)
+        refused = backend.send(envelope)
+    finally:
+        backend.close()
+    assert list(refused) == ["bad@example.com"]
+    assert refused["bad@example.com"].permanent and refused["bad@example.com"].stage == "rcpt"
+    assert smtp_server.handler.received[0].recipients == ["good@example.com"]
+
+
+def test_a_drop_after_data_is_retried_with_the_same_message_id(
+    mail_app: Flask, smtp_server: SmtpServer
+) -> None:
+    smtp_server.handler.plan("ada@example.com", "drop")
+    invite(mail_app, "ada@example.com", "grace@example.com")
+    stats = run_worker(mail_app)
+    assert (stats.retried, stats.sent) == (1, 1)
+    [ada] = [row for row in outbox_rows(mail_app) if row.recipient == "ada@example.com"]
+    assert ada.status == "pending" and ada.message_id
+    assert run_worker(mail_app, clock=later(2)).sent == 1
+    # The one documented duplicate: the server had the message when the connection dropped.
+    assert smtp_server.handler.message_ids()[ada.message_id] == 2
+    assert sum(smtp_server.handler.message_ids().values()) == 3
+
+
+def test_retries_stop_at_the_maximum_age(mail_app: Flask, smtp_server: SmtpServer) -> None:
+    smtp_server.handler.plan("ada@example.com", "data 451 4.3.0 later")
+    invite(mail_app, "ada@example.com", created=utcnow() - timedelta(days=3))
+    assert run_worker(mail_app).failed == 1
+    [row] = outbox_rows(mail_app)
+    assert row.status == "failed" and row.last_error.startswith("gave up after 1 attempts: 451")
+    with mail_app.app_context(), db.transaction() as session:
+        assert session.scalars(select(Account.status)).one() == "invited"  # not a bounce
+
+
+def test_mail_to_accounts_that_no_longer_need_it_is_skipped(
+    mail_app: Flask, smtp_server: SmtpServer
+) -> None:
+    invite(mail_app, "ada@example.com")
+    with mail_app.app_context(), db.transaction() as session:
+        session.scalars(select(Account)).one().status = "completed"
+    assert run_worker(mail_app).skipped == 1
+    [row] = outbox_rows(mail_app)
+    assert row.status == "failed" and row.last_error == "skipped: the account is completed"
+    assert smtp_server.handler.received == []
+
+
+def test_other_outbox_kinds_are_left_alone(mail_app: Flask, smtp_server: SmtpServer) -> None:
+    with mail_app.app_context(), db.transaction() as session:
+        account = add_account(session, "ada@example.com")
+        session.add(OutboxMessage(kind="app_webhook", idempotency_key="app:1", recipient="https://app.example/hook",
+                                  account_pk=account.id, payload={}))  # fmt: skip
+        issue_invite(session, mail_app.config, account, actor="test")
+    run_worker(mail_app)
+    [row] = outbox_rows(mail_app)
+    assert (row.kind, row.status, row.attempts) == ("app_webhook", "pending", 0)
