@@ -67,8 +67,13 @@ class Portal:
             return link_url(self.app.config, invite)
 
 
-def serve_portal(nylas_emulator: EmulatorServer, make_app: Any, tmp_path: Any) -> Iterator[Portal]:
-    """Serve a migrated portal with three accounts (one per plugin) and the emulator seeded."""
+def serve_portal(
+    nylas_emulator: EmulatorServer, make_app: Any, tmp_path: Any, **config: Any
+) -> Iterator[Portal]:
+    """Serve a migrated portal with three accounts (one per plugin) and the emulator seeded.
+
+    Keyword arguments are extra config keys for the app (e.g. NYLAS_TIMEOUT=1).
+    """
     nylas_emulator.state.seed(
         {"grants": PLACEHOLDERS, "ews_passwords": {"alan@corp.example.org": EWS_PASSWORD}}
     )
@@ -77,7 +82,7 @@ def serve_portal(nylas_emulator: EmulatorServer, make_app: Any, tmp_path: Any) -
     def build(url: str) -> Flask:
         app = make_app(
             BASE_URL=url, NYLAS_API_URI=nylas_emulator.url, NYLAS_API_KEY=nylas_emulator.api_key,
-            NYLAS_CLIENT_ID=nylas_emulator.client_id,
+            NYLAS_CLIENT_ID=nylas_emulator.client_id, **config,
         )  # fmt: skip
         nylas_emulator.add_callback_uri(f"{url}/oauth/callback")
         built["app"] = app
@@ -124,3 +129,35 @@ class Browser:
         answer = self.callback(portal_url, params)
         assert answer.status_code == 303, answer.text
         return self.http.get(portal_url + answer.headers["Location"], timeout=10)
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    found = CSRF_FIELD.search(html)
+    assert found, "no form with a CSRF token on the page"
+    return found.group(1)
+
+
+def token_calls(portal: Portal) -> int:
+    """How many code exchanges the emulator has seen."""
+    log = portal.emulator.state.request_log
+    return sum(1 for entry in list(log) if entry["path"] == "/v3/connect/token")
+
+
+def db_snapshot(portal: Portal) -> dict[str, Any]:
+    """Every row a link, a scanner or an attacker could change, in comparable form."""
+    from portal.models import Attempt, Event, Invite, OutboxMessage
+
+    with portal.app.app_context():
+        accounts = db.session.scalars(select(Account).order_by(Account.id)).all()
+        invites = db.session.scalars(select(Invite).order_by(Invite.id)).all()
+        return {
+            "accounts": [
+                (a.account_id, a.status, a.status_reason, a.grant_id, a.outcome, a.opened_at)
+                for a in accounts
+            ],
+            "invites": [(i.id, i.nonce, i.expires_at, i.revoked_at) for i in invites],
+            "events": db.session.scalars(select(Event.id).order_by(Event.id)).all(),
+            "attempts": db.session.scalars(select(Attempt.id).order_by(Attempt.id)).all(),
+            "outbox": db.session.scalars(select(OutboxMessage.id).order_by(OutboxMessage.id)).all(),
+        }
