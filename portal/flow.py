@@ -30,6 +30,8 @@ from portal.plugins import AuthResult, HostedAuthRequest, Plugin, PluginRegistry
 from portal.signing import LinkExpired, LinkSigner, digest, new_secret
 
 ATTEMPT_MAX_AGE = timedelta(minutes=30)
+# The error code of an attempt closed because another attempt (a second tab) completed first.
+ALREADY_COMPLETED = "already_completed"
 # Accounts in these states have nothing left to do through a link.
 CLOSED_STATUSES = frozenset(
     {AccountStatus.COMPLETED, AccountStatus.EXCLUDED, AccountStatus.NOT_REQUIRED,
@@ -182,6 +184,10 @@ def finish_attempt(
         session.refresh(attempt)
         return attempt
     account = session.get_one(Account, attempt.account_pk)
+    if account.status == AccountStatus.COMPLETED:
+        close_after_completion(attempt, now)  # another tab finished first: nothing to spend
+        session.commit()
+        return attempt
     outcome = callback_result(gateway, attempt, params)
     if isinstance(outcome, FlowProblem):
         record_failure(session, config, account, attempt, now)
@@ -194,6 +200,13 @@ def finish_attempt(
             record_mismatch(session, config, account, attempt, outcome, verdict.reason, now)
     session.commit()
     return attempt
+
+
+def close_after_completion(attempt: Attempt, now: datetime) -> None:
+    """Close a parallel attempt without spending its code: the ledger entry already exists."""
+    attempt.status = AttemptStatus.FAILED
+    attempt.error_code = ALREADY_COMPLETED
+    attempt.finished_at = now
 
 
 def callback_result(
@@ -216,7 +229,7 @@ def callback_result(
 
 def result_kind(attempt: Attempt) -> str:
     """Which result page an attempt shows."""
-    if attempt.status == AttemptStatus.COMPLETED:
+    if attempt.status == AttemptStatus.COMPLETED or attempt.error_code == ALREADY_COMPLETED:
         return "completed"
     if attempt.status == AttemptStatus.MISMATCH:
         return "mismatch"

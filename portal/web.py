@@ -57,6 +57,7 @@ def init_web(app: Flask) -> None:
     install_log_redaction()
     app.after_request(security_headers)
     app.register_error_handler(CSRFError, csrf_failed)
+    app.register_error_handler(429, too_many_requests)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
 
@@ -88,6 +89,15 @@ def csrf_failed(error: CSRFError) -> tuple[str, int]:
     return render_template("errors/error.html", title="Please try again", message=(
         "This page was open for too long or came from somewhere else. Go back, reload the "
         "page and press the button again."), status=400), 400  # fmt: skip
+
+
+def too_many_requests(error: HTTPException) -> tuple[str, int] | HTTPException:
+    """Flask-Limiter's own text ("5 per 15 minute") means nothing to a person; say what to do."""
+    if request.path.startswith(("/api/", "/webhooks/", "/v3/")):
+        return error
+    return render_template("errors/error.html", title="Too many requests", message=(
+        "You have asked several times in a short while. Please wait 15 minutes and try "
+        "again."), status=429), 429  # fmt: skip
 
 
 def http_error(error: HTTPException) -> tuple[str, int] | HTTPException:
