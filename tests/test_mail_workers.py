@@ -1,0 +1,189 @@
+"""Workers in parallel and workers that die: each message once, nothing stuck, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import TEST_SECRET_KEY, upgraded
+from flask import Flask
+from mail_fixtures import SmtpServer, mail_settings, outbox_rows, seed_queue
+from sqlalchemy import select
+
+from portal.mail.outbox import SENT, Outcome, claim_batch, finish
+from portal.mail.worker import Throttle
+from portal.models import OutboxMessage, utcnow
+
+pytest_plugins = ["mail_fixtures"]
+REAUTH = str(Path(sys.executable).with_name("reauth"))
+
+
+def worker_env(app: Flask, server: SmtpServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REAUTH_")}
+    env.update(
+        REAUTH_ENV="testing", REAUTH_DATABASE_URL=app.config["DATABASE_URL"],
+        REAUTH_SECRET_KEY=TEST_SECRET_KEY, REAUTH_INSTANCE_PATH=str(tmp_path / "instance"),
+        REAUTH_BASE_URL=app.config["BASE_URL"], REAUTH_MAIL_FROM=app.config["MAIL_FROM"],
+        REAUTH_MAIL_BACKEND="smtp", REAUTH_SMTP_HOST=server.host, REAUTH_SMTP_PORT=str(server.port),
+        REAUTH_SMTP_STARTTLS="false", REAUTH_WORKER_POLL_SECONDS="0.2", **extra,
+    )  # fmt: skip
+    return env
+
+
+@pytest.fixture
+def queue_app(make_app: Callable[..., Flask], database_url: str, smtp_server: SmtpServer) -> Flask:
+    return upgraded(make_app(DATABASE_URL=database_url, **mail_settings(smtp_server)))
+
+
+@pytest.mark.slow
+def test_four_worker_processes_deliver_ten_thousand_messages_exactly_once(
+    queue_app: Flask, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    seed_queue(queue_app, 10_000)
+    env = worker_env(queue_app, smtp_server, tmp_path, REAUTH_MAIL_BATCH_SIZE="50")
+    workers = [
+        subprocess.Popen(
+            [REAUTH, "worker", "--once"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0, 0, 0], outputs
+    rows = outbox_rows(queue_app)
+    assert {row.status for row in rows} == {"sent"}
+    counts = smtp_server.handler.message_ids()
+    assert len(counts) == 10_000 and set(counts.values()) == {1}
+    assert set(counts) == {row.message_id for row in rows}
+    shares = [int(out.split()[1].rstrip(",")) for out, _ in outputs]
+    assert sum(shares) == 10_000
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_nothing_and_duplicates_at_most_its_batch(
+    queue_app: Flask, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    seed_queue(queue_app, 300)
+    smtp_server.handler.delay = 0.01
+    batch = 40
+    env = worker_env(queue_app, smtp_server, tmp_path, REAUTH_MAIL_BATCH_SIZE=str(batch),
+                     REAUTH_OUTBOX_LEASE_SECONDS="2")  # fmt: skip
+    victim = subprocess.Popen(
+        [REAUTH, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while len(smtp_server.handler.received) < 60 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    stuck = [row for row in outbox_rows(queue_app) if row.status == "sending"]
+    assert stuck, "the worker should have died holding a batch"
+    time.sleep(2.2)  # the lease runs out
+    rescuer = subprocess.run(
+        [REAUTH, "worker", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert rescuer.returncode == 0, rescuer.stderr
+    rows = outbox_rows(queue_app)
+    assert {row.status for row in rows} == {"sent"}
+    counts = smtp_server.handler.message_ids()
+    assert set(counts) == {row.message_id for row in rows}  # nothing lost
+    duplicates = sum(count - 1 for count in counts.values())
+    assert duplicates <= batch  # only rows of the killed worker's unrecorded batch
+
+
+def test_sigterm_finishes_the_current_message_and_hands_the_rest_back(
+    queue_app: Flask, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    seed_queue(queue_app, 100)
+    smtp_server.handler.delay = 0.02
+    env = worker_env(queue_app, smtp_server, tmp_path, REAUTH_MAIL_BATCH_SIZE="50")
+    worker = subprocess.Popen(
+        [REAUTH, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while len(smtp_server.handler.received) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    rows = outbox_rows(queue_app)
+    statuses = {row.status for row in rows}
+    assert "sending" not in statuses and statuses <= {"sent", "pending"}
+    sent = {row.message_id for row in rows if row.status == "sent"}
+    counts = smtp_server.handler.message_ids()
+    assert set(counts) == sent and set(counts.values()) == {1}
+    assert 0 < len(sent) < 100 and f"sent {len(sent)}," in out
+
+
+def test_a_late_worker_cannot_overwrite_a_reclaimed_row(queue_app: Flask) -> None:
+    seed_queue(queue_app, 3)
+    now = utcnow()
+    with queue_app.app_context():
+        factory = queue_app.extensions["reauth_db"]
+        with factory() as session:
+            first = claim_batch(session, kinds=["email"], limit=10, lease_seconds=10, now=now)
+        with factory() as session:
+            assert (
+                claim_batch(
+                    session,
+                    kinds=["email"],
+                    limit=10,
+                    lease_seconds=10,
+                    now=now + timedelta(seconds=5),
+                )
+                == []
+            )
+        with factory() as session:
+            second = claim_batch(
+                session,
+                kinds=["email"],
+                limit=10,
+                lease_seconds=10,
+                now=now + timedelta(seconds=11),
+            )
+        assert [c.id for c in second] == [c.id for c in first] and second[0].attempts == 2
+        with factory.begin() as session:
+            assert not finish(
+                session,
+                Outcome(first[0], SENT, message_id="<late@x>"),
+                now=now,
+                retry_base=60,
+                max_age=999,
+            )
+            assert finish(
+                session,
+                Outcome(second[0], SENT, message_id="<ok@x>"),
+                now=now,
+                retry_base=60,
+                max_age=999,
+            )
+        with factory() as session:
+            row = session.scalars(
+                select(OutboxMessage).where(OutboxMessage.id == first[0].id)
+            ).one()
+            assert (row.status, row.message_id) == ("sent", "<ok@x>")
+
+
+def test_the_throttle_spaces_messages_overall_and_per_domain() -> None:
+    clock = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 3))
+        clock[0] += seconds
+
+    throttle = Throttle(per_second=10, per_domain=2, clock=lambda: clock[0], sleep=sleep)
+    for domain in ["a.com", "b.com", "a.com", "c.com"]:
+        throttle.wait(domain)
+    # b waits for the overall slot (0.1 s); the second a.com waits for its domain (0.5 s).
+    assert slept == [0.1, 0.4, 0.1]
