@@ -29,12 +29,14 @@ def upgrade() -> None:
         for name, columns in ACCOUNT_INDEXES.items():
             batch_op.create_index(name, columns, unique=False)
     with op.batch_alter_table("attempt", schema=None) as batch_op:
-        batch_op.create_index("ix_attempt_error_code", ["error_code", "account_pk"], unique=False)
+        batch_op.create_index(
+            "ix_attempt_status_error_code", ["status", "error_code", "account_pk"], unique=False
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("attempt", schema=None) as batch_op:
-        batch_op.drop_index("ix_attempt_error_code")
+        batch_op.drop_index("ix_attempt_status_error_code")
     with op.batch_alter_table("account", schema=None) as batch_op:
         for name in ACCOUNT_INDEXES:
             batch_op.drop_index(name)

@@ -145,7 +145,8 @@ class Attempt(Base):
 
     __table_args__ = (
         Index("ix_attempt_account_pk", "account_pk"),
-        Index("ix_attempt_error_code", "error_code", "account_pk"),  # failure reasons, consent
+        # failure reasons, admin consent and mismatches on the dashboard
+        Index("ix_attempt_status_error_code", "status", "error_code", "account_pk"),
     )
 
 
