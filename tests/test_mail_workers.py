@@ -55,7 +55,7 @@ def test_four_worker_processes_deliver_ten_thousand_messages_exactly_once(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(4)
     ]
     outputs = [worker.communicate(timeout=600) for worker in workers]
