@@ -2,15 +2,22 @@
 
 `nylas_emulator` serves a fresh Nylas v3 emulator on a free loopback port for one test; point a
 `nylas.Client` (or the portal's REAUTH_NYLAS_API_URI) at `nylas_emulator.url`.
+`plugin_flow` walks one person through the portal with a given plugin against that emulator;
+portal.testing.contract.PluginContract is the full contract test kit built on both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from portal.testing.emulator import EmulatorServer, EmulatorState
+# The contract kit's plain asserts get pytest's detailed messages (it is imported just below).
+pytest.register_assert_rewrite("portal.testing.contract")
+
+from portal.plugins import Plugin  # noqa: E402
+from portal.testing.contract import FlowReport, SampleAccount, run_flow  # noqa: E402
+from portal.testing.emulator import EmulatorServer, EmulatorState  # noqa: E402
 
 EMULATOR_API_KEY = "emulator-api-key"
 EMULATOR_CLIENT_ID = "emulator-client-id"
@@ -44,3 +51,20 @@ def nylas_emulator_session() -> Iterator[EmulatorServer]:
     """Serve one emulator for the whole session; call `.state.reset()` between uses."""
     with EmulatorServer(make_emulator_state()) as server:
         yield server
+
+
+@pytest.fixture
+def plugin_flow(
+    nylas_emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., FlowReport]:
+    """Walk one person through the portal with only the given plugin enabled.
+
+    `plugin_flow(MyPlugin, sample_account("ada@gmail.com", "gmail"))` serves a fresh portal
+    beside the emulator, imports and invites the account, signs in and returns a FlowReport.
+    """
+
+    def run(plugin_class: type[Plugin], account: SampleAccount) -> FlowReport:
+        workdir = tmp_path_factory.mktemp("plugin-flow")
+        return run_flow(plugin_class, account, nylas_emulator, workdir)
+
+    return run
