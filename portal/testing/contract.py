@@ -358,7 +358,8 @@ class PluginContract:
     def check_flow_report(self, plugin: Plugin, account: SampleAccount, report: FlowReport) -> None:
         """The ledger row a finished sign-in must leave; override to assert more."""
         assert report.auth_params.get("provider") == plugin.nylas_provider
-        assert report.auth_params.get("login_hint") == account.email
+        # The import stores addresses lowercased, so the hint is the normalised address.
+        assert report.auth_params.get("login_hint", "").lower() == account.email.lower()
         assert report.result_status == 200, report.result_text[:500]
         assert report.account_status == "completed"
         assert report.grant_id
