@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, render_template, request
@@ -16,30 +17,67 @@ csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 log = logging.getLogger(__name__)
 
-# Link tokens sit in the path; codes and states in query strings. Access logs must not keep them.
+# Link tokens sit in the path; codes and states in query strings or JSON. Logs must not keep them.
 SECRET_IN_PATH = re.compile(r"(/r/)(?!renew\b|result\b)[A-Za-z0-9_.\-]{8,}")
-SECRET_IN_QUERY = re.compile(
-    r"((?:code|state|token|challenge|code_verifier|password|client_secret)=)[^&\s\"]+"
+REDACTED_FIELDS = (
+    "code|state|token|code_challenge|challenge|code_verifier|password|client_secret|api_key"
+    "|secret|access_token|refresh_token|id_token|csrf_token"
 )
+SECRET_IN_QUERY = re.compile(
+    rf"""((?:\b(?:{REDACTED_FIELDS})=)|(?:["'](?:{REDACTED_FIELDS})["']\s*:\s*["']?))[^&\s"',;}}]+"""
+)
+BEARER = re.compile(r"(\bBearer\s+)[^\s\"',]+", re.IGNORECASE)
+# SQL echo (sqlalchemy.engine at INFO/DEBUG) would print parameters and rows: PKCE verifiers.
+HIDDEN_VALUES_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool")
 
 
 def redact(text: str) -> str:
-    return SECRET_IN_QUERY.sub(r"\1[redacted]", SECRET_IN_PATH.sub(r"\1[redacted]", text))
+    text = SECRET_IN_PATH.sub(r"\1[redacted]", text)
+    return BEARER.sub(r"\1[redacted]", SECRET_IN_QUERY.sub(r"\1[redacted]", text))
+
+
+def scrub(record: logging.LogRecord) -> None:
+    """Redact a log record in place: its message, SQL parameters and rows, its traceback."""
+    if record.name.startswith(HIDDEN_VALUES_LOGGERS) and isinstance(record.args, tuple):
+        record.args = tuple(
+            arg if isinstance(arg, str | int | float) else "[values hidden]" for arg in record.args
+        )
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed call: let logging report it as usual
+        return
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        # Formatters reuse exc_text, so the traceback is written scrubbed too.
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
 
 
 class RedactSecrets(logging.Filter):
     """Scrub link tokens, OAuth codes and states from a log record before it is written."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = None
-        record.msg = redact(str(record.msg))
+        scrub(record)
         return True
 
 
 def install_log_redaction() -> None:
-    """Attach the filter to the loggers that print request lines (werkzeug, gunicorn)."""
+    """Scrub every log record as it is made, whichever library logs it; filters stay as backup.
+
+    A filter on a logger misses records of its child loggers and of other libraries (urllib3,
+    SQLAlchemy, the SDK); the record factory sees them all.
+    """
+    previous = logging.getLogRecordFactory()
+    if not getattr(previous, "redacts_secrets", False):
+
+        def scrubbed_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            scrub(record)
+            return record
+
+        scrubbed_record.redacts_secrets = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(scrubbed_record)
     for name in ("werkzeug", "gunicorn.access", "gunicorn.error"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
