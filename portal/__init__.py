@@ -42,7 +42,11 @@ def create_app(
 
 
 def register_blueprints(app: Flask) -> None:
+    from portal.admin import admin_blueprint
+    from portal.api import blueprint as api_blueprint
     from portal.views import health, reauth
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(reauth.blueprint)
+    app.register_blueprint(admin_blueprint())
+    app.register_blueprint(api_blueprint)

@@ -177,6 +177,14 @@ SETTINGS: tuple[Setting, ...] = (
         "hours without reminders, e.g. 22-7",
     ),
     Setting("QUIET_TIMEZONE", parse_str, "UTC", "time zone of QUIET_HOURS, e.g. Europe/Berlin"),
+    Setting("ADMIN_IDLE_TIMEOUT", parse_int, 30 * 60, "admin session idle timeout in seconds"),
+    Setting("ADMIN_SESSION_LIFETIME", parse_int, 12 * 3600, "admin session absolute lifetime, s"),
+    Setting("ADMIN_LOGIN_RATE_LIMIT", parse_str, "10 per minute", "login POSTs per client address"),
+    Setting("OIDC_ISSUER", parse_http_url, None, "OpenID Connect issuer for admin single sign-on"),
+    Setting("OIDC_CLIENT_ID", parse_str, None, "OpenID Connect client (application) id"),
+    Setting("OIDC_CLIENT_SECRET", parse_str, None, "OpenID Connect client secret", True),
+    Setting("OIDC_ALLOWED", parse_list, [], "SSO admins: addresses or @domains, comma list"),
+    Setting("OIDC_ROLE", choice("viewer", "operator"), "viewer", "role of new SSO admins"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 SECRET_SETTING_NAMES = frozenset(s.name for s in SETTINGS if s.secret)

@@ -24,6 +24,7 @@ def cli() -> None:
 
 def register_commands() -> None:
     from portal.cli import accounts, database, emulator, plugins
+    from portal.cli import admin as admin_commands
     from portal.cli import invite as invite_commands
     from portal.cli import nylas as nylas_commands
     from portal.cli import scopes as scopes_commands
@@ -37,6 +38,8 @@ def register_commands() -> None:
     cli.add_command(scopes_commands.scopes_group)
     cli.add_command(invite_commands.invite_command)
     cli.add_command(worker_commands.worker_command)
+    cli.add_command(admin_commands.admin_group)
+    cli.add_command(admin_commands.api_token_group)
 
 
 def main() -> None:

@@ -1,0 +1,64 @@
+"""Helpers for the admin and API tests: admins, tokens, CSRF tokens, signing in."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from portal.admin.auth import hash_password
+from portal.db import db
+from portal.models import Account, Admin, ApiToken
+from portal.signing import digest, new_secret
+
+PASSWORD = "correct horse battery staple"
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token_from(html: str) -> str:
+    found = CSRF_FIELD.search(html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def make_admin(app: Flask, email: str = "ops@example.com", role: str = "operator",
+               password: str = PASSWORD) -> int:  # fmt: skip
+    with app.app_context(), db.transaction() as session:
+        admin = Admin(email=email, role=role, password_hash=hash_password(password))
+        session.add(admin)
+        session.flush()
+        return admin.id
+
+
+def make_token(app: Flask, name: str = "app") -> str:
+    token = new_secret()
+    with app.app_context(), db.transaction() as session:
+        session.add(ApiToken(name=name, token_digest=digest(token)))
+    return token
+
+
+def login(client: FlaskClient, email: str = "ops@example.com", password: str = PASSWORD) -> Any:
+    page = client.get("/admin/login")
+    return client.post("/admin/login", data={
+        "email": email, "password": password,
+        "csrf_token": csrf_token_from(page.get_data(as_text=True))})  # fmt: skip
+
+
+def page_token(client: FlaskClient, path: str = "/admin/") -> str:
+    return csrf_token_from(client.get(path).get_data(as_text=True))
+
+
+def add_account(app: Flask, account_id: str = "v2-1", **fields: Any) -> int:
+    values: dict[str, Any] = {
+        "email": f"{account_id}@contoso.example", "provider": "office365",
+        "category": "graph_consent", "plugin": "microsoft-graph", "status": "new",
+        "row_digest": "x" * 64, "tenant": "contoso.example",
+    }  # fmt: skip
+    values.update(fields)
+    with app.app_context(), db.transaction() as session:
+        account = Account(account_id=account_id, **values)
+        session.add(account)
+        session.flush()
+        return account.id
