@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +69,7 @@ class Portal:
 
 def serve_portal(
     nylas_emulator: EmulatorServer, make_app: Any, tmp_path: Any, **config: Any
-) -> Iterator[Portal]:
+) -> Generator[Portal, None, None]:
     """Serve a migrated portal with three accounts (one per plugin) and the emulator seeded.
 
     Keyword arguments are extra config keys for the app (e.g. NYLAS_TIMEOUT=1).

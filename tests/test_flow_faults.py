@@ -7,7 +7,7 @@ is never spent twice, and opening the link again finishes the job.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ def portal_with(
     nylas_emulator: Any, make_app: Any, tmp_path: Any
 ) -> Iterator[Callable[..., Portal]]:
     """Start the live portal with extra config; one per test (they share the database)."""
-    started: list[Iterator[Portal]] = []
+    started: list[Generator[Portal, None, None]] = []
 
     def start(**config: Any) -> Portal:
         served = serve_portal(nylas_emulator, make_app, tmp_path, **config)

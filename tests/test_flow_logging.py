@@ -118,7 +118,7 @@ def test_no_secret_reaches_any_log_line(logged_portal, caplog, request_log):
 
     stale = secrets.link(portal.invite_link("v2-graph-1"))
     with portal.app.app_context():
-        invite = db.session.scalars(select(Invite).order_by(Invite.id.desc())).first()
+        invite = db.session.scalars(select(Invite).order_by(Invite.id.desc()).limit(1)).one()
         reissue_invite(db.session, portal.app.config, invite, actor="test")
         db.session.commit()
         secrets.link(link_url(portal.app.config, invite))
