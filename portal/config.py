@@ -185,6 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OIDC_CLIENT_SECRET", parse_str, None, "OpenID Connect client secret", True),
     Setting("OIDC_ALLOWED", parse_list, [], "SSO admins: addresses or @domains, comma list"),
     Setting("OIDC_ROLE", choice("viewer", "operator"), "viewer", "role of new SSO admins"),
+    Setting("AUTO_INVITE", parse_bool, False, "invite accounts whose grant expired at once"),
+    Setting("WEBHOOK_MAX_BODY", parse_int, 1024 * 1024, "largest Nylas webhook body, bytes"),
+    Setting("APP_WEBHOOK_TIMEOUT", parse_int, 10, "seconds per outbound notification POST"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 SECRET_SETTING_NAMES = frozenset(s.name for s in SETTINGS if s.secret)

@@ -28,6 +28,7 @@ def register_commands() -> None:
     from portal.cli import invite as invite_commands
     from portal.cli import nylas as nylas_commands
     from portal.cli import scopes as scopes_commands
+    from portal.cli import webhooks as webhooks_commands
     from portal.cli import worker as worker_commands
 
     cli.add_command(database.db_group)
@@ -35,6 +36,8 @@ def register_commands() -> None:
     cli.add_command(plugins.plugins_group)
     cli.add_command(emulator.emulator_command)
     cli.add_command(nylas_commands.nylas_group)
+    nylas_commands.nylas_group.add_command(webhooks_commands.nylas_webhooks_group)
+    cli.add_command(webhooks_commands.webhooks_group)
     cli.add_command(scopes_commands.scopes_group)
     cli.add_command(invite_commands.invite_command)
     cli.add_command(worker_commands.worker_command)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.mail.app_webhooks import AppWebhookHandler
 from portal.mail.backends import MailBackend
 from portal.mail.campaign import queue_due_reminders
 from portal.mail.delivery import EmailHandler, KindHandler
@@ -236,4 +237,7 @@ def handler_table(
     config: Mapping[str, Any], registry: PluginRegistry, backend: MailBackend
 ) -> dict[str, KindHandler]:
     """Return the kinds this worker delivers and their handlers (app webhooks come later)."""
-    return {"email": EmailHandler(config, registry, backend)}
+    return {
+        "email": EmailHandler(config, registry, backend),
+        "app_webhook": AppWebhookHandler(config, registry),
+    }

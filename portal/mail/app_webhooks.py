@@ -1,0 +1,128 @@
+"""Deliver `app_webhook` outbox rows: signed JSON POSTs to the company's app.
+
+Headers: `X-Reauth-Timestamp` (Unix seconds), `X-Reauth-Signature: v1=<hex>` where hex is
+HMAC-SHA256 of f"{timestamp}.{body}" with REAUTH_APP_WEBHOOK_SECRET, and `X-Reauth-Event-Id`
+(the same on every delivery and replay of one event, for de-duplication). 2xx is delivered;
+network errors, timeouts, 408, 429 and 5xx are retried through the outbox with backoff;
+any other answer fails for good. Neither the secret nor the body is ever logged.
+
+The handler's `close()`, which the worker calls between polls and at the end of every run,
+also drains pending Nylas notifications (portal.webhooks_in): the worker's safety net for
+notifications whose processing after the webhook response did not happen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import requests
+from flask import current_app, has_app_context
+from sqlalchemy.orm import Session, sessionmaker
+
+from portal.mail.outbox import FAILED, RETRY, SENT, Claim, Outcome
+from portal.plugins import PluginRegistry
+from portal.signing import app_webhook_signature
+
+log = logging.getLogger(__name__)
+RETRY_STATUSES = frozenset({408, 429})
+REPLAY_MARK = "#replay-"
+USER_AGENT = "reauth-portal-webhooks/1"
+
+
+def event_id(idempotency_key: str) -> str:
+    """The event's id: a replayed row carries its original's key plus a replay mark."""
+    return idempotency_key.split(REPLAY_MARK, 1)[0]
+
+
+def encode_body(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def signed_headers(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Reauth-Timestamp": str(timestamp),
+        "X-Reauth-Signature": "v1=" + app_webhook_signature(secret, timestamp, body),
+    }
+
+
+def judge_status(claim: Claim, status: int) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome(claim, SENT)
+    if status in RETRY_STATUSES or status >= 500:
+        return Outcome(claim, RETRY, f"HTTP {status}")
+    return Outcome(claim, FAILED, f"HTTP {status}: refused by the receiver")
+
+
+class AppWebhookHandler:
+    """The KindHandler of `app_webhook` rows (see portal.mail.delivery.KindHandler)."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        registry: PluginRegistry | None = None,
+        sessions: sessionmaker[Session] | None = None,
+        http: requests.Session | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.sessions = sessions or self._app_sessions()
+        self.http = http or requests.Session()
+        timeout = float(config.get("APP_WEBHOOK_TIMEOUT") or 10)
+        self.timeout = (min(5.0, timeout), timeout)
+
+    @staticmethod
+    def _app_sessions() -> sessionmaker[Session] | None:
+        from portal.db import EXTENSION_KEY
+
+        if not has_app_context():
+            return None
+        factory: sessionmaker[Session] | None = current_app.extensions.get(EXTENSION_KEY)
+        return factory
+
+    def prepare(self, session: Session, claims: list[Claim]) -> None:
+        """Nothing to load: each row carries its URL and payload."""
+
+    def deliver(self, claim: Claim, now: datetime) -> Outcome:
+        secret = self.config.get("APP_WEBHOOK_SECRET")
+        if not secret:
+            return Outcome(claim, RETRY, "REAUTH_APP_WEBHOOK_SECRET is not set; not sent unsigned")
+        body = encode_body(claim.payload)
+        headers = signed_headers(secret, body, int(time.time()))
+        headers["X-Reauth-Event-Id"] = event_id(claim.idempotency_key)
+        try:
+            response = self.http.post(
+                claim.recipient, data=body, headers=headers, timeout=self.timeout,
+                allow_redirects=False,
+            )  # fmt: skip
+        except requests.Timeout:
+            return Outcome(claim, RETRY, "timed out")
+        except requests.RequestException as exc:
+            return Outcome(claim, RETRY, f"network error: {type(exc).__name__}")
+        response.close()
+        return judge_status(claim, response.status_code)
+
+    def after(self, session: Session, outcome: Outcome, now: datetime) -> None:
+        """Nothing to record beyond the outbox row itself."""
+
+    def close(self) -> None:
+        """Close idle connections; drain pending Nylas notifications (bounded)."""
+        self.http.close()
+        if self.sessions is None or self.registry is None:
+            return
+        from portal.webhooks_in import process_pending
+
+        try:
+            counts = process_pending(self.sessions, self.config, self.registry)
+        except Exception:
+            log.exception("pending nylas notifications: processing failed")
+            return
+        if counts["processed"] or counts["errors"]:
+            log.info("nylas notifications: processed %d, errors %d",
+                     counts["processed"], counts["errors"])  # fmt: skip

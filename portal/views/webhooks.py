@@ -1,0 +1,191 @@
+"""`GET, POST /webhooks/nylas`: the challenge echo and signed Nylas notifications.
+
+POST, in this order (docs/webhooks.md): cap the body (413), check X-Nylas-Signature over the
+raw bytes against every accepted secret in constant time (401, nothing written or logged),
+undo `Content-Encoding: gzip` with a cap on the decompressed size (413), parse JSON (400),
+store the notification under its unique id (a duplicate is a 200 no-op) and answer 200.
+The effects run after the response has been sent (portal.webhooks_in), so Nylas gets a fast
+answer; whatever is left pending is picked up by `reauth worker` or `reauth webhooks process`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from portal.db import EXTENSION_KEY, db
+from portal.models import NylasNotification, WebhookDestination, utcnow
+from portal.plugins import plugin_registry
+from portal.signing import verify_nylas_signature
+from portal.web import csrf
+from portal.webhooks_in import process_pending
+
+blueprint = Blueprint("webhooks", __name__)
+csrf.exempt(blueprint)  # Nylas signs its requests; there is no browser session to ride on
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-Nylas-Signature"
+# A notification whose signed `time` is older than this is acknowledged and dropped.
+MAX_NOTIFICATION_AGE = timedelta(days=3)
+# Pending notifications processed after each response, besides the one just received.
+AFTER_RESPONSE_SWEEP = 10
+
+
+class BadNotification(Exception):
+    """The body is signed but not a notification we can store; 400 with this message."""
+
+
+def accepted_secrets() -> list[str]:
+    """REAUTH_NYLAS_WEBHOOK_SECRETS (rotation overlap) plus the secrets `register` stored."""
+    configured = list(current_app.config.get("NYLAS_WEBHOOK_SECRETS") or [])
+    stored = db.session.scalars(select(WebhookDestination.secret)).all()
+    return configured + [secret for secret in stored if secret]
+
+
+def max_body() -> int:
+    return int(current_app.config.get("WEBHOOK_MAX_BODY") or 1024 * 1024)
+
+
+def gunzip(raw: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing (413) more than `limit` bytes of output."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        raise BadNotification("the body is not valid gzip") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise RequestEntityTooLarge("the decompressed body is too large")
+    if not inflater.eof:
+        raise BadNotification("the gzip body is truncated")
+    return data
+
+
+def decoded_body(raw: bytes, limit: int) -> bytes:
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding in ("gzip", "x-gzip"):
+        return gunzip(raw, limit)
+    raise BadNotification("unsupported Content-Encoding; send identity or gzip")
+
+
+def signature_ok(raw: bytes, secrets: list[str], limit: int) -> bool:
+    """The signature covers the bytes as sent; for gzip, the decompressed bytes also count.
+
+    Nylas documents the raw body; whether compressed delivery signs the gzip or the JSON is
+    not pinned down, so both are accepted (the decompressed size is capped either way).
+    """
+    header = request.headers.get(SIGNATURE_HEADER)
+    if verify_nylas_signature(raw, header, secrets):
+        return True
+    if header and request.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip"):
+        try:
+            return verify_nylas_signature(gunzip(raw, limit), header, secrets)
+        except (BadNotification, RequestEntityTooLarge):
+            return False
+    return False
+
+
+def parse_notification(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadNotification("the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadNotification("the body is not a JSON object")
+    notification_id, trigger = payload.get("id"), payload.get("type")
+    if not isinstance(notification_id, str) or not 0 < len(notification_id) <= 255:
+        raise BadNotification("the notification has no usable id")
+    if not isinstance(trigger, str) or not 0 < len(trigger) <= 64:
+        raise BadNotification("the notification has no usable type")
+    return payload
+
+
+def too_old(payload: Mapping[str, Any], now: datetime) -> bool:
+    stamp = payload.get("time")
+    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+        return False
+    try:
+        sent = datetime.fromtimestamp(stamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return False
+    return now - sent > MAX_NOTIFICATION_AGE
+
+
+def store(payload: dict[str, Any], now: datetime) -> int | None:
+    """Insert into the inbox; None when this id was already stored (a duplicate)."""
+    row = NylasNotification(
+        notification_id=payload["id"], trigger=payload["type"], payload=payload, received_at=now
+    )
+    session = db.session
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # the unique id: another delivery of it was stored first
+        return None
+    return row.id
+
+
+def process_after_response(app: Flask, pk: int) -> None:
+    """Apply the notification (and a few stragglers) once the answer has gone out."""
+    try:
+        with app.app_context():
+            process_pending(
+                app.extensions[EXTENSION_KEY], app.config, plugin_registry(app),
+                limit=AFTER_RESPONSE_SWEEP, first=pk,
+            )  # fmt: skip
+    except Exception:
+        # It stays pending for the worker or `reauth webhooks process`.
+        log.exception("nylas notification %d: processing after the response failed", pk)
+
+
+@blueprint.get("/webhooks/nylas")
+def challenge() -> ResponseReturnValue:
+    """Echo the challenge value exactly, as text/plain, so it cannot reflect markup."""
+    value = request.args.get("challenge")
+    if value is None:
+        return Response("missing challenge\n", status=400, mimetype="text/plain")
+    response = Response(value, mimetype="text/plain")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.post("/webhooks/nylas")
+def notification() -> ResponseReturnValue:
+    limit = max_body()
+    request.max_content_length = limit  # also bounds a chunked body without Content-Length
+    raw = request.get_data(cache=False)  # raises 413 beyond the limit
+    if not signature_ok(raw, accepted_secrets(), limit):
+        db.session.rollback()
+        log.warning("nylas webhook refused: bad or missing signature (%d bytes)", len(raw))
+        return jsonify(error="invalid signature"), 401
+    try:
+        payload = parse_notification(decoded_body(raw, limit))
+    except BadNotification as exc:
+        return jsonify(error=str(exc)), 400
+    now = utcnow()
+    if too_old(payload, now):
+        log.warning("nylas webhook ignored: notification older than %s", MAX_NOTIFICATION_AGE)
+        return jsonify(status="ignored", reason="too old")
+    pk = store(payload, now)
+    if pk is None:
+        return jsonify(status="duplicate")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    response = jsonify(status="accepted")
+    response.call_on_close(lambda: process_after_response(app, pk))
+    return response
+
+
+@blueprint.errorhandler(RequestEntityTooLarge)
+def too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
+    return jsonify(error="body too large"), 413

@@ -1,0 +1,354 @@
+"""Effects of verified Nylas notifications (the inbox of `nylas_notification`).
+
+The webhook view only records a notification (unique id, so duplicates are dropped) and answers;
+the work happens here, later, in short transactions:
+
+- right after the response, for the notification just recorded (plus a few stragglers);
+- in `reauth worker`, whose app-webhook handler drains pending notifications when idle;
+- in `reauth webhooks process`, for cron or recovery.
+
+Each notification is claimed with a conditional UPDATE (`processed_at IS NULL`) in the same
+transaction as its effects, so two processors never apply one notification twice.
+
+What each trigger does (docs/webhooks.md):
+- grant.expired: the account (by grant id, else email, else a new account classified by
+  provider) needs re-authentication; with REAUTH_AUTO_INVITE it gets an invite at once.
+- grant.updated with reauthentication_flag: completed elsewhere (completed_via "webhook").
+- grant.created for an invited address: completed after the plugin's mailbox check.
+- grant.deleted: flagged (grant_status "deleted", status_reason); the ledger is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from portal.accounts.classify import classify
+from portal.mail.campaign import invite_account
+from portal.models import (
+    Account,
+    AccountStatus,
+    Event,
+    NylasNotification,
+    Outcome,
+    utcnow,
+)
+from portal.notifications import queue_app_notification
+from portal.plugins import AuthResult, PluginRegistry, Verdict
+
+log = logging.getLogger(__name__)
+ACTOR = "nylas"
+GRANT_TRIGGERS = ("grant.created", "grant.updated", "grant.deleted", "grant.expired")
+# Statuses a notification may move to completed: still on the way (or bounced).
+COMPLETABLE_STATUSES = frozenset(
+    {AccountStatus.NEW, AccountStatus.INVITED, AccountStatus.OPENED, AccountStatus.FAILED,
+     AccountStatus.UNDELIVERABLE}
+)  # fmt: skip
+# grant.created completes only accounts that were invited: other sign-ups are not ours.
+INVITED_STATUSES = COMPLETABLE_STATUSES - {AccountStatus.NEW}
+# grant.expired sends these back to "needs re-authentication".
+REOPENABLE_STATUSES = frozenset({AccountStatus.COMPLETED, AccountStatus.NOT_REQUIRED})
+# Nylas provider of a grant -> (v2-style provider, authentication type) for classification.
+PROVIDER_ROWS = {
+    "microsoft": ("microsoft", "oauth"),
+    "ews": ("exchange", "password"),
+    "eas": ("eas", "password"),
+}
+SWEEP_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class GrantInfo:
+    """`data.object` of a grant notification, with only the fields the effects read."""
+
+    grant_id: str
+    email: str
+    provider: str
+    reauthentication: bool
+    scopes: tuple[str, ...] | None
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> GrantInfo | None:
+        data = payload.get("data")
+        obj = data.get("object") if isinstance(data, dict) else None
+        if not isinstance(obj, dict) or not isinstance(obj.get("grant_id"), str):
+            return None
+        scope = obj.get("scope")
+        scopes = tuple(str(s) for s in scope) if isinstance(scope, list) else None
+        return cls(
+            grant_id=obj["grant_id"][:128],
+            email=str(obj.get("email") or "").strip().lower()[:320],
+            provider=str(obj.get("provider") or "").strip().lower()[:64],
+            reauthentication=obj.get("reauthentication_flag") is True,
+            scopes=scopes,
+        )
+
+
+@dataclass
+class Context:
+    """What an effect needs: the transaction, settings, plugins, the notification, the time."""
+
+    session: Session
+    config: Mapping[str, Any]
+    registry: PluginRegistry
+    notification: NylasNotification
+    now: datetime
+
+    @property
+    def cause(self) -> str:
+        """Idempotency cause for outbound notifications: one per inbound notification."""
+        return f"nylas-{self.notification.id}"
+
+    def event(self, account: Account, kind: str, **detail: Any) -> None:
+        detail = {"notification_id": self.notification.notification_id, **detail}
+        self.session.add(Event(account_pk=account.id, kind=kind, actor=ACTOR, detail=detail,
+                               created_at=self.now))  # fmt: skip
+
+    def notify(self, account: Account, event_type: str) -> None:
+        queue_app_notification(self.session, self.config, account, event_type, self.cause, self.now)
+
+
+# -- finding the account --------------------------------------------------------------------
+
+
+def by_grant(session: Session, grant_id: str) -> Account | None:
+    return session.scalars(
+        select(Account).where(Account.grant_id == grant_id).order_by(Account.id).limit(1)
+        .with_for_update()
+    ).first()  # fmt: skip
+
+
+def by_email(session: Session, email: str) -> Account | None:
+    if not email:
+        return None
+    return session.scalars(
+        select(Account).where(Account.email == email).order_by(Account.id).limit(1)
+        .with_for_update()
+    ).first()  # fmt: skip
+
+
+def find_account(session: Session, info: GrantInfo) -> Account | None:
+    """By grant id first (the ledger key on the v3 side), then by mailbox address."""
+    return by_grant(session, info.grant_id) or by_email(session, info.email)
+
+
+def new_account(ctx: Context, info: GrantInfo) -> Account:
+    """An account Nylas told us about but the import did not have; classified like a row."""
+    provider, auth = PROVIDER_ROWS.get(info.provider, (info.provider or "unknown", "oauth"))
+    account = Account(
+        account_id=f"nylas-grant:{info.grant_id}", email=info.email, provider=provider,
+        authentication_type=auth, grant_id=info.grant_id, grant_status="invalid",
+        service_account=False, created_at=ctx.now, updated_at=ctx.now,
+        row_digest=hashlib.sha256(f"webhook|{info.grant_id}".encode()).hexdigest(),
+    )  # fmt: skip
+    decided = classify(account, ctx.registry)
+    account.category, account.plugin = decided.category, decided.plugin
+    account.status, account.status_reason = decided.status.value, decided.reason
+    ctx.session.add(account)
+    ctx.session.flush()
+    ctx.event(account, "account.created", via="webhook", grant_id=info.grant_id,
+              category=decided.category, plugin=decided.plugin)  # fmt: skip
+    if account.status == AccountStatus.NOT_REQUIRED:
+        ctx.notify(account, "account.not_required")
+    return account
+
+
+# -- effects --------------------------------------------------------------------------------
+
+
+def complete(ctx: Context, account: Account, info: GrantInfo, trigger: str) -> None:
+    """Completed outside the portal: the ledger maps the account to the notified grant."""
+    outcome = Outcome.UPDATED if info.grant_id == account.grant_id else Outcome.NEW
+    account.status = AccountStatus.COMPLETED
+    account.status_reason = None
+    account.grant_id = info.grant_id
+    account.grant_status = "valid"
+    account.outcome = outcome.value
+    account.completed_at = ctx.now
+    account.completed_via = "webhook"
+    ctx.event(account, "account.completed", via="webhook", trigger=trigger,
+              grant_id=info.grant_id, outcome=outcome.value)  # fmt: skip
+    ctx.notify(account, "account.completed")
+
+
+def grant_expired(ctx: Context, info: GrantInfo) -> str:
+    account = find_account(ctx.session, info)
+    if account is None:
+        account = new_account(ctx, info)
+        result = f"new account {account.account_id}: {account.status}"
+    else:
+        previous = account.status
+        account.grant_id = account.grant_id or info.grant_id
+        if account.grant_id == info.grant_id:
+            account.grant_status = "invalid"
+        ctx.event(account, "grant.expired", grant_id=info.grant_id, status=previous)
+        if previous in REOPENABLE_STATUSES:
+            account.status = AccountStatus.NEW
+            account.status_reason = "the Nylas grant expired; the mailbox must sign in again"
+            account.completed_at = None
+            account.completed_via = None
+            result = f"account {account.account_id}: {previous} -> new"
+        else:
+            result = f"account {account.account_id}: stays {previous}"
+    if (
+        ctx.config.get("AUTO_INVITE")
+        and account.status == AccountStatus.NEW
+        and account.plugin in ctx.registry
+    ):
+        invite_account(ctx.session, ctx.config, account, ctx.now)
+        result += ", invited"
+    return result
+
+
+def grant_updated(ctx: Context, info: GrantInfo) -> str:
+    if not info.reauthentication:
+        return "ignored: not a re-authentication"
+    account = find_account(ctx.session, info)
+    if account is None:
+        return "no matching account"
+    if account.status not in COMPLETABLE_STATUSES:
+        ctx.event(account, "grant.reauthenticated", grant_id=info.grant_id, status=account.status)
+        return f"account {account.account_id}: already {account.status}"
+    complete(ctx, account, info, "grant.updated")
+    return f"account {account.account_id}: completed elsewhere"
+
+
+def grant_created(ctx: Context, info: GrantInfo) -> str:
+    account = find_account(ctx.session, info)
+    if account is None:
+        return "no matching account"
+    if account.status not in INVITED_STATUSES:
+        ctx.event(account, "grant.created", grant_id=info.grant_id, status=account.status)
+        return f"account {account.account_id}: {account.status}, not completed by a webhook"
+    verdict = check_mailbox(ctx, account, info)
+    if not verdict.accepted:
+        account.status = AccountStatus.FAILED
+        account.status_reason = (
+            f"{verdict.reason}: grant {info.grant_id} for {info.email}; link is for {account.email}"
+        )
+        ctx.event(account, "webhook.mismatch", reason=verdict.reason, signed_in_email=info.email,
+                  stray_grant_id=info.grant_id)  # fmt: skip
+        ctx.notify(account, "account.mismatch")
+        return f"account {account.account_id}: refused ({verdict.reason})"
+    complete(ctx, account, info, "grant.created")
+    return f"account {account.account_id}: completed"
+
+
+def check_mailbox(ctx: Context, account: Account, info: GrantInfo) -> Verdict:
+    """The flow's check (Plugin.verify) on an AuthResult built from the notification.
+
+    A notification without `scope` (older payloads) says nothing about scopes, so the plugin's
+    required scopes are assumed and only the mailbox is really checked.
+    """
+    plugin = ctx.registry.get(account.plugin)
+    if plugin is None:
+        return Verdict.refuse("plugin_disabled")
+    scopes = info.scopes if info.scopes is not None else tuple(plugin.required_scopes(account))
+    result = AuthResult(info.grant_id, info.email, info.provider or None, scopes)
+    return plugin.verify(account, result)
+
+
+def grant_deleted(ctx: Context, info: GrantInfo) -> str:
+    account = by_grant(ctx.session, info.grant_id)
+    if account is None:
+        return "no matching account"
+    account.grant_status = "deleted"
+    account.status_reason = f"the Nylas grant {info.grant_id} was deleted"
+    ctx.event(account, "grant.deleted", grant_id=info.grant_id, status=account.status)
+    return f"account {account.account_id}: flagged (grant deleted)"
+
+
+EFFECTS: dict[str, Callable[[Context, GrantInfo], str]] = {
+    "grant.expired": grant_expired,
+    "grant.updated": grant_updated,
+    "grant.created": grant_created,
+    "grant.deleted": grant_deleted,
+}
+
+
+# -- processing -----------------------------------------------------------------------------
+
+
+def apply(ctx: Context) -> str:
+    effect = EFFECTS.get(ctx.notification.trigger)
+    if effect is None:
+        return f"ignored: trigger {ctx.notification.trigger[:64]!r} is not handled"
+    info = GrantInfo.from_payload(ctx.notification.payload)
+    if info is None:
+        return "ignored: no grant in the notification"
+    return effect(ctx, info)
+
+
+def process_one(
+    sessions: sessionmaker[Session], config: Mapping[str, Any], registry: PluginRegistry,
+    pk: int, now: datetime | None = None,
+) -> str | None:  # fmt: skip
+    """Apply one notification unless another processor has; return its result or None."""
+    now = now or utcnow()
+    try:
+        with sessions.begin() as session:
+            claimed: Any = session.execute(
+                update(NylasNotification)
+                .where(NylasNotification.id == pk, NylasNotification.processed_at.is_(None))
+                .values(processed_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:
+                return None
+            notification = session.get_one(NylasNotification, pk)
+            result = apply(Context(session, config, registry, notification, now))
+            notification.result = result[:2000]
+        return result
+    except Exception as exc:
+        # Never the payload: only the inbox id and the kind of failure.
+        log.exception("nylas notification %d: processing failed", pk)
+        with sessions.begin() as session:
+            session.execute(
+                update(NylasNotification)
+                .where(NylasNotification.id == pk, NylasNotification.processed_at.is_(None))
+                .values(processed_at=now, result=f"error: {type(exc).__name__}")
+            )
+        return f"error: {type(exc).__name__}"
+
+
+def pending_ids(session: Session, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(NylasNotification.id)
+            .where(NylasNotification.processed_at.is_(None))
+            .order_by(NylasNotification.id)
+            .limit(limit)
+        )
+    )
+
+
+def process_pending(
+    sessions: sessionmaker[Session], config: Mapping[str, Any], registry: PluginRegistry,
+    *, limit: int = SWEEP_LIMIT, first: int | None = None,
+) -> Counter[str]:  # fmt: skip
+    """Process up to `limit` pending notifications, oldest first (`first` before them all).
+
+    Returns counts: processed, errors, taken (claimed by another processor meanwhile).
+    """
+    counts: Counter[str] = Counter()
+    with sessions() as session:
+        ids = pending_ids(session, limit)
+    if first is not None:
+        ids = [first, *(i for i in ids if i != first)]
+    for pk in ids:
+        result = process_one(sessions, config, registry, pk)
+        if result is None:
+            counts["taken"] += 1
+        elif result.startswith("error:"):
+            counts["errors"] += 1
+        else:
+            counts["processed"] += 1
+    return counts
