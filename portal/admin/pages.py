@@ -14,7 +14,7 @@ from portal.admin.actions import ACTIONS
 from portal.admin.auth import current_admin, has_role, viewer_required
 from portal.admin.chart import bar_chart
 from portal.admin.dashboard import breakdown, build_dashboard
-from portal.admin.listing import AccountFilter, account_json, account_page
+from portal.admin.listing import MAX_KEY, AccountFilter, account_json, account_page
 from portal.admin.views import blueprint
 from portal.db import db
 from portal.models import Account, AccountStatus, AdminRole, Attempt, Event, Invite
@@ -48,7 +48,7 @@ def accounts() -> ResponseReturnValue:
     account_filter = AccountFilter.from_args(request.args)
     after = request.args.get("after", "0")
     rows, next_after = account_page(
-        db.session, account_filter, int(after) if after.isdigit() else 0
+        db.session, account_filter, min(int(after), MAX_KEY) if after.isdigit() else 0
     )
     return render_template(
         "admin/accounts.html", accounts=rows, next_after=next_after, filter=account_filter,

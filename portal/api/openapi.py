@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portal.admin.listing import MAX_PAGE_SIZE, PAGE_SIZE
+from portal.admin.listing import CURSOR_PATTERN, MAX_PAGE_SIZE, PAGE_SIZE
 from portal.models import AccountStatus
 
 NULLABLE_STRING = {"type": ["string", "null"]}
@@ -115,7 +115,11 @@ LIST_PARAMETERS = [
         {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": PAGE_SIZE},
         "page size",
     ),
-    query("cursor", {"type": "string"}, "`next_cursor` of the previous page"),
+    query(
+        "cursor",
+        {"type": "string", "pattern": f"^{CURSOR_PATTERN.pattern}$"},
+        "`next_cursor` of the previous page (opaque)",
+    ),
 ]
 COMMON_ERRORS = {"401": error("missing, unknown or revoked bearer token")}
 
