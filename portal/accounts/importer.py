@@ -8,25 +8,40 @@ indexed lookup each, nothing more.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Select,
+    String,
+    Table,
+    any_,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import cast as cast_
+from sqlalchemy import column as column_
 from sqlalchemy.orm import Session
 
 from portal.accounts.classify import classification_salt, classify
 from portal.accounts.reader import Record, iter_records
 from portal.accounts.rows import (
+    FORBIDDEN_CHARACTERS,
+    MAX_LENGTHS,
     ImportedRow,
     RowError,
-    as_text,
+    account_id_problem,
     missing_columns,
     parse_row,
     pick,
-    reject_control_characters,
 )
 from portal.db import insert_many
 from portal.models import Account, AccountStatus, Event, utcnow
@@ -103,11 +118,9 @@ class AccountImporter:
         if not account_id:
             self.report.reject(record.line, "account_id: required and empty")
             return
-        try:  # checked before the id reaches a query: PostgreSQL refuses NUL in text outright
-            reject_control_characters({"account_id": account_id})
-            as_text("account_id", account_id)
-        except RowError as exc:
-            self.report.reject(record.line, str(exc))
+        if FORBIDDEN_CHARACTERS.search(account_id) or len(account_id) > MAX_LENGTHS["account_id"]:
+            # Refused before the id reaches a query: PostgreSQL rejects NUL in text outright.
+            self.report.reject(record.line, account_id_problem(account_id))
             return
         key = hash(account_id)
         if key in self.seen:
@@ -158,7 +171,7 @@ class AccountImporter:
         rows = self.session.execute(
             select(
                 Account.account_id, Account.id, Account.row_digest, Account.category, Account.status
-            ).where(Account.account_id.in_(account_ids))
+            ).where(one_of(Account.account_id, account_ids, self.session.get_bind().dialect.name))
         )
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
@@ -195,6 +208,22 @@ class AccountImporter:
             self.session.execute(update(Account), updates)
         if events:
             self.session.execute(insert(Event), events)
+
+
+def one_of(column: Any, values: list[str], dialect: str) -> ColumnElement[bool]:
+    """`column IN values` with the values as ONE parameter where the database allows it.
+
+    A plain IN over a 5,000-row batch renders 5,000 bound parameters per query, which costs
+    more than the lookup itself on a re-import of unchanged rows.
+    """
+    if dialect == "sqlite":
+        listed: Select[Any] = select(column_("value")).select_from(
+            func.json_each(json.dumps(values))
+        )
+        return column.in_(listed.scalar_subquery())
+    if dialect == "postgresql":
+        return column == any_(cast_(values, ARRAY(String)))
+    return column.in_(values)
 
 
 def reclassified_event(

@@ -143,6 +143,16 @@ def as_text(name: str, value: Any) -> str | None:
     return text
 
 
+def account_id_problem(account_id: str) -> str:
+    """Explain why an account id is refused, in the words parse_row would use."""
+    try:
+        reject_control_characters({"account_id": account_id})
+        as_text("account_id", account_id)
+    except RowError as exc:
+        return str(exc)
+    return "account_id: invalid"
+
+
 def reject_control_characters(text: dict[str, str | None]) -> None:
     if not FORBIDDEN_CHARACTERS.search("".join(v for v in text.values() if v)):
         return
