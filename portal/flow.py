@@ -160,18 +160,25 @@ def record(
     session.add(Event(account_pk=account_pk, kind=kind, actor=actor, detail=detail, created_at=now))
 
 
-def exchange(gateway: NylasGateway, attempt: Attempt, code: str) -> AuthResult | FlowProblem:
-    """Spend the code; a failure becomes a FlowProblem carrying what Nylas said."""
+@dataclass(frozen=True)
+class CallbackError:
+    """Why a callback did not give a grant: a provider error or a refused or failed exchange."""
+
+    code: str
+    description: str | None = None
+
+
+def exchange(gateway: NylasGateway, code_verifier: str, code: str) -> AuthResult | CallbackError:
+    """Spend the code; a failure becomes a CallbackError carrying what Nylas said."""
     try:
-        return gateway.exchange_code(code, attempt.code_verifier)
+        return gateway.exchange_code(code, code_verifier)
     except NylasOAuthError as exc:
-        attempt.error_code = f"exchange:{exc.error or 'oauth_error'}"
-        attempt.error_description = exc.description or str(exc)
-        return FlowProblem("exchange_refused", attempt)
+        return CallbackError(f"exchange:{exc.error or 'oauth_error'}", exc.description or str(exc))
     except NylasError as exc:
-        attempt.error_code = f"exchange:http_{exc.status or 'unavailable'}"
-        attempt.error_description = f"{type(exc).__name__} request_id={exc.request_id}"
-        return FlowProblem("exchange_unavailable", attempt)
+        return CallbackError(
+            f"exchange:http_{exc.status or 'unavailable'}",
+            f"{type(exc).__name__} request_id={exc.request_id}",
+        )
 
 
 def finish_attempt(
@@ -184,47 +191,61 @@ def finish_attempt(
         session.refresh(attempt)
         return attempt
     account = session.get_one(Account, attempt.account_pk)
-    if account.status == AccountStatus.COMPLETED:
-        close_after_completion(attempt, now)  # another tab finished first: nothing to spend
+    outcome: AuthResult | CallbackError | None = None
+    if account.status != AccountStatus.COMPLETED:  # else another tab finished: spend nothing
+        verifier = attempt.code_verifier
+        # No transaction stays open while Nylas answers: a SQLite reader that began before
+        # another tab's commit could not write afterwards, and PostgreSQL would sit idle in one.
         session.commit()
-        return attempt
-    outcome = callback_result(gateway, attempt, params)
-    if isinstance(outcome, FlowProblem):
-        record_failure(session, config, account, attempt, now)
+        outcome = callback_result(gateway, verifier, params)
+        # Another tab may have completed the account while this code was being spent.
+        session.refresh(account, with_for_update=True)
+    if outcome is None or account.status == AccountStatus.COMPLETED:
+        close_after_completion(attempt, now)
     else:
-        plugin = registry.get(attempt.plugin)
-        verdict = plugin.verify(account, outcome) if plugin else Verdict.refuse("plugin_disabled")
-        if verdict.accepted:
-            record_completed(session, config, account, attempt, outcome, now)
-        else:
-            record_mismatch(session, config, account, attempt, outcome, verdict.reason, now)
+        record_outcome(session, config, registry, account, attempt, outcome, now)
     session.commit()
     return attempt
 
 
+def record_outcome(
+    session: Session, config: Any, registry: PluginRegistry, account: Account, attempt: Attempt,
+    outcome: AuthResult | CallbackError, now: datetime,
+) -> None:  # fmt: skip
+    """Record the failure, the mismatch or the completion that the callback came to."""
+    if isinstance(outcome, CallbackError):
+        attempt.error_code, attempt.error_description = outcome.code, outcome.description
+        record_failure(session, config, account, attempt, now)
+        return
+    plugin = registry.get(attempt.plugin)
+    verdict = plugin.verify(account, outcome) if plugin else Verdict.refuse("plugin_disabled")
+    if verdict.accepted:
+        record_completed(session, config, account, attempt, outcome, now)
+    else:
+        record_mismatch(session, config, account, attempt, outcome, verdict.reason, now)
+
+
 def close_after_completion(attempt: Attempt, now: datetime) -> None:
-    """Close a parallel attempt without spending its code: the ledger entry already exists."""
+    """Close a parallel attempt without recording it: the ledger entry already exists."""
     attempt.status = AttemptStatus.FAILED
     attempt.error_code = ALREADY_COMPLETED
     attempt.finished_at = now
 
 
 def callback_result(
-    gateway: NylasGateway, attempt: Attempt, params: dict[str, str]
-) -> AuthResult | FlowProblem:
+    gateway: NylasGateway, code_verifier: str, params: dict[str, str]
+) -> AuthResult | CallbackError:
     """The provider's error as Nylas passed it on, or the result of spending the code."""
     error = params.get("error")
     if error:
         description = params.get("error_description", "")[:2000]
         kind = provider_error_kind(error, description)
-        attempt.error_code = kind if kind != "provider_error" else f"provider_error:{error[:64]}"
-        attempt.error_description = description
-        return FlowProblem(kind, attempt)
+        shown = kind if kind != "provider_error" else f"provider_error:{error[:64]}"
+        return CallbackError(shown, description)
     code = params.get("code")
     if not code:
-        attempt.error_code = "callback:no_code"
-        return FlowProblem("exchange_refused", attempt)
-    return exchange(gateway, attempt, code)
+        return CallbackError("callback:no_code")
+    return exchange(gateway, code_verifier, code)
 
 
 def result_kind(attempt: Attempt) -> str:

@@ -6,6 +6,7 @@ fresh link where one helps, and an unchanged database (no events, attempts or st
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from datetime import timedelta
@@ -250,6 +251,29 @@ def test_double_submit_makes_two_attempts_but_one_ledger_entry(portal):
         "g-grace",
         "updated",
     )
+
+
+def test_two_tabs_finishing_at_once_leave_one_ledger_entry(portal):
+    link = portal.invite_link("v2-graph-1")
+    browser = Browser()
+    slow, fast = browser.press_continue(link), browser.press_continue(link)
+    slow_params = browser.sign_in(slow.headers["Location"], email="grace@contoso.com")
+    fast_params = browser.sign_in(fast.headers["Location"], email="grace@contoso.com")
+    # The first exchange hangs at Nylas while the other tab completes the account.
+    portal.emulator.state.add_fault("latency", path_prefix="/v3/connect/token", seconds=1.5)
+    pages: dict[str, requests.Response] = {}
+    slow_tab = threading.Thread(
+        target=lambda: pages.update(slow=browser.finish(portal.url, slow_params))
+    )
+    slow_tab.start()
+    time.sleep(0.3)
+    pages["fast"] = browser.finish(portal.url, fast_params)
+    slow_tab.join(timeout=10)
+
+    assert "All done" in pages["fast"].text and "All done" in pages["slow"].text
+    assert count_events(portal, "account.completed") == 1
+    assert count_events(portal, "attempt.failed") == 0
+    assert portal.account("v2-graph-1").status == "completed"
 
 
 def count_events(portal: Portal, kind: str) -> int:
