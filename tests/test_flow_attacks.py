@@ -538,14 +538,17 @@ def redis_unavailable(url: str) -> str | None:
     return None
 
 
-def test_renew_rate_limit_counts_in_redis(portal_with):
+def test_renew_rate_limit_counts_in_redis(portal_with, monkeypatch):
     url = "redis://127.0.0.1:6379/15"
     reason = redis_unavailable(url)
     if reason:
         pytest.skip(reason)
-    portal = portal_with(RATELIMIT_STORAGE_URI=url, RATELIMIT_KEY_PREFIX=f"test-{new_secret(6)}")
+    monkeypatch.setenv("REAUTH_RATELIMIT_STORAGE_URI", url)
+    # A fresh key prefix: counters left in Redis by an earlier run must not count here.
+    portal = portal_with(RATELIMIT_KEY_PREFIX=f"test-{new_secret(6)}")
     from portal.web import limiter
 
+    assert portal.app.config["RATELIMIT_STORAGE_URI"] == url
     with portal.app.app_context():
         assert type(limiter.storage).__name__ == "RedisStorage"
     assert_rate_limited(portal)
