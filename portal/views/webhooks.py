@@ -20,7 +20,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal.db import EXTENSION_KEY, db
@@ -48,6 +48,9 @@ def accepted_secrets() -> list[str]:
     """REAUTH_NYLAS_WEBHOOK_SECRETS (rotation overlap) plus the secrets `register` stored."""
     configured = list(current_app.config.get("NYLAS_WEBHOOK_SECRETS") or [])
     stored = db.session.scalars(select(WebhookDestination.secret)).all()
+    # End the read transaction: on SQLite a later write in the same transaction could not
+    # wait for the lock (a stale snapshot cannot be upgraded) and would fail at once.
+    db.session.rollback()
     return configured + [secret for secret in stored if secret]
 
 
@@ -121,8 +124,16 @@ def too_old(payload: Mapping[str, Any], now: datetime) -> bool:
     return now - sent > MAX_NOTIFICATION_AGE
 
 
+class NotStored(Exception):
+    """The database could not take the notification; Nylas retries on 503."""
+
+
 def store(payload: dict[str, Any], now: datetime) -> int | None:
-    """Insert into the inbox; None when this id was already stored (a duplicate)."""
+    """Insert into the inbox; None when this id was already stored (a duplicate).
+
+    Database errors are re-raised as NotStored without their SQL parameters: those would
+    carry the notification's body into the log.
+    """
     row = NylasNotification(
         notification_id=payload["id"], trigger=payload["type"], payload=payload, received_at=now
     )
@@ -133,6 +144,9 @@ def store(payload: dict[str, Any], now: datetime) -> int | None:
     except IntegrityError:
         session.rollback()  # the unique id: another delivery of it was stored first
         return None
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise NotStored(type(getattr(exc, "orig", None) or exc).__name__) from None
     return row.id
 
 
@@ -163,8 +177,12 @@ def challenge() -> ResponseReturnValue:
 @blueprint.post("/webhooks/nylas")
 def notification() -> ResponseReturnValue:
     limit = max_body()
-    request.max_content_length = limit  # also bounds a chunked body without Content-Length
-    raw = request.get_data(cache=False)  # raises 413 beyond the limit
+    # A declared Content-Length beyond the cap raises 413 before anything is read; a chunked
+    # body is read at most one byte past the cap, which is how we know it is too large.
+    request.max_content_length = limit + 1
+    raw = request.get_data(cache=False)
+    if len(raw) > limit:
+        raise RequestEntityTooLarge()
     if not signature_ok(raw, accepted_secrets(), limit):
         db.session.rollback()
         log.warning("nylas webhook refused: bad or missing signature (%d bytes)", len(raw))
@@ -177,7 +195,11 @@ def notification() -> ResponseReturnValue:
     if too_old(payload, now):
         log.warning("nylas webhook ignored: notification older than %s", MAX_NOTIFICATION_AGE)
         return jsonify(status="ignored", reason="too old")
-    pk = store(payload, now)
+    try:
+        pk = store(payload, now)
+    except NotStored as exc:
+        log.warning("nylas webhook not stored (%s); Nylas will retry", exc)
+        return jsonify(error="temporarily unavailable"), 503
     if pk is None:
         return jsonify(status="duplicate")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
