@@ -51,3 +51,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(webhooks.blueprint)
     app.register_blueprint(admin_blueprint())
     app.register_blueprint(api_blueprint)
+    if app.config["DEMO"]:  # the captured mailbox exists only in demo mode
+        from portal.views import devmail
+
+        app.register_blueprint(devmail.blueprint)

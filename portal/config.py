@@ -188,6 +188,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUTO_INVITE", parse_bool, False, "invite accounts whose grant expired at once"),
     Setting("WEBHOOK_MAX_BODY", parse_int, 1024 * 1024, "largest Nylas webhook body, bytes"),
     Setting("APP_WEBHOOK_TIMEOUT", parse_int, 10, "seconds per outbound notification POST"),
+    Setting("DEMO", parse_bool, False, "demo mode: /dev/mail shows captured mail; not in production"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 SECRET_SETTING_NAMES = frozenset(s.name for s in SETTINGS if s.secret)
@@ -260,6 +261,8 @@ def apply_environment_rules(settings: dict[str, Any], instance_path: Path) -> li
                 problems.append(f"{ENV_PREFIX}{name}: required when {ENV_PREFIX}ENV=production")
         if not settings["BASE_URL"].startswith("https://"):
             problems.append(f"{ENV_PREFIX}BASE_URL: must be an https URL in production")
+        if settings["DEMO"]:
+            problems.append(f"{ENV_PREFIX}DEMO: demo mode cannot run in production")
         if settings["SECRET_KEY"] and len(settings["SECRET_KEY"]) < 32:
             problems.append(f"{ENV_PREFIX}SECRET_KEY: use at least 32 characters")
     else:

@@ -25,6 +25,7 @@ def cli() -> None:
 def register_commands() -> None:
     from portal.cli import accounts, database, emulator, plugins
     from portal.cli import admin as admin_commands
+    from portal.cli import demo as demo_commands
     from portal.cli import invite as invite_commands
     from portal.cli import nylas as nylas_commands
     from portal.cli import scopes as scopes_commands
@@ -43,6 +44,7 @@ def register_commands() -> None:
     cli.add_command(worker_commands.worker_command)
     cli.add_command(admin_commands.admin_group)
     cli.add_command(admin_commands.api_token_group)
+    cli.add_command(demo_commands.demo_command)
 
 
 def main() -> None:
