@@ -36,6 +36,8 @@ from portal.mail.campaign import invite_account
 from portal.models import (
     Account,
     AccountStatus,
+    Attempt,
+    AttemptStatus,
     Event,
     NylasNotification,
     Outcome,
@@ -179,6 +181,22 @@ def complete(ctx: Context, account: Account, info: GrantInfo, trigger: str) -> N
     ctx.notify(account, "account.completed")
 
 
+def flow_finishing(session: Session, account: Account) -> bool:
+    """The portal's own flow is spending a code for this account right now.
+
+    Nylas notifies the re-authentication while the callback's exchange is under way; the flow
+    records that completion itself (completed_via "portal"), so the notification must not.
+    """
+    return (
+        session.scalar(
+            select(Attempt.id)
+            .where(Attempt.account_pk == account.id, Attempt.status == AttemptStatus.EXCHANGING)
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def grant_expired(ctx: Context, info: GrantInfo) -> str:
     account = find_account(ctx.session, info)
     if account is None:
@@ -214,9 +232,9 @@ def grant_updated(ctx: Context, info: GrantInfo) -> str:
     account = find_account(ctx.session, info)
     if account is None:
         return "no matching account"
-    if account.status not in COMPLETABLE_STATUSES:
+    if account.status not in COMPLETABLE_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.reauthenticated", grant_id=info.grant_id, status=account.status)
-        return f"account {account.account_id}: already {account.status}"
+        return f"account {account.account_id}: {account.status}, left to the portal's flow"
     complete(ctx, account, info, "grant.updated")
     return f"account {account.account_id}: completed elsewhere"
 
@@ -225,7 +243,7 @@ def grant_created(ctx: Context, info: GrantInfo) -> str:
     account = find_account(ctx.session, info)
     if account is None:
         return "no matching account"
-    if account.status not in INVITED_STATUSES:
+    if account.status not in INVITED_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.created", grant_id=info.grant_id, status=account.status)
         return f"account {account.account_id}: {account.status}, not completed by a webhook"
     verdict = check_mailbox(ctx, account, info)
