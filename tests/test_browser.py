@@ -1,0 +1,189 @@
+"""The flows in a real browser: Debian's Chromium driven by Playwright.
+
+Each test reads the invitation from the captured mailbox (`/dev/mail`), follows its link,
+presses Continue, signs in on the emulator and lands on the result page. Screenshots of the
+main pages go to docs/img (they are shown in the README and docs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flow_support import EWS_PASSWORD
+
+from portal.db import db
+from portal.mail.backends import backend_from_config
+from portal.mail.campaign import queue_invites
+from portal.mail.worker import Worker, handler_table
+from portal.models import Admin, AdminRole, utcnow
+from portal.plugins import plugin_registry
+
+CHROMIUM = os.environ.get("REAUTH_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+ADMIN_EMAIL = "ops@contoso.com"
+ADMIN_PASSWORD = "a long admin password for tests"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]  # fmt: skip
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    sync_playwright = None  # type: ignore[assignment]
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed"),
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
+        reason=f"no Chromium at {CHROMIUM} (install Debian's `chromium`; .ci/run does)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def mailbox_portal(make_app: Any, nylas_emulator: Any, tmp_path: Path) -> Iterator[Any]:
+    """A live portal in demo mode whose invitations sit in the captured mailbox."""
+    from flow_support import serve_portal
+
+    mail_dir = tmp_path / "mail"
+    for portal in serve_portal(
+        nylas_emulator, make_app, tmp_path, DEMO=True, MAIL_BACKEND="file",
+        MAIL_FILE_DIR=str(mail_dir), COMPANY_NAME="Contoso", REMINDER_DAYS="none",
+    ):  # fmt: skip
+        app = portal.app
+        with app.app_context():
+            from portal.admin.auth import hash_password
+
+            db.session.add(Admin(email=ADMIN_EMAIL, role=AdminRole.OPERATOR,
+                                 password_hash=hash_password(ADMIN_PASSWORD)))  # fmt: skip
+            db.session.commit()
+            queue_invites(db.transaction, app.config, plugin_registry().names, limit=None,
+                          now=utcnow())  # fmt: skip
+        send_mail(app)
+        yield portal
+
+
+def send_mail(app: Any) -> None:
+    with app.app_context():
+        handlers = handler_table(app.config, plugin_registry(app), backend_from_config(app.config))
+        Worker(app.config, app.extensions["reauth_db"], handlers).run(once=True)
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def open_invitation(page: Page, portal: Any, email: str) -> None:
+    """From the captured mailbox, open the email for `email` and follow its link."""
+    page.goto(f"{portal.url}/dev/mail/")
+    page.get_by_role("link", name=re.compile(re.escape(email))).first.click()
+    page.locator(f'a[href^="{portal.url}/r/"]').first.click()
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "shot"),
+    [
+        ("grace@contoso.com", None, "graph"),
+        ("alan@corp.example.org", EWS_PASSWORD, "ews"),
+        ("edsger@outlook.com", None, "personal"),
+    ],
+    ids=["microsoft-graph", "ews-password", "microsoft-personal"],
+)
+def test_invitation_to_success_page(page: Page, mailbox_portal: Any, email: str,
+                                    password: str | None, shot: str) -> None:  # fmt: skip
+    open_invitation(page, mailbox_portal, email)
+    expect(page.get_by_text(email).first).to_be_visible()
+    if shot == "graph":
+        shoot(page, "landing")
+    page.get_by_role("button", name="Continue").click()
+
+    expect(page.locator("input#email")).to_have_value(email)
+    if password:
+        page.fill("input#password", password)
+        page.get_by_role("button", name="Connect").click()
+    else:
+        page.get_by_role("button", name="Accept").click()
+
+    expect(page.get_by_role("heading", name="All done")).to_be_visible()
+    assert page.url == f"{mailbox_portal.url}/r/result"
+    if shot == "graph":
+        shoot(page, "success")
+    assert mailbox_portal.account(account_id_for(email)).status == "completed"
+
+
+def account_id_for(email: str) -> str:
+    return {"grace@contoso.com": "v2-graph-1", "alan@corp.example.org": "v2-ews-1",
+            "edsger@outlook.com": "v2-pers-1"}[email]  # fmt: skip
+
+
+def test_expired_link_leads_to_the_renew_flow(make_app: Any, nylas_emulator: Any,
+                                              tmp_path: Path, page: Page) -> None:  # fmt: skip
+    from flow_support import serve_portal
+
+    for portal in serve_portal(nylas_emulator, make_app, tmp_path, LINK_MAX_AGE=1):
+        link = portal.invite_link("v2-graph-1")
+        page.wait_for_timeout(2100)  # the link's lifetime is one second
+        page.goto(link)
+        expect(page.get_by_role("heading", name="This link has expired")).to_be_visible()
+        shoot(page, "expired")
+        page.fill("input#email", "grace@contoso.com")
+        page.get_by_role("button", name="Email me a new link").click()
+        expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+
+
+@pytest.fixture
+def desktop_page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def test_admin_sees_the_completion_rate_move(desktop_page: Page, mailbox_portal: Any) -> None:
+    page = desktop_page
+    sign_in_admin(page, mailbox_portal)
+    before = completion_figure(page)
+
+    open_invitation(page, mailbox_portal, "grace@contoso.com")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Accept").click()
+    expect(page.get_by_role("heading", name="All done")).to_be_visible()
+
+    page.goto(f"{mailbox_portal.url}/admin/")
+    after = completion_figure(page)
+    assert after > before
+    shoot(page, "dashboard")
+
+
+def sign_in_admin(page: Page, portal: Any) -> None:
+    page.goto(f"{portal.url}/admin/login")
+    page.fill("input#email", ADMIN_EMAIL)
+    page.fill("input#password", ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".figure").first).to_be_visible()
+
+
+def completion_figure(page: Page) -> float:
+    text = page.locator(".figure").first.inner_text()
+    return float(text.strip().rstrip("%"))
