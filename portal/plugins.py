@@ -19,18 +19,32 @@ ENTRY_POINT_GROUP = "reauth_portal.plugins"
 
 
 class AccountView(Protocol):
-    """What a plugin may read of an account (an imported row or a stored account)."""
+    """What a plugin may read of an account (an imported row or a stored account).
 
-    account_id: str
-    email: str
-    provider: str
-    authentication_type: str | None
-    scopes: str | None
-    ews_host: str | None
-    tenant: str | None
-    service_account: bool
-    grant_id: str | None
-    grant_status: str | None
+    Read-only on purpose: a plugin decides, the core writes. Any object with these attributes
+    fits, a frozen dataclass included.
+    """
+
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def authentication_type(self) -> str | None: ...
+    @property
+    def scopes(self) -> str | None: ...
+    @property
+    def ews_host(self) -> str | None: ...
+    @property
+    def tenant(self) -> str | None: ...
+    @property
+    def service_account(self) -> bool: ...
+    @property
+    def grant_id(self) -> str | None: ...
+    @property
+    def grant_status(self) -> str | None: ...
 
 
 @dataclass(frozen=True)

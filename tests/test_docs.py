@@ -6,7 +6,6 @@ import dataclasses
 import re
 import tomllib
 from pathlib import Path
-from typing import get_type_hints
 
 import pytest
 
@@ -42,7 +41,11 @@ def public_members() -> list[str]:
     members += [
         f"Verdict.{name}" for name, value in vars(Verdict).items() if isinstance(value, classmethod)
     ]
-    members += [f"AccountView.{name}" for name in get_type_hints(AccountView)]
+    members += [
+        f"AccountView.{name}"
+        for name, value in vars(AccountView).items()
+        if isinstance(value, property)
+    ]
     return members
 
 
