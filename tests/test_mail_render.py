@@ -61,7 +61,7 @@ def test_cr_lf_in_a_name_add_no_header(file_app: Flask, tmp_path: Path) -> None:
     raw = send_one(file_app, tmp_path, "Eve\r\nBcc: victim@example.net\r\n\r\nbody\x00")
     message, _, _ = parts(raw)
     assert set(message.keys()) == EXPECTED_HEADERS  # type: ignore[attr-defined]
-    header_block = raw.split(b"\n\n", 1)[0]
+    header_block = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
     assert "Bcc" not in message and b"\nBcc:" not in header_block
     assert str(message["To"]).startswith('"Eve Bcc: victim@example.net body"')  # type: ignore[index]
     assert message["Subject"] == "Action needed: reconnect your Microsoft 365 mailbox"  # type: ignore[index]

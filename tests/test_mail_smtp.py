@@ -179,12 +179,12 @@ def test_mail_to_accounts_that_no_longer_need_it_is_skipped(
     assert smtp_server.handler.received == []
 
 
-def test_other_outbox_kinds_are_left_alone(mail_app: Flask, smtp_server: SmtpServer) -> None:
+def test_kinds_without_a_handler_are_left_alone(mail_app: Flask, smtp_server: SmtpServer) -> None:
     with mail_app.app_context(), db.transaction() as session:
         account = add_account(session, "ada@example.com")
-        session.add(OutboxMessage(kind="app_webhook", idempotency_key="app:1", recipient="https://app.example/hook",
+        session.add(OutboxMessage(kind="sms", idempotency_key="sms:1", recipient="+15550100",
                                   account_pk=account.id, payload={}))  # fmt: skip
         issue_invite(session, mail_app.config, account, actor="test")
     run_worker(mail_app)
     [row] = outbox_rows(mail_app)
-    assert (row.kind, row.status, row.attempts) == ("app_webhook", "pending", 0)
+    assert (row.kind, row.status, row.attempts) == ("sms", "pending", 0)

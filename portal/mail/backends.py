@@ -46,12 +46,23 @@ class DeliveryError(Exception):
 
 @dataclass(frozen=True)
 class Envelope:
-    """One outbox row ready to send: sender, recipients and the built message."""
+    """One outbox row ready to send: sender, recipients and the message.
+
+    The message is either the prepared wire bytes (what the worker sends) or an EmailMessage,
+    serialised for SMTP when sent.
+    """
 
     outbox_id: int
     sender: str
     recipients: Sequence[str]
-    message: EmailMessage
+    message: EmailMessage | bytes
+
+    @property
+    def data(self) -> bytes:
+        """The message as sent: CRLF, 7-bit ASCII."""
+        if isinstance(self.message, bytes):
+            return self.message
+        return wire_bytes(self.message)
 
 
 class MailBackend(Protocol):
@@ -105,7 +116,7 @@ class SmtpBackend:
             if self.connection is None:
                 self.connection = self.connect()
             refused = self.connection.sendmail(
-                envelope.sender, list(envelope.recipients), wire_bytes(envelope.message)
+                envelope.sender, list(envelope.recipients), envelope.data
             )
         except smtplib.SMTPRecipientsRefused as exc:
             self.drop_if_closed()
@@ -158,7 +169,7 @@ class ConsoleBackend:
     def send(self, envelope: Envelope) -> dict[str, DeliveryError]:
         """Print the message with a separator line naming the outbox row."""
         self.stream.write(f"--- outbox {envelope.outbox_id} ---\n")
-        self.stream.write(envelope.message.as_string())
+        self.stream.write(envelope.data.decode("ascii", "replace").replace("\r\n", "\n"))
         self.stream.write("\n")
         self.stream.flush()
         return {}
@@ -180,7 +191,7 @@ class FileBackend:
         handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".outbox-", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
-                stream.write(envelope.message.as_bytes())
+                stream.write(envelope.data)
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ the idempotency key `invite:<invite id>:v1`, so a crash leaves either both or ne
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +18,8 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from portal.invites import issue_invite, live_invite, reissue_invite
-from portal.mail.outbox import enqueue
+from portal.mail.outbox import enqueue_id
+from portal.mail.prepare import MessagePreparer, current_preparer, store
 from portal.models import Account, AccountStatus, Invite, OutboxKind
 
 INVITE_ACTOR = "reauth invite"
@@ -66,15 +67,54 @@ def count_invitable(session: Session, plugins: list[str], limit: int | None) -> 
     return Counter({str(name): int(count) for name, count in rows})
 
 
-def invite_account(
-    session: Session, config: Mapping[str, Any], account: Account, now: datetime
+def queue_email(
+    session: Session,
+    config: Mapping[str, Any],
+    *,
+    idempotency_key: str,
+    account: Account,
+    invite: Invite,
+    template: str,
+    now: datetime,
+    payload: dict[str, Any] | None = None,
+    preparer: MessagePreparer | None = None,
 ) -> bool:
-    """Issue an invite and queue its email in the caller's transaction."""
-    invite = issue_invite(session, config, account, actor=INVITE_ACTOR, now=now)
-    return enqueue(
-        session, kind=OutboxKind.EMAIL, idempotency_key=f"invite:{invite.id}:v1",
+    """Queue an email and store it ready to send (rendered with the invite's current link).
+
+    Without a preparer (and outside an app context) the row stays unprepared and the worker
+    prepares it when it first claims it. False when the idempotency key was already queued.
+    """
+    outbox_id = enqueue_id(
+        session, kind=OutboxKind.EMAIL, idempotency_key=idempotency_key,
         recipient=account.email, account_pk=account.id, invite_id=invite.id,
-        template="invite", now=now,
+        template=template, payload=payload, now=now,
+    )  # fmt: skip
+    if outbox_id is None:
+        return False
+    preparer = preparer or current_preparer(config)
+    if preparer is not None:
+        prepared = preparer.prepare(
+            outbox_id=outbox_id, idempotency_key=idempotency_key, template=template,
+            recipient=account.email, payload=payload or {}, account=account, invite=invite,
+            now=now,
+        )  # fmt: skip
+        store(session, outbox_id, prepared)
+    return True
+
+
+def invite_account(
+    session: Session,
+    config: Mapping[str, Any],
+    account: Account,
+    now: datetime,
+    *,
+    preparer: MessagePreparer | None = None,
+) -> bool:
+    """Issue an invite and queue its (prepared) email in the caller's transaction."""
+    invite = issue_invite(session, config, account, actor=INVITE_ACTOR, now=now)
+    return queue_email(
+        session, config, idempotency_key=f"invite:{invite.id}:v1", account=account,
+        invite=invite, template="invite", now=now, preparer=preparer,
     )  # fmt: skip
 
 
@@ -86,9 +126,11 @@ def queue_invites(
     limit: int | None,
     now: datetime,
     progress: Callable[[int], None] | None = None,
+    preparer: MessagePreparer | None = None,
 ) -> InviteReport:
     """Invite new accounts in chunks, one transaction per chunk; return what was queued."""
     report = InviteReport()
+    preparer = preparer or current_preparer(config)
     while limit is None or report.queued < limit:
         size = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - report.queued)
         with transaction() as session:
@@ -97,7 +139,7 @@ def queue_invites(
                 invitable(plugins).limit(size).with_for_update(skip_locked=True, of=Account)
             ).all()
             for account in accounts:
-                invite_account(session, config, account, now)
+                invite_account(session, config, account, now, preparer=preparer)
                 report.by_plugin[str(account.plugin)] += 1
         report.queued += len(accounts)
         if progress is not None:
@@ -149,14 +191,22 @@ def due_reminders(limit: int, now: datetime) -> Select[Invite, Account]:
 
 
 def queue_due_reminders(
-    session: Session, config: Mapping[str, Any], *, now: datetime, limit: int = CHUNK_SIZE
+    session: Session,
+    config: Mapping[str, Any],
+    *,
+    now: datetime,
+    limit: int = CHUNK_SIZE,
+    preparer: MessagePreparer | None = None,
 ) -> int:
     """Queue the reminders due at `now` (none in quiet hours); the caller commits."""
     if not config["REMINDER_DAYS"] or in_quiet_hours(now, config):
         return 0
     queued = 0
-    for invite, account in session.execute(due_reminders(limit, now)).all():
-        queued += queue_reminder(session, config, invite, account, now)
+    due = session.execute(due_reminders(limit, now)).all()
+    if due:
+        preparer = preparer or current_preparer(config)
+    for invite, account in due:
+        queued += queue_reminder(session, config, invite, account, now, preparer=preparer)
     # Invites past every reminder drop out of the due set through next_reminder_at = None.
     return queued
 
@@ -173,7 +223,13 @@ def reminder_number(invite: Invite, config: Mapping[str, Any], now: datetime) ->
 
 
 def queue_reminder(
-    session: Session, config: Mapping[str, Any], invite: Invite, account: Account, now: datetime
+    session: Session,
+    config: Mapping[str, Any],
+    invite: Invite,
+    account: Account,
+    now: datetime,
+    *,
+    preparer: MessagePreparer | None = None,
 ) -> int:
     """Queue one reminder; 0 when another worker did it first or none is due any more."""
     assert invite.first_sent_at is not None
@@ -198,10 +254,10 @@ def queue_reminder(
         return 0
     if invite.expires_at <= now + MIN_LINK_LIFETIME:
         reissue_invite(session, config, invite, actor=REMINDER_ACTOR, now=now)
-    return int(enqueue(
-        session, kind=OutboxKind.EMAIL, idempotency_key=f"reminder:{invite.id}:{number}:v1",
-        recipient=account.email, account_pk=account.id, invite_id=invite.id,
-        template="reminder", payload={"number": number}, now=now,
+    return int(queue_email(
+        session, config, idempotency_key=f"reminder:{invite.id}:{number}:v1", account=account,
+        invite=invite, template="reminder", payload={"number": number}, now=now,
+        preparer=preparer,
     ))  # fmt: skip
 
 
@@ -213,17 +269,37 @@ def record_first_send(
     now: datetime,
 ) -> None:
     """Mark the first email of an account and invite as sent and schedule the first reminder."""
-    if account_pk is not None:
+    record_first_sends(
+        session, config,
+        invite_ids=[] if invite_id is None else [invite_id],
+        account_pks=[] if account_pk is None else [account_pk],
+        now=now,
+    )  # fmt: skip
+
+
+def record_first_sends(
+    session: Session,
+    config: Mapping[str, Any],
+    *,
+    invite_ids: Collection[int],
+    account_pks: Collection[int],
+    now: datetime,
+) -> None:
+    """Mark first sends for many accounts and invites: one UPDATE per table (none if empty).
+
+    Rows already marked keep their first time (`sent_at IS NULL` guards).
+    """
+    if account_pks:
         session.execute(
             update(Account)
-            .where(Account.id == account_pk, Account.sent_at.is_(None))
+            .where(Account.id.in_(sorted(account_pks)), Account.sent_at.is_(None))
             .values(sent_at=now)
             .execution_options(synchronize_session=False)
         )
-    if invite_id is not None:
+    if invite_ids:
         session.execute(
             update(Invite)
-            .where(Invite.id == invite_id, Invite.first_sent_at.is_(None))
+            .where(Invite.id.in_(sorted(invite_ids)), Invite.first_sent_at.is_(None))
             .values(first_sent_at=now, next_reminder_at=reminder_at(now, 0, config))
             .execution_options(synchronize_session=False)
         )

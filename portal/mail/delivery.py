@@ -1,4 +1,4 @@
-"""Deliver outbox emails: render with the current link, build, send, judge the reply.
+"""Deliver outbox emails: send the prepared bytes, judge the reply, record the effects.
 
 Recorded effects (first send, undeliverable) run in the worker's finishing transaction and
 only for rows whose fenced update matched, so a late worker changes nothing.
@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from portal.invites import link_url
 from portal.mail.backends import DeliveryError, Envelope, MailBackend
-from portal.mail.campaign import NO_MAIL_STATUSES, record_first_send
-from portal.mail.message import build_message, message_id_for, sender_address, sender_domain
-from portal.mail.outbox import FAILED, RETRY, SENT, Claim, Outcome
-from portal.mail.render import render_email
-from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, Invite
+from portal.mail.campaign import NO_MAIL_STATUSES, record_first_sends
+from portal.mail.message import sender_address, sender_domain
+from portal.mail.outbox import FAILED, RETRY, SENT, WIRE, Claim, Outcome
+from portal.mail.prepare import MessagePreparer, Prepared, store
+from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, Invite, utcnow
 from portal.plugins import PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,11 @@ RENEWAL_ALLOWED = {AccountStatus.UNDELIVERABLE}
 
 
 class KindHandler(Protocol):
-    """Delivers one outbox kind; the worker's dispatch table maps kinds to handlers."""
+    """Delivers one outbox kind; the worker's dispatch table maps kinds to handlers.
+
+    A handler may also offer `after_batch(session, outcomes, now)` (see BatchEffects): the
+    worker then records a batch's effects in one call instead of calling `after` per row.
+    """
 
     def prepare(self, session: Session, claims: list[Claim]) -> None: ...
 
@@ -38,6 +42,13 @@ class KindHandler(Protocol):
     def after(self, session: Session, outcome: Outcome, now: datetime) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchEffects(Protocol):
+    """Optional: record the effects of a whole batch of recorded outcomes at once."""
+
+    def after_batch(self, session: Session, outcomes: list[Outcome], now: datetime) -> None: ...
 
 
 def judge(claim: Claim, error: DeliveryError, message_id: str) -> Outcome:
@@ -49,7 +60,14 @@ def judge(claim: Claim, error: DeliveryError, message_id: str) -> Outcome:
 
 
 class EmailHandler:
-    """Send `email` outbox rows through a mail backend."""
+    """Send `email` outbox rows through a mail backend.
+
+    Rows are normally prepared when queued (portal.mail.prepare): the handler sends their
+    stored bytes as they are. `prepare` renders, once, the rows of a batch that have no stored
+    message or whose stored one is stale (invite re-issued, templates or settings changed),
+    stores the result under the claim's fencing token and only then sends it, so every later
+    attempt (a retry, or another worker after a crash) sends the same bytes.
+    """
 
     def __init__(
         self, config: Mapping[str, Any], registry: PluginRegistry, backend: MailBackend
@@ -59,17 +77,62 @@ class EmailHandler:
         self.backend = backend
         self.sender = sender_address(config)
         self.domain = sender_domain(config)
+        self.preparer = MessagePreparer(config, registry)
         self.accounts: dict[int, Account] = {}
         self.invites: dict[int, Invite] = {}
+        self.ready: dict[int, Claim] = {}
+        self.errors: dict[int, str] = {}
 
     def prepare(self, session: Session, claims: list[Claim]) -> None:
-        """Load the batch's accounts and invites in two queries."""
+        """Load the batch's accounts and invites (two queries); prepare unprepared rows."""
         account_ids = {c.account_pk for c in claims if c.account_pk is not None}
         invite_ids = {c.invite_id for c in claims if c.invite_id is not None}
         accounts = session.scalars(select(Account).where(Account.id.in_(account_ids)))
         invites = session.scalars(select(Invite).where(Invite.id.in_(invite_ids)))
         self.accounts = {account.id: account for account in accounts}
         self.invites = {invite.id: invite for invite in invites}
+        self.ready, self.errors = {}, {}
+        stale: list[Claim] = []
+        for claim in claims:
+            if self.skip_reason(claim) is not None:
+                continue
+            if self.preparer.is_current(claim.payload, self.invites[claim.invite_id or -1]):
+                self.ready[claim.id] = claim
+            else:
+                stale.append(claim)
+        if stale:
+            # End the reading transaction first: on SQLite a write must be the first statement
+            # of its transaction, or a concurrent writer makes it fail instead of wait.
+            session.commit()
+            self.prepare_stale(session, stale)
+
+    def prepare_stale(self, session: Session, claims: list[Claim]) -> None:
+        """Render rows nobody prepared (or stale ones), then store them fenced and commit."""
+        now = utcnow()
+        rendered: list[tuple[Claim, Prepared]] = []
+        for claim in claims:
+            try:
+                rendered.append((claim, self.render(claim, now)))
+            except Exception as exc:
+                log.exception("outbox %d: cannot prepare the message", claim.id)
+                self.errors[claim.id] = f"cannot prepare: {type(exc).__name__}: {exc}"[:500]
+        for claim, prepared in rendered:
+            if store(session, claim.id, prepared, claim.claim_token):
+                self.ready[claim.id] = replace(
+                    claim, payload=prepared.payload, message_id=prepared.message_id
+                )
+            else:
+                self.errors[claim.id] = "lease lost before sending"
+        session.commit()
+
+    def render(self, claim: Claim, now: datetime) -> Prepared:
+        """Render a row with the invite's current link (keeping the row's Message-ID)."""
+        return self.preparer.prepare(
+            outbox_id=claim.id, idempotency_key=claim.idempotency_key, template=claim.template,
+            recipient=claim.recipient, payload=claim.payload,
+            account=self.accounts[claim.account_pk or -1],
+            invite=self.invites[claim.invite_id or -1], now=now, message_id=claim.message_id,
+        )  # fmt: skip
 
     def skip_reason(self, claim: Claim) -> str | None:
         """Say why this row must not be sent any more, or None."""
@@ -85,47 +148,50 @@ class EmailHandler:
             return "skipped: the invite was revoked"
         return None
 
-    def envelope(self, claim: Claim, message_id: str, now: datetime) -> Envelope:
-        """Render and build the message with the invite's current link."""
-        account = self.accounts[claim.account_pk or -1]
-        invite = self.invites[claim.invite_id or -1]
-        rendered = render_email(
-            claim.template or "invite",
-            account=account,
-            plugin=self.registry.get(account.plugin),
-            link=link_url(self.config, invite),
-            expires_at=invite.expires_at,
-            config=self.config,
-        )
-        message = build_message(
-            rendered, recipient=claim.recipient, recipient_name=account.name,
-            message_id=message_id, config=self.config, now=now,
-        )  # fmt: skip
-        return Envelope(claim.id, self.sender, [claim.recipient], message)
+    def envelope(self, claim: Claim) -> Envelope:
+        """The row's stored message, ready to send."""
+        wire = claim.payload[WIRE]
+        return Envelope(claim.id, self.sender, [claim.recipient], wire.encode("ascii"))
 
     def deliver(self, claim: Claim, now: datetime) -> Outcome:
-        """Send one row; the Message-ID is the same on every attempt."""
-        reason = self.skip_reason(claim)
-        if reason is not None:
-            return Outcome(claim, FAILED, reason, details={"skipped": True})
-        message_id = claim.message_id or message_id_for(
-            claim.id, claim.idempotency_key, self.domain
-        )
+        """Send one row's prepared bytes; the Message-ID is the same on every attempt."""
+        ready = self.ready.get(claim.id)
+        if ready is None:
+            reason = self.skip_reason(claim)
+            if reason is not None:
+                return Outcome(claim, FAILED, reason, details={"skipped": True})
+            return Outcome(claim, RETRY, self.errors.get(claim.id, "not prepared"))
+        message_id = ready.message_id or self.preparer.message_id(claim.id, claim.idempotency_key)
         try:
-            refused = self.backend.send(self.envelope(claim, message_id, now))
+            refused = self.backend.send(self.envelope(ready))
         except DeliveryError as error:
-            return judge(claim, error, message_id)
+            return judge(ready, error, message_id)
         if claim.recipient in refused:
-            return judge(claim, refused[claim.recipient], message_id)
-        return Outcome(claim, SENT, None, message_id)
+            return judge(ready, refused[claim.recipient], message_id)
+        return Outcome(ready, SENT, None, message_id)
 
     def after(self, session: Session, outcome: Outcome, now: datetime) -> None:
         """Record what the outcome means for the account: first send, or undeliverable."""
-        claim = outcome.claim
-        if outcome.status == SENT:
-            record_first_send(session, self.config, claim.invite_id, claim.account_pk, now)
-        elif outcome.undeliverable and claim.account_pk is not None:
-            mark_undeliverable(session, claim, outcome.error or "", now)
+        self.after_batch(session, [outcome], now)
+
+    def after_batch(self, session: Session, outcomes: list[Outcome], now: datetime) -> None:
+        """Record a batch's effects: first sends in one UPDATE per table, bounces per row."""
+        invite_ids: set[int] = set()
+        account_pks: set[int] = set()
+        for outcome in outcomes:
+            claim = outcome.claim
+            if outcome.status == SENT:
+                account = self.accounts.get(claim.account_pk or -1)
+                invite = self.invites.get(claim.invite_id or -1)
+                if claim.account_pk is not None and (account is None or account.sent_at is None):
+                    account_pks.add(claim.account_pk)
+                if claim.invite_id is not None and (invite is None or invite.first_sent_at is None):
+                    invite_ids.add(claim.invite_id)
+            elif outcome.undeliverable and claim.account_pk is not None:
+                mark_undeliverable(session, claim, outcome.error or "", now)
+        record_first_sends(
+            session, self.config, invite_ids=invite_ids, account_pks=account_pks, now=now
+        )
 
     def close(self) -> None:
         """Close the backend's connection."""

@@ -16,7 +16,9 @@ from portal.mail.render import RenderedEmail
 
 # CR, LF and NUL would start new headers; other C0/C1 controls have no business in a header.
 HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-SMTP_POLICY = default.clone(linesep="\r\n")
+# On the wire: CRLF, and nothing but 7-bit ASCII (non-ASCII parts are quoted-printable or base64),
+# so the prepared message can be stored as text and sent as it is by any relay.
+SMTP_POLICY = default.clone(linesep="\r\n", cte_type="7bit")
 
 
 def sanitize_header(value: str | None) -> str:
@@ -72,11 +74,18 @@ def build_message(
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
+    message.set_content(rendered.text, cte=body_encoding(rendered.text))
+    message.add_alternative(rendered.html, subtype="html", cte=body_encoding(rendered.html))
     return message
 
 
+def body_encoding(text: str) -> str | None:
+    """Let the email package choose for ASCII text; quoted-printable otherwise (never 8bit)."""
+    return None if text.isascii() else "quoted-printable"
+
+
 def wire_bytes(message: EmailMessage) -> bytes:
-    """Serialise for SMTP: CRLF line endings, long lines folded."""
-    return message.as_bytes(policy=SMTP_POLICY)
+    """Serialise for SMTP: CRLF line endings, long lines folded, 7-bit ASCII only."""
+    data = message.as_bytes(policy=SMTP_POLICY)
+    data.decode("ascii")  # raises UnicodeDecodeError: never store or send 8-bit data
+    return data

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from portal.models import OutboxMessage, OutboxStatus
+from portal.models import OutboxKind, OutboxMessage, OutboxStatus
 
 SENT, RETRY, FAILED = "sent", "retry", "failed"
+EMAIL = OutboxKind.EMAIL
+WIRE = "wire"  # payload key of a prepared email (portal.mail.prepare); holds a live link
 MAX_RETRY_DELAY = 3600.0
 
 
@@ -67,6 +70,25 @@ def enqueue(
     payload: dict[str, Any] | None = None,
 ) -> bool:
     """Queue a message unless one with the same idempotency key exists; True when queued."""
+    return enqueue_id(
+        session, kind=kind, idempotency_key=idempotency_key, recipient=recipient, now=now,
+        account_pk=account_pk, invite_id=invite_id, template=template, payload=payload,
+    ) is not None  # fmt: skip
+
+
+def enqueue_id(
+    session: Session,
+    *,
+    kind: str,
+    idempotency_key: str,
+    recipient: str,
+    now: datetime,
+    account_pk: int | None = None,
+    invite_id: int | None = None,
+    template: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> int | None:
+    """Queue a message like `enqueue`; return the new row's id, None when the key was taken."""
     values = {
         "kind": kind, "idempotency_key": idempotency_key, "recipient": recipient,
         "account_pk": account_pk, "invite_id": invite_id, "template": template,
@@ -78,9 +100,10 @@ def enqueue(
         dialect.insert(OutboxMessage)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(OutboxMessage.id)
     )
-    result: Any = session.execute(statement)
-    return bool(result.rowcount)
+    new_id: int | None = session.execute(statement).scalar()
+    return new_id
 
 
 def claimable(kinds: Sequence[str], now: datetime) -> Any:
@@ -145,10 +168,14 @@ def backoff_delay(attempts: int, base: float, rng: random.Random | None = None) 
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
-def finish(
-    session: Session, outcome: Outcome, *, now: datetime, retry_base: float, max_age: float
-) -> bool:
-    """Record an outcome while the row is still ours; False when the lease was lost."""
+def finish_values(
+    outcome: Outcome, *, now: datetime, retry_base: float, max_age: float
+) -> dict[str, Any]:
+    """Return the column values that record an outcome; a retry past `max_age` becomes FAILED.
+
+    Sent and failed rows lose their stored message (`payload["wire"]`, which holds a live
+    link); a retried row keeps it, so the next attempt sends the same bytes.
+    """
     claim = outcome.claim
     values: dict[str, Any] = {"lease_until": None, "claim_token": None}
     values["last_error"] = outcome.error
@@ -164,6 +191,21 @@ def finish(
             values["last_error"] = f"gave up after {claim.attempts} attempts: {outcome.error}"
             outcome.status = FAILED
         values["status"] = OutboxStatus.FAILED
+    if values["status"] != OutboxStatus.PENDING and claim.kind == EMAIL and WIRE in claim.payload:
+        values["payload"] = {key: value for key, value in claim.payload.items() if key != WIRE}
+    return values
+
+
+def finish(
+    session: Session, outcome: Outcome, *, now: datetime, retry_base: float, max_age: float
+) -> bool:
+    """Record an outcome while the row is still ours; False when the lease was lost."""
+    values = finish_values(outcome, now=now, retry_base=retry_base, max_age=max_age)
+    return finish_fenced(session, outcome.claim, values)
+
+
+def finish_fenced(session: Session, claim: Claim, values: dict[str, Any]) -> bool:
+    """Write precomputed finishing values while the row still carries our token."""
     statement = (
         update(OutboxMessage)
         .where(OutboxMessage.id == claim.id, OutboxMessage.claim_token == claim.claim_token)
@@ -174,13 +216,47 @@ def finish(
     return bool(result.rowcount)
 
 
+class LeaseLost(Exception):
+    """Some rows of a batch were no longer ours: record them one by one instead."""
+
+
+def finish_many(session: Session, finishing: Sequence[tuple[Claim, dict[str, Any]]]) -> None:
+    """Record a batch's outcomes with one executemany UPDATE per set of columns.
+
+    Every row is fenced by its claim token (`WHERE id = ? AND claim_token = ?`). When fewer
+    rows match than were given, some lease was lost: raise LeaseLost so that the caller rolls
+    the transaction back and records row by row (`finish_fenced`) to learn which.
+    """
+    table: Table = OutboxMessage.__table__  # type: ignore[assignment]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for claim, values in finishing:
+        params = {f"v_{key}": value for key, value in values.items()}
+        groups[tuple(sorted(values))].append({"f_id": claim.id, "f_token": claim.claim_token,
+                                              **params})  # fmt: skip
+    connection = session.connection()
+    for columns, rows in groups.items():
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("f_id"), table.c.claim_token == bindparam("f_token"))
+            .values(
+                {column: bindparam(f"v_{column}", type_=table.c[column].type) for column in columns}
+            )
+        )
+        result: Any = connection.execute(statement, rows)
+        if result.rowcount != len(rows):
+            raise LeaseLost(f"{len(rows) - result.rowcount} of {len(rows)} rows")
+
+
 def release(session: Session, claims: Iterable[Claim]) -> int:
     """Hand unsent claimed rows back (status pending) so another worker takes them now."""
-    released = 0
+    by_token: dict[str, list[int]] = defaultdict(list)
     for claim in claims:
+        by_token[claim.claim_token].append(claim.id)
+    released = 0
+    for token, ids in by_token.items():
         statement = (
             update(OutboxMessage)
-            .where(OutboxMessage.id == claim.id, OutboxMessage.claim_token == claim.claim_token)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.claim_token == token)
             .values(
                 status=OutboxStatus.PENDING,
                 lease_until=None,

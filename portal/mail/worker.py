@@ -23,8 +23,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from portal.mail.app_webhooks import AppWebhookHandler
 from portal.mail.backends import MailBackend
 from portal.mail.campaign import queue_due_reminders
-from portal.mail.delivery import EmailHandler, KindHandler
-from portal.mail.outbox import FAILED, RETRY, SENT, Claim, Outcome, claim_batch, finish, release
+from portal.mail.delivery import BatchEffects, EmailHandler, KindHandler
+from portal.mail.outbox import (
+    FAILED,
+    RETRY,
+    SENT,
+    Claim,
+    LeaseLost,
+    Outcome,
+    claim_batch,
+    finish_fenced,
+    finish_many,
+    finish_values,
+    release,
+)
+from portal.mail.prepare import MessagePreparer
 from portal.models import utcnow
 from portal.plugins import PluginRegistry
 
@@ -150,11 +163,18 @@ class Worker:
                 lease_seconds=self.config["OUTBOX_LEASE_SECONDS"], now=self.clock(),
             )  # fmt: skip
 
+    def preparer(self) -> MessagePreparer | None:
+        """The email handler's preparer, so that reminders are queued ready to send."""
+        preparer = getattr(self.handlers.get("email"), "preparer", None)
+        return preparer if isinstance(preparer, MessagePreparer) else None
+
     def queue_reminders(self) -> None:
         """Queue due reminders; a busy database only postpones them to the next round."""
         try:
             with self.sessions.begin() as session:
-                queued = queue_due_reminders(session, self.config, now=self.clock())
+                queued = queue_due_reminders(
+                    session, self.config, now=self.clock(), preparer=self.preparer()
+                )
         except OperationalError as exc:
             log.warning("reminders postponed: %s", exc.orig)
             return
@@ -199,18 +219,49 @@ class Worker:
         return outcome
 
     def record(self, handler: KindHandler, outcomes: list[Outcome], unsent: list[Claim]) -> None:
-        """Finish each row while it is still ours; hand unsent rows back."""
+        """Finish the batch's rows while still ours and record their effects; hand unsent back.
+
+        One transaction: one executemany UPDATE per set of columns (usually one: all sent),
+        the handler's effects for the batch, and one UPDATE handing unsent rows back. If some
+        row's lease was lost, that transaction is rolled back and the batch is recorded row
+        by row, so only rows still ours change and only their effects are recorded.
+        """
         now = self.clock()
         retry_base, max_age = self.config["MAIL_RETRY_BASE"], self.config["MAIL_MAX_AGE"]
-        with self.sessions.begin() as session:
-            for outcome in outcomes:
-                if finish(session, outcome, now=now, retry_base=retry_base, max_age=max_age):
-                    handler.after(session, outcome, now)
-                    self.stats.count(outcome)
-                else:
-                    self.stats.lost_lease += 1
-                    log.warning("outbox %d: lease lost; another worker owns it", outcome.claim.id)
-            self.stats.released += release(session, unsent)
+        finishing = [
+            (outcome, finish_values(outcome, now=now, retry_base=retry_base, max_age=max_age))
+            for outcome in outcomes
+        ]
+        try:
+            with self.sessions.begin() as session:
+                finish_many(session, [(o.claim, values) for o, values in finishing])
+                self.effects(handler, session, outcomes, now)
+                released = release(session, unsent)
+            recorded = outcomes
+        except LeaseLost:
+            with self.sessions.begin() as session:
+                recorded = [o for o, values in finishing if finish_fenced(session, o.claim, values)]
+                self.effects(handler, session, recorded, now)
+                released = release(session, unsent)
+        kept = {id(outcome) for outcome in recorded}
+        for outcome in outcomes:
+            if id(outcome) in kept:
+                self.stats.count(outcome)
+            else:
+                self.stats.lost_lease += 1
+                log.warning("outbox %d: lease lost; another worker owns it", outcome.claim.id)
+        self.stats.released += released
+
+    @staticmethod
+    def effects(
+        handler: KindHandler, session: Session, outcomes: list[Outcome], now: datetime
+    ) -> None:
+        """Let the handler record what the outcomes mean: in one call if it can batch."""
+        if isinstance(handler, BatchEffects):
+            handler.after_batch(session, outcomes, now)
+            return
+        for outcome in outcomes:
+            handler.after(session, outcome, now)
 
     def idle(self) -> None:
         """Close idle connections and wait for the next poll, waking up for a stop."""
