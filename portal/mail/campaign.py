@@ -289,17 +289,18 @@ def record_first_sends(
 
     Rows already marked keep their first time (`sent_at IS NULL` guards).
     """
+    connection = session.connection()
     if account_pks:
-        session.execute(
-            update(Account)
-            .where(Account.id.in_(sorted(account_pks)), Account.sent_at.is_(None))
+        accounts: Any = Account.__table__
+        connection.execute(
+            update(accounts)
+            .where(accounts.c.id.in_(sorted(account_pks)), accounts.c.sent_at.is_(None))
             .values(sent_at=now)
-            .execution_options(synchronize_session=False)
         )
     if invite_ids:
-        session.execute(
-            update(Invite)
-            .where(Invite.id.in_(sorted(invite_ids)), Invite.first_sent_at.is_(None))
+        invites: Any = Invite.__table__
+        connection.execute(
+            update(invites)
+            .where(invites.c.id.in_(sorted(invite_ids)), invites.c.first_sent_at.is_(None))
             .values(first_sent_at=now, next_reminder_at=reminder_at(now, 0, config))
-            .execution_options(synchronize_session=False)
         )

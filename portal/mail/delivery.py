@@ -78,19 +78,27 @@ class EmailHandler:
         self.sender = sender_address(config)
         self.domain = sender_domain(config)
         self.preparer = MessagePreparer(config, registry)
-        self.accounts: dict[int, Account] = {}
-        self.invites: dict[int, Invite] = {}
+        # Per batch: the few columns of accounts and invites that sending needs.
+        self.accounts: dict[int, Any] = {}
+        self.invites: dict[int, Any] = {}
         self.ready: dict[int, Claim] = {}
         self.errors: dict[int, str] = {}
 
     def prepare(self, session: Session, claims: list[Claim]) -> None:
-        """Load the batch's accounts and invites (two queries); prepare unprepared rows."""
+        """Load what sending needs (two light queries); prepare the rows nobody prepared."""
         account_ids = {c.account_pk for c in claims if c.account_pk is not None}
         invite_ids = {c.invite_id for c in claims if c.invite_id is not None}
-        accounts = session.scalars(select(Account).where(Account.id.in_(account_ids)))
-        invites = session.scalars(select(Invite).where(Invite.id.in_(invite_ids)))
-        self.accounts = {account.id: account for account in accounts}
-        self.invites = {invite.id: invite for invite in invites}
+        connection = session.connection()
+        accounts = connection.execute(
+            select(Account.id, Account.status, Account.sent_at).where(Account.id.in_(account_ids))
+        )
+        invites = connection.execute(
+            select(Invite.id, Invite.nonce, Invite.revoked_at, Invite.first_sent_at).where(
+                Invite.id.in_(invite_ids)
+            )
+        )
+        self.accounts = {row.id: row for row in accounts}
+        self.invites = {row.id: row for row in invites}
         self.ready, self.errors = {}, {}
         stale: list[Claim] = []
         for claim in claims:
@@ -101,21 +109,31 @@ class EmailHandler:
             else:
                 stale.append(claim)
         if stale:
-            # End the reading transaction first: on SQLite a write must be the first statement
-            # of its transaction, or a concurrent writer makes it fail instead of wait.
-            session.commit()
             self.prepare_stale(session, stale)
 
     def prepare_stale(self, session: Session, claims: list[Claim]) -> None:
         """Render rows nobody prepared (or stale ones), then store them fenced and commit."""
         now = utcnow()
+        accounts = {a.id: a for a in session.scalars(
+            select(Account).where(Account.id.in_({c.account_pk for c in claims}))
+        )}  # fmt: skip
+        invites = {i.id: i for i in session.scalars(
+            select(Invite).where(Invite.id.in_({c.invite_id for c in claims}))
+        )}  # fmt: skip
+        # End the reading transaction first: on SQLite a write must be the first statement
+        # of its transaction, or a concurrent writer makes it fail instead of wait.
+        session.commit()
         rendered: list[tuple[Claim, Prepared]] = []
         for claim in claims:
             try:
-                rendered.append((claim, self.render(claim, now)))
+                prepared = self.render(
+                    claim, accounts[claim.account_pk or -1], invites[claim.invite_id or -1], now
+                )
             except Exception as exc:
                 log.exception("outbox %d: cannot prepare the message", claim.id)
                 self.errors[claim.id] = f"cannot prepare: {type(exc).__name__}: {exc}"[:500]
+                continue
+            rendered.append((claim, prepared))
         for claim, prepared in rendered:
             if store(session, claim.id, prepared, claim.claim_token):
                 self.ready[claim.id] = replace(
@@ -125,13 +143,12 @@ class EmailHandler:
                 self.errors[claim.id] = "lease lost before sending"
         session.commit()
 
-    def render(self, claim: Claim, now: datetime) -> Prepared:
+    def render(self, claim: Claim, account: Account, invite: Invite, now: datetime) -> Prepared:
         """Render a row with the invite's current link (keeping the row's Message-ID)."""
         return self.preparer.prepare(
             outbox_id=claim.id, idempotency_key=claim.idempotency_key, template=claim.template,
-            recipient=claim.recipient, payload=claim.payload,
-            account=self.accounts[claim.account_pk or -1],
-            invite=self.invites[claim.invite_id or -1], now=now, message_id=claim.message_id,
+            recipient=claim.recipient, payload=claim.payload, account=account, invite=invite,
+            now=now, message_id=claim.message_id,
         )  # fmt: skip
 
     def skip_reason(self, claim: Claim) -> str | None:

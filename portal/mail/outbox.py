@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import JSON, Table, and_, bindparam, cast, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from portal.models import OutboxKind, OutboxMessage, OutboxStatus
@@ -24,6 +25,8 @@ from portal.models import OutboxKind, OutboxMessage, OutboxStatus
 SENT, RETRY, FAILED = "sent", "retry", "failed"
 EMAIL = OutboxKind.EMAIL
 WIRE = "wire"  # payload key of a prepared email (portal.mail.prepare); holds a live link
+STRIP_WIRE = "<strip payload.wire>"  # finishing value: drop the stored message, in SQL
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 MAX_RETRY_DELAY = 3600.0
 
 
@@ -137,19 +140,18 @@ def claim_batch(
         .scalar_subquery()
     )
     statement = (
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(chosen))
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(chosen))
         .values(
             status=OutboxStatus.SENDING,
             lease_until=now + timedelta(seconds=lease_seconds),
             claim_token=token,
-            attempts=OutboxMessage.attempts + 1,
+            attempts=OUTBOX.c.attempts + 1,
         )
         .returning(*claim_columns())
-        .execution_options(synchronize_session=False)
     )
     with session.begin():
-        rows = session.execute(statement).all()
+        rows = session.connection().execute(statement).all()
     claims = [Claim(*row) for row in rows]
     return sorted(claims, key=lambda claim: claim.id)
 
@@ -173,13 +175,14 @@ def finish_values(
 ) -> dict[str, Any]:
     """Return the column values that record an outcome; a retry past `max_age` becomes FAILED.
 
-    Sent and failed rows lose their stored message (`payload["wire"]`, which holds a live
-    link); a retried row keeps it, so the next attempt sends the same bytes.
+    Sent and failed emails lose their stored message (`payload["wire"]`, which holds a live
+    link: the value STRIP_WIRE, done in SQL); a retried row keeps it, so the next attempt
+    sends the same bytes. A Message-ID the row already holds is not written again.
     """
     claim = outcome.claim
     values: dict[str, Any] = {"lease_until": None, "claim_token": None}
     values["last_error"] = outcome.error
-    if outcome.message_id:
+    if outcome.message_id and outcome.message_id != claim.message_id:
         values["message_id"] = outcome.message_id
     if outcome.status == SENT:
         values.update(status=OutboxStatus.SENT, sent_at=now)
@@ -191,8 +194,23 @@ def finish_values(
             values["last_error"] = f"gave up after {claim.attempts} attempts: {outcome.error}"
             outcome.status = FAILED
         values["status"] = OutboxStatus.FAILED
-    if values["status"] != OutboxStatus.PENDING and claim.kind == EMAIL and WIRE in claim.payload:
-        values["payload"] = {key: value for key, value in claim.payload.items() if key != WIRE}
+    if values["status"] != OutboxStatus.PENDING and claim.kind == EMAIL:
+        values["payload"] = STRIP_WIRE
+    return values
+
+
+def strip_wire_sql(session: Session) -> Any:
+    """SQL removing the stored message from the payload, as the row holds it now."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.json_remove(OUTBOX.c.payload, literal_column("'$.wire'"), type_=JSON)
+    stripped = cast(OUTBOX.c.payload, JSONB).op("-")(literal_column("'wire'"))
+    return cast(stripped, JSON)
+
+
+def sql_values(session: Session, values: dict[str, Any]) -> dict[str, Any]:
+    """Replace the STRIP_WIRE marker by its SQL expression."""
+    if values.get("payload") == STRIP_WIRE:
+        return {**values, "payload": strip_wire_sql(session)}
     return values
 
 
@@ -207,12 +225,11 @@ def finish(
 def finish_fenced(session: Session, claim: Claim, values: dict[str, Any]) -> bool:
     """Write precomputed finishing values while the row still carries our token."""
     statement = (
-        update(OutboxMessage)
-        .where(OutboxMessage.id == claim.id, OutboxMessage.claim_token == claim.claim_token)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        update(OUTBOX)
+        .where(OUTBOX.c.id == claim.id, OUTBOX.c.claim_token == claim.claim_token)
+        .values(sql_values(session, values))
     )
-    result: Any = session.execute(statement)
+    result: Any = session.connection().execute(statement)
     return bool(result.rowcount)
 
 
@@ -221,28 +238,48 @@ class LeaseLost(Exception):
 
 
 def finish_many(session: Session, finishing: Sequence[tuple[Claim, dict[str, Any]]]) -> None:
-    """Record a batch's outcomes with one executemany UPDATE per set of columns.
+    """Record a batch's outcomes in as few statements as possible, each fenced.
 
-    Every row is fenced by its claim token (`WHERE id = ? AND claim_token = ?`). When fewer
-    rows match than were given, some lease was lost: raise LeaseLost so that the caller rolls
-    the transaction back and records row by row (`finish_fenced`) to learn which.
+    Rows that get the same values (every sent row of a batch: they share the claim's token)
+    are finished by one `UPDATE ... WHERE id IN (...) AND claim_token = ?`; rows with values
+    of their own (a retry's due time) by one executemany `WHERE id = ? AND claim_token = ?`.
+    When fewer rows match than were given, some lease was lost: LeaseLost is raised so that
+    the caller rolls the transaction back and records row by row to learn which.
     """
-    table: Table = OutboxMessage.__table__  # type: ignore[assignment]
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    shared: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    own: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for claim, values in finishing:
-        params = {f"v_{key}": value for key, value in values.items()}
-        groups[tuple(sorted(values))].append({"f_id": claim.id, "f_token": claim.claim_token,
-                                              **params})  # fmt: skip
-    connection = session.connection()
-    for columns, rows in groups.items():
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("f_id"), table.c.claim_token == bindparam("f_token"))
-            .values(
-                {column: bindparam(f"v_{column}", type_=table.c[column].type) for column in columns}
+        if "available_at" in values or "message_id" in values:
+            params = {f"v_{key}": value for key, value in values.items()}
+            own[tuple(sorted(values))].append(
+                {"f_id": claim.id, "f_token": claim.claim_token, **params}
             )
+        else:
+            shared[(claim.claim_token, *sorted(values.items()))].append(claim.id)
+    connection = session.connection()
+    for (token, *items), ids in shared.items():
+        statement = (
+            update(OUTBOX)
+            .where(OUTBOX.c.id.in_(ids), OUTBOX.c.claim_token == token)
+            .values(sql_values(session, dict(items)))
         )
-        result: Any = connection.execute(statement, rows)
+        result: Any = connection.execute(statement)
+        if result.rowcount != len(ids):
+            raise LeaseLost(f"{len(ids) - result.rowcount} of {len(ids)} rows")
+    for columns, rows in own.items():
+        values = {
+            column: bindparam(f"v_{column}", type_=OUTBOX.c[column].type) for column in columns
+        }
+        if "v_payload" in rows[0]:
+            values["payload"] = strip_wire_sql(session)
+            for row in rows:
+                row.pop("v_payload")
+        statement = (
+            update(OUTBOX)
+            .where(OUTBOX.c.id == bindparam("f_id"), OUTBOX.c.claim_token == bindparam("f_token"))
+            .values(values)
+        )
+        result = connection.execute(statement, rows)
         if result.rowcount != len(rows):
             raise LeaseLost(f"{len(rows) - result.rowcount} of {len(rows)} rows")
 
@@ -255,16 +292,15 @@ def release(session: Session, claims: Iterable[Claim]) -> int:
     released = 0
     for token, ids in by_token.items():
         statement = (
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(ids), OutboxMessage.claim_token == token)
+            update(OUTBOX)
+            .where(OUTBOX.c.id.in_(ids), OUTBOX.c.claim_token == token)
             .values(
                 status=OutboxStatus.PENDING,
                 lease_until=None,
                 claim_token=None,
-                attempts=OutboxMessage.attempts - 1,
+                attempts=OUTBOX.c.attempts - 1,
             )
-            .execution_options(synchronize_session=False)
         )
-        result: Any = session.execute(statement)
+        result: Any = session.connection().execute(statement)
         released += result.rowcount
     return released

@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 
 from portal.invites import link_url
 from portal.mail.message import build_message, message_id_for, sender_domain, wire_bytes
-from portal.mail.outbox import WIRE
+from portal.mail.outbox import OUTBOX, WIRE
 from portal.mail.render import render_email
-from portal.models import Account, Invite, OutboxMessage
+from portal.models import Account, Invite
 from portal.plugins import PluginRegistry, plugin_registry
 from portal.resources import resource_dir
 
@@ -90,7 +90,7 @@ class MessagePreparer:
         """The row's Message-ID: derived from its id and key, the same on every attempt."""
         return message_id_for(outbox_id, idempotency_key, self.domain)
 
-    def is_current(self, payload: Mapping[str, Any], invite: Invite) -> bool:
+    def is_current(self, payload: Mapping[str, Any], invite: Any) -> bool:
         """Tell whether the stored message may be sent as it is."""
         return (
             isinstance(payload.get(WIRE), str)
@@ -134,14 +134,11 @@ def store(
     session: Session, outbox_id: int, prepared: Prepared, claim_token: str | None = None
 ) -> bool:
     """Write a prepared message onto its row (fenced by the claim token when given)."""
-    statement = update(OutboxMessage).where(OutboxMessage.id == outbox_id)
+    statement = update(OUTBOX).where(OUTBOX.c.id == outbox_id)
     if claim_token is not None:
-        statement = statement.where(OutboxMessage.claim_token == claim_token)
-    result: Any = session.execute(
-        statement.values(
-            payload=prepared.payload, message_id=prepared.message_id
-        ).execution_options(synchronize_session=False)
-    )
+        statement = statement.where(OUTBOX.c.claim_token == claim_token)
+    values = {"payload": prepared.payload, "message_id": prepared.message_id}
+    result: Any = session.connection().execute(statement.values(values))
     return bool(result.rowcount)
 
 
