@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -188,3 +189,155 @@ def test_kinds_without_a_handler_are_left_alone(mail_app: Flask, smtp_server: Sm
     run_worker(mail_app)
     [row] = outbox_rows(mail_app)
     assert (row.kind, row.status, row.attempts) == ("sms", "pending", 0)
+
+
+def stored(app: Flask, recipient: str) -> OutboxMessage:
+    [row] = [row for row in outbox_rows(app) if row.recipient == recipient]
+    return row
+
+
+def received_by(server: SmtpServer, recipient: str) -> list[bytes]:
+    return [item.data for item in server.handler.received if recipient in item.recipients]
+
+
+def same_bytes(received: bytes, wire: str) -> bool:
+    return received.rstrip(b"\r\n") == wire.encode("ascii").rstrip(b"\r\n")
+
+
+def link_claims(data: bytes) -> Any:
+    from email import message_from_bytes
+    from email.policy import default
+
+    message: Any = message_from_bytes(data, policy=default)
+    text = message.get_body(("plain",)).get_content()
+    token = re.search(r"https://portal\.example\.com/r/(\S+)", text).group(1)  # type: ignore[union-attr]
+    return token
+
+
+def test_queued_emails_are_prepared_then_sent_as_stored_and_the_link_is_cleared(
+    mail_app: Flask, smtp_server: SmtpServer
+) -> None:
+    invite(mail_app, "ada@example.com")
+    row = stored(mail_app, "ada@example.com")
+    wire = row.payload["wire"]
+    assert wire.isascii() and "\r\n" in wire and row.message_id and row.payload["nonce"]
+    assert f"Message-ID: {row.message_id}" in wire and "/r/" in wire
+    assert run_worker(mail_app).sent == 1
+    [data] = received_by(smtp_server, "ada@example.com")
+    assert same_bytes(data, wire)
+    row = stored(mail_app, "ada@example.com")
+    assert row.status == "sent" and "wire" not in row.payload  # no live link at rest
+    assert row.payload["nonce"] and row.message_id and f"{row.message_id}".encode() in data
+
+
+def test_a_retry_sends_exactly_the_stored_bytes(mail_app: Flask, smtp_server: SmtpServer) -> None:
+    smtp_server.handler.plan("ada@example.com", "data 451 4.3.0 later")
+    invite(mail_app, "ada@example.com")
+    wire = stored(mail_app, "ada@example.com").payload["wire"]
+    assert run_worker(mail_app).retried == 1
+    assert stored(mail_app, "ada@example.com").payload["wire"] == wire  # kept for the retry
+    assert run_worker(mail_app, clock=later(2)).sent == 1
+    [data] = received_by(smtp_server, "ada@example.com")
+    assert same_bytes(data, wire)
+
+
+def test_a_failed_email_keeps_no_link(mail_app: Flask, smtp_server: SmtpServer) -> None:
+    smtp_server.handler.plan("ada@example.com", "rcpt 550 5.1.1 no such user")
+    invite(mail_app, "ada@example.com")
+    assert run_worker(mail_app).failed == 1
+    row = stored(mail_app, "ada@example.com")
+    assert row.status == "failed" and "wire" not in row.payload and row.message_id
+
+
+def test_a_row_nobody_prepared_is_prepared_once_by_the_worker(
+    mail_app: Flask, smtp_server: SmtpServer
+) -> None:
+    """Rows added directly (the renew flow, admin actions) are rendered on first claim."""
+    smtp_server.handler.plan("ada@example.com", "drop")
+    with mail_app.app_context(), db.transaction() as session:
+        account = add_account(session, "ada@example.com", status="invited")
+        issued = issue_invite(session, mail_app.config, account, actor="test")
+        session.add(OutboxMessage(
+            kind="email", idempotency_key=f"invite:{issued.id}:{issued.nonce}",
+            account_pk=account.id, invite_id=issued.id, recipient=account.email,
+            template="invite", payload={"reason": "renew"},
+        ))  # fmt: skip
+    assert run_worker(mail_app).retried == 1  # dropped after DATA: the server has it
+    row = stored(mail_app, "ada@example.com")
+    wire = row.payload["wire"]
+    assert row.payload["reason"] == "renew" and row.message_id and row.status == "pending"
+    assert run_worker(mail_app, clock=later(2)).sent == 1
+    first, second = received_by(smtp_server, "ada@example.com")
+    assert first == second and same_bytes(second, wire)  # the duplicate is byte for byte
+
+
+def test_a_link_reissued_after_queueing_is_rendered_again(
+    mail_app: Flask, smtp_server: SmtpServer
+) -> None:
+    from portal.invites import reissue_invite
+    from portal.signing import LinkSigner
+
+    invite(mail_app, "ada@example.com")
+    before = stored(mail_app, "ada@example.com")
+    with mail_app.app_context(), db.transaction() as session:
+        current = session.scalars(select(Invite)).one()
+        reissue_invite(session, mail_app.config, current, actor="test")
+        nonce = current.nonce
+    assert nonce != before.payload["nonce"]
+    assert run_worker(mail_app).sent == 1
+    [data] = received_by(smtp_server, "ada@example.com")
+    assert not same_bytes(data, before.payload["wire"])
+    claims = LinkSigner.from_config(mail_app.config).loads(link_claims(data))
+    assert claims.nonce == nonce
+    after = stored(mail_app, "ada@example.com")
+    assert after.message_id == before.message_id and after.payload["nonce"] == nonce
+
+
+def test_a_revoked_link_is_not_sent_and_not_kept(mail_app: Flask, smtp_server: SmtpServer) -> None:
+    from portal.invites import revoke_invite
+
+    invite(mail_app, "ada@example.com")
+    with mail_app.app_context(), db.transaction() as session:
+        revoke_invite(session, session.scalars(select(Invite)).one(), actor="test")
+    assert run_worker(mail_app).skipped == 1
+    row = stored(mail_app, "ada@example.com")
+    assert row.last_error == "skipped: the invite was revoked" and "wire" not in row.payload
+    assert smtp_server.handler.received == []
+
+
+def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
+    mail_app: Flask, smtp_server: SmtpServer
+) -> None:
+    from portal.db import EXTENSION_KEY
+    from portal.mail.backends import backend_from_config
+    from portal.mail.outbox import SENT, Outcome, claim_batch
+    from portal.mail.worker import Worker, handler_table
+    from portal.plugins import plugin_registry
+
+    invite(mail_app, "ada@example.com", "grace@example.com")
+    with mail_app.app_context():
+        factory = mail_app.extensions[EXTENSION_KEY]
+        handlers = handler_table(mail_app.config, plugin_registry(mail_app),
+                                 backend_from_config(mail_app.config))  # fmt: skip
+        worker = Worker(mail_app.config, factory, handlers)
+        with factory() as session:
+            claims = claim_batch(session, kinds=["email"], limit=10, lease_seconds=60, now=utcnow())
+        with factory.begin() as session:  # another worker re-claimed grace's row
+            session.execute(
+                OutboxMessage.__table__.update()
+                .where(OutboxMessage.id == claims[1].id)
+                .values(claim_token="someone-else")
+            )
+        handler = handlers["email"]
+        with factory() as session:
+            handler.prepare(session, claims)
+        outcomes = [Outcome(claim, SENT, message_id=claim.message_id) for claim in claims]
+        worker.record(handler, outcomes, [])
+    assert (worker.stats.sent, worker.stats.lost_lease) == (1, 1)
+    assert stored(mail_app, "ada@example.com").status == "sent"
+    grace = stored(mail_app, "grace@example.com")
+    assert (grace.status, grace.claim_token) == ("sending", "someone-else")
+    assert "wire" in grace.payload
+    with mail_app.app_context(), db.transaction() as session:
+        sent = {a.email: a.sent_at for a in session.scalars(select(Account))}
+    assert sent["ada@example.com"] is not None and sent["grace@example.com"] is None
