@@ -149,7 +149,7 @@ def raw_dashboard(connection: sqlite3.Connection) -> None:
         "count(opened_at) FROM account GROUP BY category, plugin, status"
     ).fetchall()
     first, last = connection.execute(
-        "SELECT min(completed_at), max(completed_at) FROM account"
+        "SELECT (SELECT min(completed_at) FROM account), (SELECT max(completed_at) FROM account)"
     ).fetchone()
     end = datetime.fromisoformat(last).date()
     start = max(datetime.fromisoformat(first).date(), end - timedelta(days=89))

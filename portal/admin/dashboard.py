@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, distinct, func, select
+from sqlalchemy import ColumnElement, bindparam, distinct, func, select, text
 from sqlalchemy.orm import Session
 
 from portal.accounts.ledger import NO_PLUGIN
@@ -30,6 +30,7 @@ from portal.models import (
     AttemptStatus,
     TenantCredential,
 )
+from portal.models.base import UTCDateTime
 
 MEDIAN_SAMPLE = 10_000  # the most recent completions the median is taken over
 MAX_CHART_DAYS = 90
@@ -109,24 +110,30 @@ def summarize_accounts(db_session: Session, board: Dashboard) -> None:
 
 
 def daily_completions(db_session: Session) -> list[tuple[str, int]]:
-    """Completions per UTC day, up to MAX_CHART_DAYS ending at the latest completion."""
-    first, last = db_session.execute(
-        select(func.min(Account.completed_at), func.max(Account.completed_at))
-    ).one()
+    """Completions per UTC day, up to MAX_CHART_DAYS ending at the latest completion.
+
+    One range count per day on ix_account_completed_at: each walks only that day's entries,
+    and no sort is needed (a GROUP BY on the day would sort every completion).
+    """
+    first = db_session.scalar(select(func.min(Account.completed_at)))
+    last = db_session.scalar(select(func.max(Account.completed_at)))
     if first is None or last is None:
         return []
     end = as_utc(last).date()
     start = max(as_utc(first).date(), end - timedelta(days=MAX_CHART_DAYS - 1))
-    days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
-    bounds = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days]
-    counts = [
-        select(func.count())
-        .where(Account.completed_at >= low, Account.completed_at < low + timedelta(days=1))
-        .scalar_subquery()
-        for low in bounds
+    days = [start + timedelta(days=n) for n in range((end - start).days + 2)]
+    count_sql = (
+        "(SELECT count(*) FROM account WHERE completed_at >= :d{0} AND completed_at < :d{1})"
+    )
+    counts = ", ".join(count_sql.format(n, n + 1) for n in range(len(days) - 1))
+    bounds = [
+        bindparam(f"d{n}", datetime(d.year, d.month, d.day, tzinfo=UTC), type_=UTCDateTime())
+        for n, d in enumerate(days)
     ]
-    row = db_session.execute(select(*counts)).one()
-    return [(day.isoformat(), int(count)) for day, count in zip(days, row, strict=True)]
+    # Textual SQL: only placeholders are interpolated; compiling 90 subquery constructs
+    # would cost more than running them.
+    row = db_session.execute(text(f"SELECT {counts}").bindparams(*bounds)).one()
+    return [(day.isoformat(), int(count)) for day, count in zip(days, row, strict=False)]
 
 
 def as_utc(value: Any) -> datetime:
