@@ -12,6 +12,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
@@ -90,6 +91,7 @@ def init_web(app: Flask) -> None:
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = app.config["BASE_URL"].startswith("https://")
+    trust_proxies(app, app.config["PROXY_HOPS"])
     csrf.init_app(app)
     limiter.init_app(app)
     install_log_redaction()
@@ -98,6 +100,16 @@ def init_web(app: Flask) -> None:
     app.register_error_handler(429, too_many_requests)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
+
+
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Believe exactly `hops` proxies' X-Forwarded-For/-Proto; never X-Forwarded-Host.
+
+    Client addresses feed the rate limits, so a client must not be able to pick its own; the
+    host never matters because links and redirect URIs come from REAUTH_BASE_URL.
+    """
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
 
 def security_headers(response: Response) -> Response:
