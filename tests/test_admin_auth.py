@@ -225,3 +225,35 @@ def test_admin_pages_send_security_headers(make_app):
     assert "script-src 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert app.config["SESSION_COOKIE_SECURE"] and app.config["SESSION_COOKIE_HTTPONLY"]
+
+
+def test_session_cookie_flags_under_https(make_app):
+    from conftest import upgraded
+
+    app = upgraded(make_app(BASE_URL="https://portal.example.com"))
+    make_admin(app)
+    response = login(app.test_client())
+    cookie = response.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_no_password_token_or_session_reaches_the_logs(admin_app, caplog, runner):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    client = admin_app.test_client()
+    login(client, password="a-wrong-password-xyz")
+    login(client, "nobody@example.com", "another-secret-password")
+    login(client)
+    with client.session_transaction() as session:
+        session_text = repr(dict(session))
+    from admin_support import make_token
+
+    token = make_token(admin_app)
+    client.get("/api/v1/stats", headers={"Authorization": f"Bearer {token}"})
+    client.get("/api/v1/stats", headers={"Authorization": "Bearer not-a-real-token-abc"})
+    logged = caplog.text
+    for secret in ("a-wrong-password-xyz", "another-secret-password", PASSWORD, token,
+                   "not-a-real-token-abc", session_text):  # fmt: skip
+        assert secret not in logged
+    assert "admin login failed" in logged  # failures are logged, without their secrets
