@@ -191,7 +191,8 @@ class FileBackend:
         handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".outbox-", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
-                stream.write(envelope.data)
+                # Local line ends, as mail tools expect of .eml files (the wire uses CRLF).
+                stream.write(envelope.data.replace(b"\r\n", b"\n"))
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
