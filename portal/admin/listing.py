@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, select, union_all
 from sqlalchemy.orm import Session
 
 from portal.accounts.ledger import NO_PLUGIN
@@ -73,13 +73,18 @@ def clean(value: Any) -> str:
 
 
 def search_condition(text: str) -> ColumnElement[bool]:
-    """An exact v2 account id or grant id, or an email address or its beginning."""
+    """An exact v2 account id or grant id, or an email address or its beginning.
+
+    Written as `id IN (a UNION ALL b UNION ALL c)`, one index lookup each: as a plain OR,
+    SQLite prefers walking the primary key for `ORDER BY id LIMIT ?` and reads every row.
+    """
     lowered = text.lower()
-    return or_(
-        Account.account_id == text,
-        Account.grant_id == text,
-        and_(Account.email >= lowered, Account.email < lowered + "\uffff"),
+    candidates = union_all(
+        select(Account.id).where(Account.account_id == text),
+        select(Account.id).where(Account.grant_id == text),
+        select(Account.id).where(Account.email >= lowered, Account.email < lowered + "\uffff"),
     )
+    return Account.id.in_(candidates)
 
 
 def account_page(
