@@ -260,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<16} {served:8.1f} ms   {raw_name:<18} {baseline:8.1f} ms   "
               f"ratio {served / baseline:5.2f}x")  # fmt: skip
     print("targets: dashboard page <= 1.5x its raw SQL, and under 300 ms")
+    print("accounts list (keyset pages, search):")
+    last = args.accounts - 100
+    for url in ("/admin/accounts", f"/admin/accounts?after={last}",
+                f"/admin/accounts?status=failed&after={last // 2}", "/admin/accounts?tenant=tenant-17",
+                "/admin/accounts?q=user12345", "/admin/accounts?q=grant-777"):  # fmt: skip
+        print(f"  {timed(page(url), args.runs):8.1f} ms  {url}")
     return 0
 
 
