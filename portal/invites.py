@@ -35,8 +35,15 @@ def live_invite(session: Session, account: Account) -> Invite | None:
 def issue_invite(
     session: Session, config: Any, account: Account, *, actor: str, now: datetime | None = None
 ) -> Invite:
-    """Create an invite (flushed, so it has an id) and mark the account invited."""
+    """Create an invite (flushed, so it has an id) and mark the account invited.
+
+    Older invites of the account are revoked: one account, one working link.
+    """
     now = now or utcnow()
+    for older in session.scalars(
+        select(Invite).where(Invite.account_pk == account.id, Invite.revoked_at.is_(None))
+    ):
+        revoke_invite(session, older, actor=actor, now=now)
     invite = Invite(account_pk=account.id, nonce=new_nonce(), created_at=now)
     invite.expires_at = expiry(config, now)
     session.add(invite)

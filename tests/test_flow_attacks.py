@@ -598,3 +598,11 @@ def assert_inputs_labelled(name: str, html: str) -> None:
         found = re.search(r'\bid="([^"]+)"', tag)
         assert found, f"{name}: input without an id: {tag}"
         assert f'<label for="{found.group(1)}"' in html, f"{name}: no label for {tag}"
+
+
+def test_a_new_invite_retires_the_older_link(portal):
+    old_link = portal.invite_link("v2-graph-1")
+    new_link = portal.invite_link("v2-graph-1")
+    browser = Browser()
+    assert browser.open(old_link).status_code == 410
+    assert browser.open(new_link).status_code == 200
