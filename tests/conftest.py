@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import smtplib
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,13 +112,29 @@ def postgres_url(postgres_server: str | None) -> Iterator[str]:
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    # The application name marks every connection of this test, so teardown can find them.
+    url = make_url(base).update_query_dict(
+        {"options": f"-csearch_path={schema}", "application_name": schema}
+    )
     try:
         yield url.render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
+            leaked = connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": schema},
+            ).all()
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+        # A connection still open here would have blocked DROP SCHEMA forever; it is closed
+        # above so the run goes on, and reported so the test that leaked it gets fixed.
+        if leaked:
+            warnings.warn(
+                f"{len(leaked)} database connection(s) left open by the test", stacklevel=1
+            )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -195,8 +212,11 @@ def runner(app: Flask) -> ReauthCliRunner:
 
 
 @pytest.fixture
-def db_app(make_app: AppFactory, database_url: str) -> Flask:
-    """The portal on a fresh, migrated database: once on SQLite, once on PostgreSQL."""
+def db_app(database_url: str, make_app: AppFactory) -> Flask:
+    """The portal on a fresh, migrated database: once on SQLite, once on PostgreSQL.
+
+    `database_url` comes first so it is torn down last, after make_app disposed the engines.
+    """
     return upgraded(make_app(DATABASE_URL=database_url))
 
 

@@ -101,7 +101,7 @@ def test_dry_run_plugin_and_limit(campaign_app: Flask, make_runner: Callable[[Fl
 
 
 @pytest.fixture
-def reminder_app(make_app: Callable[..., Flask], database_url: str) -> Callable[..., Flask]:
+def reminder_app(database_url: str, make_app: Callable[..., Flask]) -> Callable[..., Flask]:
     def build(**overrides: Any) -> Flask:
         return upgraded(make_app(DATABASE_URL=database_url, **mail_settings(**overrides)))
 

@@ -29,7 +29,7 @@ pytest_plugins = ["mail_fixtures"]
 
 
 @pytest.fixture
-def mail_app(make_app: Callable[..., Flask], database_url: str, smtp_server: SmtpServer) -> Flask:
+def mail_app(database_url: str, make_app: Callable[..., Flask], smtp_server: SmtpServer) -> Flask:
     return upgraded(make_app(DATABASE_URL=database_url, **mail_settings(smtp_server)))
 
 

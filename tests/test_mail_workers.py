@@ -38,7 +38,7 @@ def worker_env(app: Flask, server: SmtpServer, tmp_path: Path, **extra: str) -> 
 
 
 @pytest.fixture
-def queue_app(make_app: Callable[..., Flask], database_url: str, smtp_server: SmtpServer) -> Flask:
+def queue_app(database_url: str, make_app: Callable[..., Flask], smtp_server: SmtpServer) -> Flask:
     return upgraded(make_app(DATABASE_URL=database_url, **mail_settings(smtp_server)))
 
 

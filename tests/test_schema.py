@@ -71,7 +71,7 @@ def test_upgrade_twice_then_downgrade_to_base(database_url):
         engine.dispose()
 
 
-def test_reauth_db_upgrade_is_idempotent(make_app, make_runner, database_url):
+def test_reauth_db_upgrade_is_idempotent(database_url, make_app, make_runner):
     runner = make_runner(make_app(DATABASE_URL=database_url))
     first = runner.invoke(args=["db", "upgrade"])
     assert first.exit_code == 0, first.output
