@@ -159,12 +159,13 @@ def test_dashboard_figures(db_app, operator):
 def test_exports_escape_formulas_and_stream_json(db_app, operator):
     add_account(db_app, '=HYPERLINK("http://evil")', name="x", external_id="+1-555")
     add_account(db_app, "v2-plain")
-    response = operator.get("/admin/export.csv")
-    assert response.mimetype == "text/csv" and response.is_streamed
-    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    with operator.get("/admin/export.csv") as response:  # closing ends the streamed context
+        assert response.mimetype == "text/csv" and response.is_streamed
+        rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert rows[0]["account_id"].startswith("'=") and rows[0]["external_id"] == "'+1-555"
     assert rows[1]["account_id"] == "v2-plain"
-    data = json.loads(operator.get("/admin/export.json").get_data(as_text=True))
+    with operator.get("/admin/export.json") as response:
+        data = json.loads(response.get_data(as_text=True))
     assert [row["account_id"] for row in data] == ['=HYPERLINK("http://evil")', "v2-plain"]
 
 
