@@ -20,9 +20,31 @@ def build_engine(url: str, **options: Any) -> Engine:
         event.listen(engine, "connect", configure_sqlite_connection)
         # pysqlite's own BEGIN handling defers locks and breaks SELECT-then-UPDATE claims,
         # so statements run in autocommit at the driver level and we emit BEGIN ourselves.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", begin_sqlite_transaction)
         return engine
     return create_engine(url, pool_pre_ping=True, **options)
+
+
+WRITER_OPTION = "reauth_writer"
+
+
+def begin_sqlite_transaction(connection: Connection) -> None:
+    """BEGIN, or BEGIN IMMEDIATE for a transaction that reads and then writes.
+
+    A deferred SQLite transaction that has read cannot write once another connection has
+    committed in between ("database is locked" at once, whatever the busy timeout); taking
+    the write lock first makes such a transaction wait its turn instead.
+    """
+    writer = connection.get_execution_options().get(WRITER_OPTION)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+def begin_writer(session: Session) -> None:
+    """Start the session's next transaction as a writer (SQLite: BEGIN IMMEDIATE).
+
+    Call it when no transaction is open, before a read whose result decides a write.
+    """
+    session.connection(execution_options={WRITER_OPTION: True})
 
 
 def configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from portal.db import begin_writer
 from portal.models import (
     Account,
     AccountStatus,
@@ -199,6 +200,7 @@ def finish_attempt(
         session.commit()
         outcome = callback_result(gateway, verifier, params)
         # Another tab may have completed the account while this code was being spent.
+        begin_writer(session)
         session.refresh(account, with_for_update=True)
     if outcome is None or account.status == AccountStatus.COMPLETED:
         close_after_completion(attempt, now)

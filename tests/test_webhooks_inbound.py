@@ -362,11 +362,6 @@ def test_the_portal_flow_and_its_own_notification_complete_the_account_once(
     flow_with_its_own_notification(hooked_postgres)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="portal/flow.py keeps a SQLite read transaction open across the token exchange; "
-    "the notification written meanwhile makes its later write fail with 'database is locked'",
-)
 def test_the_portal_flow_and_its_own_notification_on_sqlite(hooked: Portal) -> None:
     flow_with_its_own_notification(hooked)
 
