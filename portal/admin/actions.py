@@ -21,8 +21,8 @@ from portal.admin.listing import AccountFilter, account_page
 from portal.admin.views import blueprint
 from portal.db import db
 from portal.invites import issue_invite, live_invite, reissue_invite, revoke_invite
-from portal.mail.outbox import enqueue
-from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, OutboxKind, utcnow
+from portal.mail.campaign import queue_email
+from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, utcnow
 from portal.plugins import plugin_registry
 
 BULK_LIMIT = 5000  # accounts per bulk request; the page says when more remain
@@ -48,9 +48,10 @@ def resend(session: Session, config: Any, account: Account, actor: str, now: dat
     else:
         invite = reissue_invite(session, config, invite, actor=actor, now=now)
     session.flush()
-    enqueue(session, kind=OutboxKind.EMAIL, idempotency_key=f"invite:{invite.id}:{invite.nonce}",
-            recipient=account.email, now=now, account_pk=account.id, invite_id=invite.id,
-            template="invite", payload={"reason": "admin"})  # fmt: skip
+    # The mail package stores the message ready to send, with this invite's new link.
+    queue_email(session, config, idempotency_key=f"invite:{invite.id}:{invite.nonce}",
+                account=account, invite=invite, template="invite", now=now,
+                payload={"reason": "admin"})  # fmt: skip
     return {"result": "queued", "invite_id": invite.id}
 
 
