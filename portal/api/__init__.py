@@ -12,9 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from portal.accounts.ledger import account_stats
 from portal.admin.listing import (
@@ -34,7 +36,23 @@ from portal.signing import digest
 from portal.web import csrf
 
 log = logging.getLogger(__name__)
+
+
+class AccountIdConverter(BaseConverter):
+    """Any v2 account id, even one with slashes or line breaks: the lookup answers 404 in JSON."""
+
+    regex = r"[\s\S]+"
+    part_isolating = False
+
+
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@blueprint.record_once
+def add_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("account_id", AccountIdConverter)
+
+
 csrf.exempt(blueprint)  # bearer tokens, not cookies: nothing for a cross-site form to ride on
 LAST_USED_PRECISION = timedelta(minutes=1)
 
@@ -122,7 +140,7 @@ def list_accounts() -> ResponseReturnValue:
     )
 
 
-@blueprint.get("/accounts/<path:account_id>")
+@blueprint.get("/accounts/<account_id:account_id>")
 def get_account(account_id: str) -> ResponseReturnValue:
     account = db.session.scalar(select(Account).where(Account.account_id == account_id))
     if account is None:
