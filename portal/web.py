@@ -7,7 +7,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -141,28 +142,32 @@ def csrf_failed(error: CSRFError) -> tuple[str, int]:
         "page and press the button again."), status=400), 400  # fmt: skip
 
 
-def too_many_requests(error: HTTPException) -> tuple[str, int] | HTTPException:
+def too_many_requests(error: HTTPException) -> ResponseReturnValue:
     """Flask-Limiter's own text ("5 per 15 minute") means nothing to a person; say what to do."""
-    if request.path.startswith(("/api/", "/webhooks/", "/v3/")):
-        return error
+    if request.path.startswith(PROGRAM_PATHS):
+        return http_error(error)
     return render_template("errors/error.html", title="Too many requests", message=(
         "You have asked several times in a short while. Please wait 15 minutes and try "
         "again."), status=429), 429  # fmt: skip
 
 
-def http_error(error: HTTPException) -> tuple[str, int] | HTTPException:
-    if request.path.startswith(("/api/", "/webhooks/", "/v3/")):
-        return error
+PROGRAM_PATHS = ("/api/", "/webhooks/")
+
+
+def http_error(error: HTTPException) -> ResponseReturnValue:
+    """A plain page for people; JSON for the programs that call the API and webhooks."""
+    if request.path.startswith(PROGRAM_PATHS):
+        return jsonify(error={"status": error.code, "message": error.name}), error.code or 500
     status = error.code or 500
     return render_template(
         "errors/error.html", title=error.name, message=error.description, status=status
     ), status
 
 
-def unexpected_error(error: Exception) -> tuple[str, int]:
+def unexpected_error(error: Exception) -> ResponseReturnValue:
     """Log the fault (scrubbed) and show a plain page: no stack trace reaches a user."""
     if isinstance(error, HTTPException):
-        return http_error(error)  # type: ignore[return-value]
+        return http_error(error)
     log.exception("unexpected error on %s %s", request.method, redact(request.path))
     return render_template("errors/error.html", title="Something went wrong", message=(
         "We could not finish this request. Please try again in a few minutes; if it keeps "

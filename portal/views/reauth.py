@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from portal.db import db
 from portal.flow import FlowProblem, finish_attempt, resolve_link, result_kind, start_attempt
-from portal.models import Account, Attempt, utcnow
+from portal.models import Account, Attempt, Event, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.plugins import plugin_registry
 from portal.renewal import RENEW_LIMIT, request_fresh_link
@@ -26,6 +26,7 @@ from portal.web import limiter
 blueprint = Blueprint("reauth", __name__)
 BROWSER_COOKIE = "reauth_browser"
 ATTEMPT_SESSION_KEY = "reauth_attempt"
+ADMIN_CONSENT_STATE = "adminconsent:"  # the state portal.admin.dashboard puts on consent links
 PROBLEM_STATUS = {"link_invalid": 404, "link_expired": 410, "link_superseded": 410}
 
 
@@ -73,6 +74,8 @@ def continue_(token: str) -> ResponseReturnValue:
 @blueprint.get("/oauth/callback")
 def callback() -> ResponseReturnValue:
     """Nylas sends the browser back here with `code` and `state`, or with `error`."""
+    if request.args.get("state", "").startswith(ADMIN_CONSENT_STATE):
+        return admin_consent_return()
     params = {key: request.args.get(key, "") for key in ("code", "state", "error")}
     params["error_description"] = request.args.get("error_description", "")
     try:
@@ -115,6 +118,20 @@ def renew() -> ResponseReturnValue:
             "reauth/renew.html", error="Please enter a valid email address."
         ), 400
     return render_template("reauth/renew_sent.html")
+
+
+def admin_consent_return() -> ResponseReturnValue:
+    """A tenant's administrator comes back from Microsoft admin consent (dashboard link)."""
+    tenant = request.args.get("state", "").removeprefix(ADMIN_CONSENT_STATE)[:255]
+    granted = request.args.get("admin_consent", "").lower() == "true"
+    error = request.args.get("error", "")[:64]
+    db.session.add(Event(kind="tenant.admin_consent", actor="tenant-admin", detail={
+        "tenant": tenant, "granted": granted, "error": error,
+        "error_description": request.args.get("error_description", "")[:500]}))  # fmt: skip
+    db.session.commit()
+    return render_template(
+        "reauth/admin_consent.html", granted=granted, tenant=tenant
+    ), 200 if granted else 400
 
 
 def link_problem(kind: str) -> ResponseReturnValue:
