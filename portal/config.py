@@ -189,7 +189,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_MAX_BODY", parse_int, 1024 * 1024, "largest Nylas webhook body, bytes"),
     Setting("APP_WEBHOOK_TIMEOUT", parse_int, 10, "seconds per outbound notification POST"),
     Setting("PROXY_HOPS", parse_int, 0, "proxies in front of the app whose X-Forwarded-* to trust"),
-    Setting("DEMO", parse_bool, False, "demo mode: /dev/mail shows captured mail; not in production"),
+    Setting(
+        "DEMO", parse_bool, False, "demo mode: /dev/mail shows captured mail; not in production"
+    ),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 SECRET_SETTING_NAMES = frozenset(s.name for s in SETTINGS if s.secret)

@@ -33,4 +33,3 @@ def test_the_rate_limit_counts_the_client_the_trusted_proxies_name(make_app, hop
         assert statuses == [200] * 7  # seven different clients, one request each
     else:
         assert statuses[-1] == 429  # the header is ignored: one client, over the limit
-
