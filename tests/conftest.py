@@ -231,3 +231,40 @@ def portal(nylas_emulator: Any, make_app: AppFactory, tmp_path: Path) -> Iterato
     from flow_support import serve_portal
 
     yield from serve_portal(nylas_emulator, make_app, tmp_path)
+
+
+EXAMPLE_ACCOUNTS = Path(__file__).resolve().parent.parent / "examples" / "accounts.csv"
+
+
+@pytest.fixture
+def emulator_app(
+    make_app: AppFactory, make_runner: Callable[[Flask], Any], nylas_emulator: Any
+) -> Flask:
+    """The portal pointed at the emulator, with examples/accounts.csv imported."""
+    app = make_app(
+        NYLAS_API_URI=nylas_emulator.url,
+        NYLAS_API_KEY=nylas_emulator.api_key,
+        NYLAS_CLIENT_ID=nylas_emulator.client_id,
+    )
+    with app.app_context():
+        migrate.upgrade(db.engine)
+    imported = make_runner(app).invoke(args=["accounts", "import", str(EXAMPLE_ACCOUNTS)])
+    assert imported.exit_code == 0, imported.output
+    return app
+
+
+@pytest.fixture
+def portal_with(nylas_emulator: Any, make_app: AppFactory, tmp_path: Path) -> Iterator[Any]:
+    """Start the live portal with extra config; one per test (they share the database)."""
+    from flow_support import serve_portal
+
+    started: list[Any] = []
+
+    def start(**config: Any) -> Any:
+        served = serve_portal(nylas_emulator, make_app, tmp_path, **config)
+        started.append(served)
+        return next(served)
+
+    yield start
+    for served in started:
+        served.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,7 +20,6 @@ from flow_support import (
     Portal,
     csrf_token,
     db_snapshot,
-    serve_portal,
     token_calls,
 )
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -34,23 +32,6 @@ from portal.signing import INVITE_LINK_SALT, LinkSigner, new_secret
 
 RENEW_FORM = 'action="/r/renew"'
 EVIL = "evil.example"
-
-
-@pytest.fixture
-def portal_with(
-    nylas_emulator: Any, make_app: Any, tmp_path: Any
-) -> Iterator[Callable[..., Portal]]:
-    """Start the live portal with extra config; one per test (they share the database)."""
-    started: list[Generator[Portal, None, None]] = []
-
-    def start(**config: Any) -> Portal:
-        served = serve_portal(nylas_emulator, make_app, tmp_path, **config)
-        started.append(served)
-        return next(served)
-
-    yield start
-    for served in started:
-        served.close()
 
 
 def token_of(link: str) -> str:

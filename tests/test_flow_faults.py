@@ -7,32 +7,13 @@ is never spent twice, and opening the link again finishes the job.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
-from typing import Any
 
 import pytest
-from flow_support import Browser, Portal, serve_portal, token_calls
+from flow_support import Browser, Portal, token_calls
 from sqlalchemy import select
 
 from portal.db import db
 from portal.models import Attempt, Event
-
-
-@pytest.fixture
-def portal_with(
-    nylas_emulator: Any, make_app: Any, tmp_path: Any
-) -> Iterator[Callable[..., Portal]]:
-    """Start the live portal with extra config; one per test (they share the database)."""
-    started: list[Generator[Portal, None, None]] = []
-
-    def start(**config: Any) -> Portal:
-        served = serve_portal(nylas_emulator, make_app, tmp_path, **config)
-        started.append(served)
-        return next(served)
-
-    yield start
-    for served in started:
-        served.close()
 
 
 def attempts(portal: Portal) -> list[Attempt]:

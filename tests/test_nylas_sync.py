@@ -10,7 +10,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from portal import migrate
 from portal.accounts.sync import sync_grants
 from portal.db import db
 from portal.models import Account, Event
@@ -21,22 +20,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "accounts.csv"
 
 
 @pytest.fixture
-def nylas_app(
-    make_app: Callable[..., Flask],
-    make_runner: Callable[[Flask], Any],
-    nylas_emulator: EmulatorServer,
-) -> Flask:
+def nylas_app(emulator_app: Flask) -> Flask:
     """The portal pointed at the emulator, with examples/accounts.csv imported."""
-    app = make_app(
-        NYLAS_API_URI=nylas_emulator.url,
-        NYLAS_API_KEY=nylas_emulator.api_key,
-        NYLAS_CLIENT_ID=nylas_emulator.client_id,
-    )
-    with app.app_context():
-        migrate.upgrade(db.engine)
-    result = make_runner(app).invoke(args=["accounts", "import", str(EXAMPLES)])
-    assert result.exit_code == 0, result.output
-    return app
+    return emulator_app
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from portal import migrate
-from portal.db import db
 from portal.nylas import NylasAuthError, NylasNotFound
 from portal.preflight import FAIL, PASS, WARN, check_callback_uri, check_region, covers
 from portal.testing.emulator import EmulatorServer
@@ -24,20 +22,12 @@ GOOD_SCOPES = ["Mail.ReadWrite", "Mail.Send", "Calendars.ReadWrite", "User.Read"
 
 @pytest.fixture
 def run_preflight(
+    emulator_app: Flask,
     make_app: Callable[..., Flask],
     make_runner: Callable[[Flask], Any],
-    nylas_emulator: EmulatorServer,
 ) -> Callable[..., Any]:
-    """Import examples/accounts.csv into a portal pointed at the emulator; run preflight."""
-    app = make_app(
-        NYLAS_API_URI=nylas_emulator.url,
-        NYLAS_API_KEY=nylas_emulator.api_key,
-        NYLAS_CLIENT_ID=nylas_emulator.client_id,
-    )
-    with app.app_context():
-        migrate.upgrade(db.engine)
-    imported = make_runner(app).invoke(args=["accounts", "import", str(EXAMPLES)])
-    assert imported.exit_code == 0, imported.output
+    """Run preflight on a portal pointed at the emulator with examples/accounts.csv imported."""
+    app = emulator_app
 
     def run(*args: str, **overrides: Any) -> Any:
         target = app

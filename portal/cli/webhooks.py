@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from portal.db import EXTENSION_KEY, db
 from portal.mail.app_webhooks import REPLAY_MARK, event_id
-from portal.mail.outbox import enqueue
+from portal.mail.outbox import enqueue_id
 from portal.models import OutboxKind, OutboxMessage, WebhookDestination, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.plugins import plugin_registry
@@ -132,12 +132,13 @@ def replay_command(since: str, dry_run: bool) -> None:
     stamp = now.strftime("%Y%m%dT%H%M%S%f")
     queued = 0
     for original in originals:
-        queued += enqueue(
+        replay_id = enqueue_id(
             db.session, kind=OutboxKind.APP_WEBHOOK,
             idempotency_key=f"{event_id(original.idempotency_key)}{REPLAY_MARK}{stamp}",
             recipient=url or original.recipient, account_pk=original.account_pk,
             payload=original.payload, now=now,
         )  # fmt: skip
+        queued += replay_id is not None
     db.session.commit()
     click.echo(
         f"queued {queued} of {len(originals)} notifications created since {start.isoformat()}; "

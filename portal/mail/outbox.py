@@ -60,25 +60,6 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def enqueue(
-    session: Session,
-    *,
-    kind: str,
-    idempotency_key: str,
-    recipient: str,
-    now: datetime,
-    account_pk: int | None = None,
-    invite_id: int | None = None,
-    template: str | None = None,
-    payload: dict[str, Any] | None = None,
-) -> bool:
-    """Queue a message unless one with the same idempotency key exists; True when queued."""
-    return enqueue_id(
-        session, kind=kind, idempotency_key=idempotency_key, recipient=recipient, now=now,
-        account_pk=account_pk, invite_id=invite_id, template=template, payload=payload,
-    ) is not None  # fmt: skip
-
-
 def enqueue_id(
     session: Session,
     *,
@@ -91,7 +72,10 @@ def enqueue_id(
     template: str | None = None,
     payload: dict[str, Any] | None = None,
 ) -> int | None:
-    """Queue a message like `enqueue`; return the new row's id, None when the key was taken."""
+    """Queue a message unless one with the same idempotency key exists.
+
+    Return the new row's id, or None when the key was taken (nothing is queued twice).
+    """
     values = {
         "kind": kind, "idempotency_key": idempotency_key, "recipient": recipient,
         "account_pk": account_pk, "invite_id": invite_id, "template": template,
