@@ -40,3 +40,9 @@ def test_chart_bars_fill_the_plot_and_keep_their_counts():
         10,
     )
     assert bar_chart([]).bars == []
+
+
+def test_small_charts_have_distinct_whole_ticks_and_narrow_bars():
+    chart = bar_chart([("2026-11-26", 1)])
+    assert [label for _, label in chart.ticks] == ["0", "1"]
+    assert chart.bars[0].width < chart.width / 10  # one day is not a page-wide bar

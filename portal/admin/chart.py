@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 WIDTH, HEIGHT = 720, 220
 LEFT, BOTTOM, TOP = 48, 24, 12
+MIN_SLOTS = 14
 
 
 @dataclass
@@ -39,13 +40,15 @@ def bar_chart(series: list[tuple[str, int]]) -> Chart:
     chart.total = sum(count for _, count in series)
     chart.first, chart.last = series[0][0], series[-1][0]
     plot_width, plot_height = WIDTH - LEFT - 8, HEIGHT - BOTTOM - TOP
-    step = plot_width / len(series)
+    # At least two weeks of slots, so a young campaign's few days are not page-wide bars.
+    step = plot_width / max(len(series), MIN_SLOTS)
     for index, (day, count) in enumerate(series):
         height = plot_height * count / chart.peak
         chart.bars.append(Bar(
             x=round(LEFT + index * step + step * 0.1, 2), y=round(TOP + plot_height - height, 2),
             width=round(max(step * 0.8, 1.0), 2), height=round(height, 2), label=day, count=count,
         ))  # fmt: skip
-    chart.ticks = [(TOP + plot_height * (1 - share), str(round(chart.peak * share)))
-                   for share in (0.0, 0.5, 1.0)]  # fmt: skip
+    # Whole-number ticks only, each once: a peak of 1 gets 0 and 1, not 0, 0 and 1.
+    values = sorted({0, chart.peak // 2, chart.peak})
+    chart.ticks = [(TOP + plot_height * (1 - value / chart.peak), str(value)) for value in values]
     return chart
