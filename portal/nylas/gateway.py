@@ -1,4 +1,4 @@
-"""The only module that talks to Nylas: a thin gateway over the official `nylas` SDK.
+"""The gateway: every call the portal makes to Nylas, through the official `nylas` SDK.
 
 Every call has a timeout, is logged as one line (method, path, status, request_id, duration;
 never tokens, codes, secrets or the API key), and fails with one of the typed errors below.
@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import requests
@@ -28,28 +27,13 @@ from nylas.models.errors import NylasOAuthError as SdkOAuthError
 from nylas.models.grants import Grant
 from nylas.models.webhooks import Webhook, WebhookWithSecret
 
+from portal.nylas.errors import (
+    NylasError,
+    map_error,
+)
+from portal.nylas.retry import RetryPolicy, is_retryable
 from portal.plugins import AuthResult
 from portal.scopes import split_scopes
-
-__all__ = [
-    "AuthResult",
-    "AuthUrl",
-    "Connector",
-    "Credential",
-    "Grant",
-    "NylasAuthError",
-    "NylasError",
-    "NylasGateway",
-    "NylasNotFound",
-    "NylasOAuthError",
-    "NylasRateLimited",
-    "NylasUnavailable",
-    "ProviderDetectResponse",
-    "RetryPolicy",
-    "Webhook",
-    "WebhookWithSecret",
-    "current_gateway",
-]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,65 +43,6 @@ GRANT_PAGE_SIZE = 200  # the largest page Nylas serves
 RESERVED_AUTH_PARAMS = frozenset(
     {"client_id", "redirect_uri", "response_type", "code_challenge", "code_challenge_method"}
 )
-REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-nylas-request-id")
-
-
-class NylasError(Exception):
-    """A Nylas call failed; `status` and `request_id` are kept for support tickets."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        request_id: str | None = None,
-        error_type: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.request_id = request_id
-        self.error_type = error_type
-
-    def __str__(self) -> str:
-        parts = [self.message]
-        if self.status is not None:
-            parts.append(f"status {self.status}")
-        if self.request_id:
-            parts.append(f"request_id {self.request_id}")
-        return " | ".join(parts)
-
-
-class NylasAuthError(NylasError):
-    """401/403: the API key is wrong or rotated, or the region does not match."""
-
-
-class NylasNotFound(NylasError):
-    """404: no such grant, connector, credential or endpoint."""
-
-
-class NylasRateLimited(NylasError):
-    """429: too many requests; `retry_after` is Nylas' hint in seconds, when given."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
-
-
-class NylasUnavailable(NylasError):
-    """5xx, a timeout, a refused connection or an answer that is not Nylas JSON."""
-
-
-class NylasOAuthError(NylasError):
-    """The token endpoint refused an exchange (bad, reused or expired code; wrong verifier)."""
-
-    def __init__(
-        self, message: str, *, error: str, error_code: int | str | None, **kwargs: Any
-    ) -> None:
-        super().__init__(message, error_type=error, **kwargs)
-        self.error = error
-        self.error_code = error_code
-        self.description = message
 
 
 @dataclass(frozen=True)
@@ -129,30 +54,6 @@ class AuthUrl:
 
     def __repr__(self) -> str:  # the verifier must not end up in logs through a repr
         return f"AuthUrl(url={self.url!r}, code_verifier='***')"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How idempotent calls are retried: exponential backoff, Retry-After honoured."""
-
-    max_attempts: int = 4
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    # A Retry-After longer than this is not waited for: the caller gets NylasRateLimited.
-    max_retry_after: float = 60.0
-
-    def delay(self, attempt: int, error: NylasError, jitter: float) -> float | None:
-        """Seconds to wait before attempt `attempt + 1`, or None to give up."""
-        if isinstance(error, NylasRateLimited) and error.retry_after is not None:
-            if error.retry_after > self.max_retry_after:
-                return None
-            return error.retry_after
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return backoff / 2 + backoff / 2 * jitter  # "equal jitter": spread workers apart
-
-
-def is_retryable(error: NylasError) -> bool:
-    return isinstance(error, NylasRateLimited | NylasUnavailable)
 
 
 class NylasGateway:
@@ -469,60 +370,6 @@ def log_call(
         duration_ms,
         attempt,
     )
-
-
-def map_error(raw: Exception, timeout: float) -> NylasError:
-    """Turn an SDK or transport exception into one of the portal's typed errors."""
-    if isinstance(raw, NylasSdkTimeoutError):
-        return NylasUnavailable(f"Nylas did not answer within {timeout} seconds")
-    if isinstance(raw, requests.exceptions.JSONDecodeError):
-        return NylasUnavailable("Nylas answered with something that is not JSON")
-    if isinstance(raw, requests.RequestException):
-        return NylasUnavailable(f"cannot reach Nylas: {type(raw).__name__}")
-    headers = getattr(raw, "headers", None) or {}
-    request_id = getattr(raw, "request_id", None) or header_request_id(headers)
-    status = getattr(raw, "status_code", None)
-    if isinstance(raw, SdkOAuthError) and status != 429 and (status or 0) < 500:
-        return NylasOAuthError(
-            raw.error_description or raw.error,
-            error=raw.error,
-            error_code=raw.error_code,
-            status=status,
-            request_id=request_id,
-        )
-    # Throttling and outages look the same on the token endpoint as anywhere else.
-    error_type = raw.error if isinstance(raw, SdkOAuthError) else getattr(raw, "type", None)
-    message = raw.args[0] if raw.args and isinstance(raw.args[0], str) else "Nylas API error"
-    common: dict[str, Any] = {"status": status, "request_id": request_id, "error_type": error_type}
-    if status in (401, 403):
-        return NylasAuthError(message, **common)
-    if status == 404:
-        return NylasNotFound(message, **common)
-    if status == 429:
-        return NylasRateLimited(message, retry_after=parse_retry_after(headers), **common)
-    if status is not None and status >= 500:
-        return NylasUnavailable(message, **common)
-    return NylasError(message, **common)
-
-
-def header_request_id(headers: Mapping[str, str]) -> str | None:
-    lowered = {key.lower(): value for key, value in headers.items()}
-    return next((lowered[name] for name in REQUEST_ID_HEADERS if lowered.get(name)), None)
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After as seconds (the form Nylas sends) or as an HTTP date."""
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def current_gateway() -> NylasGateway:
