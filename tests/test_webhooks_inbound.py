@@ -350,7 +350,7 @@ def hooked_db(
 
 @pytest.fixture
 def hooked_postgres(
-    nylas_emulator: Any, make_app: Any, tmp_path: Any, postgres_url: str
+    postgres_url: str, nylas_emulator: Any, make_app: Any, tmp_path: Any
 ) -> Iterator[Portal]:
     yield from hooked_portal(nylas_emulator, make_app, tmp_path, DATABASE_URL=postgres_url)
 

@@ -111,18 +111,13 @@ def notifying(
 
 @pytest.fixture
 def notifying_postgres(
+    postgres_url: str,
     nylas_emulator: Any,
     make_app: Any,
     tmp_path: Any,
     receiver: tuple[Receiver, str],
-    postgres_url: str,
 ) -> Iterator[Portal]:
-    """As `notifying`, on PostgreSQL: the tests that walk the portal's own flow.
-
-    On SQLite the flow keeps a read transaction open across the token exchange, and the
-    notification Nylas sends meanwhile makes the flow's write fail (see the xfail test in
-    test_webhooks_inbound.py); PostgreSQL is what production with webhooks runs on.
-    """
+    """As `notifying`, on PostgreSQL (what production runs): the tests that walk the flow."""
     yield from hooked_portal(
         nylas_emulator, make_app, tmp_path, APP_WEBHOOK_URL=receiver[1],
         APP_WEBHOOK_SECRET=APP_SECRET, MAIL_RETRY_BASE=0, DATABASE_URL=postgres_url,
