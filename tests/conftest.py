@@ -39,7 +39,14 @@ BUILTIN_PLUGINS = (MicrosoftGraphPlugin, EwsPasswordPlugin, MicrosoftPersonalPlu
 TEST_SECRET_KEY = "test-secret-key-not-for-production-0123456789"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # Environment variables that configure the test run itself, not the app under test.
-HARNESS_VARIABLES = frozenset({"REAUTH_TEST_POSTGRES_URL", "REAUTH_REQUIRE_POSTGRES"})
+HARNESS_VARIABLES = frozenset(
+    {
+        "REAUTH_TEST_POSTGRES_URL",
+        "REAUTH_REQUIRE_POSTGRES",
+        "REAUTH_TEST_CHROMIUM",
+        "REAUTH_UPDATE_SCREENSHOTS",
+    }
+)
 
 
 def postgres_base_url() -> str:

@@ -91,8 +91,12 @@ def send_mail(app: Any) -> None:
 
 
 def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    """Take a screenshot; it replaces the one in docs/img with REAUTH_UPDATE_SCREENSHOTS=1."""
+    image = page.screenshot(full_page=True)
+    assert image.startswith(b"\x89PNG")
+    if os.environ.get("REAUTH_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        (SCREENSHOTS / f"{name}.png").write_bytes(image)
 
 
 def open_invitation(page: Page, portal: Any, email: str) -> None:
