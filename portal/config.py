@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -100,6 +101,38 @@ def parse_database_url(value: Any) -> str:
     return text
 
 
+def parse_days(value: Any) -> list[int]:
+    """`3,7,12` -> [3, 7, 12]; `none` -> [] (no reminders)."""
+    items = [item for item in parse_list(value) if item.lower() != "none"]
+    days = [parse_int(item) for item in items]
+    if any(day <= 0 for day in days):
+        raise ValueError(f"expected positive whole days such as 3,7,12 or none, got {value!r}")
+    return sorted(set(days))
+
+
+def parse_hour_range(value: Any) -> str:
+    """`22-7` (from 22:00 to 07:00); empty means no quiet hours."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    start, dash, end = text.partition("-")
+    if not dash or not start.strip().isdigit() or not end.strip().isdigit():
+        raise ValueError(f"expected hours such as 22-7, got {value!r}")
+    first, last = int(start), int(end)
+    if first > 23 or last > 23:
+        raise ValueError(f"hours run from 0 to 23, got {value!r}")
+    return f"{first}-{last}"
+
+
+def parse_timezone(value: Any) -> str:
+    text = str(value).strip()
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {text!r}; use a name such as Europe/Berlin") from None
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configuration key: its parser, default and one line of documentation."""
@@ -158,7 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_POLL_SECONDS", float, 5.0, "pause between polls of an idle worker"),
     Setting(
         "REMINDER_DAYS",
-        lambda v: [int(d) for d in parse_list(v) if d.lower() != "none"],
+        parse_days,
         [3, 7, 12],
         "reminder days after the invite, comma list; none = off",
     ),
@@ -168,15 +201,10 @@ SETTINGS: tuple[Setting, ...] = (
         14,
         "no reminders later than this many days after the invite; 0 = none",
     ),
+    Setting("QUIET_HOURS", parse_hour_range, "", "hours without reminders, e.g. 22-7"),
     Setting(
-        "QUIET_HOURS",
-        lambda v: (lambda p: f"{int(p[0]) % 24}-{int(p[2]) % 24}" if p[0] else "")(
-            str(v).strip().partition("-")
-        ),
-        "",
-        "hours without reminders, e.g. 22-7",
+        "QUIET_TIMEZONE", parse_timezone, "UTC", "time zone of QUIET_HOURS, e.g. Europe/Berlin"
     ),
-    Setting("QUIET_TIMEZONE", parse_str, "UTC", "time zone of QUIET_HOURS, e.g. Europe/Berlin"),
     Setting("ADMIN_IDLE_TIMEOUT", parse_int, 30 * 60, "admin session idle timeout in seconds"),
     Setting("ADMIN_SESSION_LIFETIME", parse_int, 12 * 3600, "admin session absolute lifetime, s"),
     Setting("ADMIN_LOGIN_RATE_LIMIT", parse_str, "10 per minute", "login POSTs per client address"),

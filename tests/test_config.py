@@ -274,3 +274,28 @@ def test_plugins_list_command(make_app, make_runner):
     assert by_name["microsoft-graph"].startswith("* ")
     assert "Microsoft 365 (Graph) (Nylas provider: microsoft)" in by_name["microsoft-graph"]
     assert by_name["microsoft-personal"].startswith("* ")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("REMINDER_DAYS", "3,x", "expected a whole number"),
+        ("REMINDER_DAYS", "0", "positive whole days"),
+        ("QUIET_HOURS", "22", "hours such as 22-7"),
+        ("QUIET_HOURS", "25-7", "from 0 to 23"),
+        ("QUIET_TIMEZONE", "Mars/Olympus", "unknown time zone"),
+    ],
+)
+def test_campaign_settings_are_checked_with_one_clear_line(make_app, name, value, message):
+    with pytest.raises(ConfigError) as raised:
+        make_app(**{name: value})
+    assert len(raised.value.problems) == 1
+    assert raised.value.problems[0].startswith(f"REAUTH_{name}: ")
+    assert message in raised.value.problems[0]
+
+
+def test_campaign_settings_are_normalised(make_app):
+    app = make_app(REMINDER_DAYS="12, 3,7,3", QUIET_HOURS=" 22-7 ", QUIET_TIMEZONE="Europe/Berlin")
+    assert app.config["REMINDER_DAYS"] == [3, 7, 12]
+    assert app.config["QUIET_HOURS"] == "22-7"
+    assert make_app(REMINDER_DAYS="none").config["REMINDER_DAYS"] == []
