@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.accounts.emails import InvalidEmail, normalize_email
-from portal.invites import issue_invite, live_invite, reissue_invite
+from portal.invites import live_invite
+from portal.mail.campaign import send_fresh_link
 from portal.models import AWAITING_STATUSES, Account, AccountStatus, OutboxKind, OutboxMessage
 
 # Per client address (Flask-Limiter); per account a fresh link at most every RENEW_INTERVAL.
@@ -38,16 +39,7 @@ def renew_account(session: Session, config: Any, account: Account, now: datetime
     invite = live_invite(session, account)
     if invite is not None and mailed_recently(session, invite.id, now):
         return  # a link went out moments ago; do not let strangers flood the inbox
-    if invite is None:
-        invite = issue_invite(session, config, account, actor="renew", now=now)
-    else:
-        invite = reissue_invite(session, config, invite, actor="renew", now=now)
-    session.flush()
-    session.add(OutboxMessage(
-        kind=OutboxKind.EMAIL, idempotency_key=f"invite:{invite.id}:{invite.nonce}",
-        account_pk=account.id, invite_id=invite.id, recipient=account.email,
-        template="invite", payload={"reason": "renew"}, available_at=now, created_at=now,
-    ))  # fmt: skip
+    send_fresh_link(session, config, account, actor="renew", reason="renew", now=now)
 
 
 def mailed_recently(session: Session, invite_id: int, now: datetime) -> bool:

@@ -20,8 +20,8 @@ from portal.admin.auth import current_admin, operator_required
 from portal.admin.listing import AccountFilter, account_page
 from portal.admin.views import blueprint
 from portal.db import db
-from portal.invites import issue_invite, live_invite, reissue_invite, revoke_invite
-from portal.mail.campaign import queue_email
+from portal.invites import live_invite, revoke_invite
+from portal.mail.campaign import send_fresh_link
 from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, utcnow
 from portal.plugins import plugin_registry
 
@@ -42,16 +42,7 @@ def resend(session: Session, config: Any, account: Account, actor: str, now: dat
     """Re-issue the link (older links stop working) and queue the invitation email again."""
     if account.status not in RESENDABLE or account.plugin is None:
         return {"result": "skipped", "why": f"status {account.status}"}
-    invite = live_invite(session, account)
-    if invite is None:
-        invite = issue_invite(session, config, account, actor=actor, now=now)
-    else:
-        invite = reissue_invite(session, config, invite, actor=actor, now=now)
-    session.flush()
-    # The mail package stores the message ready to send, with this invite's new link.
-    queue_email(session, config, idempotency_key=f"invite:{invite.id}:{invite.nonce}",
-                account=account, invite=invite, template="invite", now=now,
-                payload={"reason": "admin"})  # fmt: skip
+    invite = send_fresh_link(session, config, account, actor=actor, reason="admin", now=now)
     return {"result": "queued", "invite_id": invite.id}
 
 

@@ -118,6 +118,27 @@ def invite_account(
     )  # fmt: skip
 
 
+def send_fresh_link(
+    session: Session, config: Mapping[str, Any], account: Account, *, actor: str, reason: str,
+    now: datetime,
+) -> Invite:  # fmt: skip
+    """Re-issue the account's link (or issue one) and queue the invitation with it.
+
+    Older links stop working; used by `/r/renew` and the admin's resend action.
+    """
+    invite = live_invite(session, account)
+    if invite is None:
+        invite = issue_invite(session, config, account, actor=actor, now=now)
+    else:
+        invite = reissue_invite(session, config, invite, actor=actor, now=now)
+    session.flush()
+    queue_email(
+        session, config, idempotency_key=f"invite:{invite.id}:{invite.nonce}", account=account,
+        invite=invite, template="invite", now=now, payload={"reason": reason},
+    )  # fmt: skip
+    return invite
+
+
 def queue_invites(
     transaction: Transaction,
     config: Mapping[str, Any],
