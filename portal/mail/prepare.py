@@ -152,8 +152,3 @@ def current_preparer(config: Mapping[str, Any] | None = None) -> MessagePreparer
         preparer = MessagePreparer(config or current_app.config, plugin_registry())
         extensions[EXTENSION_KEY] = preparer
     return preparer
-
-
-def strip_wire(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The payload without the stored message (and so without its link)."""
-    return {key: value for key, value in payload.items() if key != WIRE}
