@@ -563,7 +563,7 @@ def test_every_reauth_page_is_plain_accessible_and_private(portal):
     for name, page in pages.items():
         html = page.text
         assert page.headers["Cache-Control"] == "no-store", name
-        assert page.headers["Referrer-Policy"] == "no-referrer", name
+        assert page.headers["Referrer-Policy"] == "same-origin", name
         assert "<script" not in html.lower(), name
         assert '<html lang="en">' in html, name
         assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html, name

@@ -29,7 +29,7 @@ def test_each_plugin_completes_and_records_the_ledger(
     landing = browser.open(link)
     assert landing.status_code == 200
     assert email in landing.text
-    assert landing.headers["Referrer-Policy"] == "no-referrer"
+    assert landing.headers["Referrer-Policy"] == "same-origin"
     assert landing.headers["Cache-Control"] == "no-store"
 
     start = browser.press_continue(link)

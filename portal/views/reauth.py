@@ -32,9 +32,14 @@ PROBLEM_STATUS = {"link_invalid": 404, "link_expired": 410, "link_superseded": 4
 
 @blueprint.after_request
 def private_page(response: Response) -> Response:
-    """Token and result pages: never cached, never leaked through a Referer."""
+    """Token and result pages: never cached, never leaked to another site through a Referer.
+
+    `same-origin`, not `no-referrer`: over https Flask-WTF refuses a form POST whose Referer is
+    not this origin, and with `no-referrer` browsers also send `Origin: null`. Requests to any
+    other origin (Nylas after the 303, a logo, a support link) carry no Referer at all.
+    """
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 
