@@ -13,6 +13,7 @@ from portal.config import load_settings
 from portal.db import db
 from portal.plugins import Plugin, build_registry
 from portal.resources import resource_dir
+from portal.routing import BaseUrlFlask
 from portal.web import init_web
 
 PLUGINS_EXTENSION = "reauth_plugins"
@@ -27,7 +28,7 @@ def create_app(
     config: Mapping[str, Any] | None = None, *, plugins: Sequence[type[Plugin]] | None = None
 ) -> Flask:
     """Build the portal: configuration, database, plugins, blueprints."""
-    app = Flask(
+    app = BaseUrlFlask(
         __name__,
         instance_path=str(instance_folder()),
         template_folder=str(resource_dir("templates")),
