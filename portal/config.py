@@ -294,8 +294,7 @@ def apply_environment_rules(settings: dict[str, Any], instance_path: Path) -> li
             problems.append(f"{ENV_PREFIX}BASE_URL: must be an https URL in production")
         if settings["DEMO"]:
             problems.append(f"{ENV_PREFIX}DEMO: demo mode cannot run in production")
-        if settings["SECRET_KEY"] and len(settings["SECRET_KEY"]) < 32:
-            problems.append(f"{ENV_PREFIX}SECRET_KEY: use at least 32 characters")
+        problems.extend(secret_problems(settings))
     else:
         settings["SECRET_KEY"] = settings["SECRET_KEY"] or development_secret_key(instance_path)
         settings["NYLAS_API_KEY"] = settings["NYLAS_API_KEY"] or "emulator-api-key"
@@ -310,6 +309,67 @@ def apply_environment_rules(settings: dict[str, Any], instance_path: Path) -> li
     )
     settings["OAUTH_REDIRECT_URI"] = f"{settings['BASE_URL']}/oauth/callback"
     return problems
+
+
+# Operator-made keys sign links, sessions and outbound notifications: they must be random.
+GENERATED_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "APP_WEBHOOK_SECRET")
+# Values handed out by others (Nylas, the SMTP relay, the identity provider) have their own
+# format; only the example file's placeholders are refused for them.
+ISSUED_VALUES = (
+    "NYLAS_API_KEY",
+    "NYLAS_CLIENT_ID",
+    "NYLAS_WEBHOOK_SECRETS",
+    "SMTP_PASSWORD",
+    "OIDC_CLIENT_SECRET",
+)
+# docs/deploy/env.example writes `change-me...`, `nyk_v0_...` and `...` where values go.
+PLACEHOLDER_WORDS = ("change-me", "changeme")
+PLACEHOLDER_ENDINGS = ("...", "\u2026")
+MIN_KEY_LENGTH = 32
+# A random key of 32 characters or more, even hex, has far more distinct characters than this;
+# a key below it is typed or repeated ("s" * 40, "abab...").
+MIN_DISTINCT_CHARACTERS = 8
+GENERATE_HINT = "generate one with python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def secret_problems(settings: Mapping[str, Any]) -> list[str]:
+    """Production refuses the example file's placeholders and keys too weak to be random.
+
+    Messages name the setting (and the entry of a list), never the value.
+    """
+    problems = []
+    for name in GENERATED_KEYS + ISSUED_VALUES:
+        value = settings[name]
+        entries = value if isinstance(value, list) else [value] if value else []
+        for index, entry in enumerate(entries, start=1):
+            where = f"entry {index} " if isinstance(value, list) else ""
+            problem = key_weakness(entry) if name in GENERATED_KEYS else placeholder(entry)
+            if problem:
+                problems.append(f"{ENV_PREFIX}{name}: {where}{problem}")
+                break
+    return problems
+
+
+def is_placeholder(value: str) -> bool:
+    return any(word in value.lower() for word in PLACEHOLDER_WORDS) or value.endswith(
+        PLACEHOLDER_ENDINGS
+    )
+
+
+def placeholder(value: str) -> str | None:
+    if is_placeholder(value):
+        return "is the example file's placeholder; put the real value here"
+    return None
+
+
+def key_weakness(key: str) -> str | None:
+    if is_placeholder(key):
+        return f"is the example file's placeholder; {GENERATE_HINT}"
+    if len(key) < MIN_KEY_LENGTH:
+        return f"use at least {MIN_KEY_LENGTH} characters"
+    if len(set(key)) < MIN_DISTINCT_CHARACTERS:
+        return f"has too few distinct characters to be random; {GENERATE_HINT}"
+    return None
 
 
 def default_database_url(instance_path: Path) -> str:

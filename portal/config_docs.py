@@ -38,7 +38,23 @@ goes to `.eml` files in `instance/mail` (the `file` backend).
 With `REAUTH_ENV=production` the portal refuses to start without `REAUTH_SECRET_KEY` (32
 characters or more), `REAUTH_NYLAS_API_KEY`, `REAUTH_NYLAS_CLIENT_ID` and
 `REAUTH_DATABASE_URL`, requires an `https` `REAUTH_BASE_URL` and refuses `REAUTH_DEMO`; the
-mail backend defaults to `smtp`. `REAUTH_NYLAS_API_URI` wins over `REAUTH_NYLAS_REGION` (`us`
+mail backend defaults to `smtp`.
+
+Production also refuses placeholders and guessable keys, one line per setting that names it
+(and the list entry), never its value:
+- keys the operator makes, `REAUTH_SECRET_KEY`, each entry of `REAUTH_SECRET_KEY_FALLBACKS`
+  and `REAUTH_APP_WEBHOOK_SECRET` when set, need 32 characters or more, at least 8 distinct
+  characters (`"s" * 40` or `abab...` is not random) and no placeholder. Fallbacks get the
+  same rule as the key: they still verify links and sessions, so a guessable fallback forges
+  them as well as a guessable key. Make keys with
+  `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`;
+- values others issue, `REAUTH_NYLAS_API_KEY`, `REAUTH_NYLAS_CLIENT_ID`, each entry of
+  `REAUTH_NYLAS_WEBHOOK_SECRETS`, `REAUTH_SMTP_PASSWORD` and `REAUTH_OIDC_CLIENT_SECRET`,
+  keep whatever format their issuer gives them; only placeholders are refused.
+
+A placeholder is a value containing `change-me` (or `changeme`) or ending in `...`, as
+docs/deploy/env.example writes them (`change-me-to-64-random-characters`, `nyk_v0_...`,
+`...`). Outside production none of this is checked, so development and test keys keep working. `REAUTH_NYLAS_API_URI` wins over `REAUTH_NYLAS_REGION` (`us`
 -> `https://api.us.nylas.com`, `eu` -> `https://api.eu.nylas.com`). The OAuth `redirect_uri`
 is always `{REAUTH_BASE_URL}/oauth/callback`, never derived from a request's Host header.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_complete_production_config_starts(tmp_path):
     app = create_app(
         {
             "ENV": "production",
-            "SECRET_KEY": "s" * 40,
+            "SECRET_KEY": secrets.token_urlsafe(48),  # "s" * 40 is refused as not random
             "NYLAS_API_KEY": "k",
             "NYLAS_CLIENT_ID": "c",
             "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
