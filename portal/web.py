@@ -31,6 +31,15 @@ SECRET_IN_QUERY = re.compile(
 BEARER = re.compile(r"(\bBearer\s+)[^\s\"',]+", re.IGNORECASE)
 # SQL echo (sqlalchemy.engine at INFO/DEBUG) would print parameters and rows: PKCE verifiers.
 HIDDEN_VALUES_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool")
+# Paths (percent-decoded: `%0a` is a line feed) and user agents are the client's to choose. C0
+# controls (CR, LF, ESC...), DEL, C1 controls and the Unicode line separators are written as
+# `\x0a` / `\u2028`, as werkzeug's own request log does, so one record is one line and no
+# terminal sequence reaches an operator's screen. Backslashes stay as they are, which keeps
+# escaping idempotent (a record may pass here twice: factory, then filter).
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The werkzeug dev server colours its request lines after escaping the path; drop its colours
+# rather than print them as `\x1b[33m`.
+ANSI_STYLE = re.compile("\x1b\\[[0-9;]*m")
 
 
 def redact(text: str) -> str:
@@ -38,8 +47,20 @@ def redact(text: str) -> str:
     return BEARER.sub(r"\1[redacted]", SECRET_IN_QUERY.sub(r"\1[redacted]", text))
 
 
+def escape_controls(text: str) -> str:
+    def escaped(match: re.Match[str]) -> str:
+        code = ord(match[0])
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return CONTROL_CHARACTERS.sub(escaped, text)
+
+
 def scrub(record: logging.LogRecord) -> None:
-    """Redact a log record in place: its message, SQL parameters and rows, its traceback."""
+    """Make a log record safe in place: one line, no secrets in it, its SQL values or traceback.
+
+    The message is checked once formatted, so values interpolated from dict args (gunicorn's
+    access log passes its atoms that way) are covered like any other.
+    """
     if record.name.startswith(HIDDEN_VALUES_LOGGERS) and isinstance(record.args, tuple):
         record.args = tuple(
             arg if isinstance(arg, str | int | float) else "[values hidden]" for arg in record.args
@@ -48,7 +69,8 @@ def scrub(record: logging.LogRecord) -> None:
         message = record.getMessage()
     except Exception:  # a malformed call: let logging report it as usual
         return
-    clean = redact(message)
+    styled = ANSI_STYLE.sub("", message) if record.name == "werkzeug" else message
+    clean = redact(escape_controls(styled))
     if clean != message:
         record.msg, record.args = clean, None
     if record.exc_info and not record.exc_text:

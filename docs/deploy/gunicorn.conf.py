@@ -9,8 +9,10 @@ threads = 2
 timeout = 30
 graceful_timeout = 30
 # The request line of a link holds its token and a callback holds code and state. Log the
-# path without the query string; the portal's log filter also masks /r/<token>.
+# path without the query string, and no Referer; the portal's log filter also masks
+# /r/<token> and escapes control characters in the (percent-decoded) path and the user agent,
+# so one request is one line.
 accesslog = "-"
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(L)ss'
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(L)ss "%(a)s"'
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("REAUTH_FORWARDED_ALLOW_IPS", "127.0.0.1")
