@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from flask import url_for
+from gunicorn_support import gunicorn
 from raw_http import raw_request
 
 from portal.testing.serving import ThreadedServer
@@ -62,3 +63,13 @@ def test_a_real_server_ignores_a_forged_host(make_app, target, location):
     assert answer.status == 308
     assert answer.headers["location"] == server.url + location
     assert EVIL.encode() not in answer.body
+
+
+def test_gunicorn_behind_a_proxy_ignores_a_forged_host(tmp_path):
+    """As deployed: gunicorn trusts the loopback proxy's X-Forwarded-* (forwarded_allow_ips)."""
+    targets = {"//admin": "/admin/", "/admin//login?next=/admin/": "/admin/login?next=/admin/"}
+    with gunicorn(tmp_path, BASE_URL=BASE_URL, PROXY_HOPS="1") as served:
+        answers = {target: raw_request(served.url, target, FORGED) for target in targets}
+    for target, location in targets.items():
+        assert answers[target].status == 308
+        assert answers[target].headers["location"] == BASE_URL + location
