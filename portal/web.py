@@ -7,15 +7,40 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect, same_origin
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-csrf = CSRFProtect()
+
+class BaseUrlCSRFProtect(CSRFProtect):
+    """Flask-WTF's session-bound token check, plus an origin check against REAUTH_BASE_URL.
+
+    Flask-WTF's own https check compares the Referer with the request's Host header, and only
+    when the proxy said https. The portal takes nothing from Host: under an https base URL a
+    form POST must name the configured origin, in `Origin` (sent by browsers on every POST
+    unless the referrer policy is no-referrer) or else in `Referer`.
+    """
+
+    def protect(self, *args: Any, **kwargs: Any) -> None:
+        super().protect(*args, **kwargs)
+        base_url = str(current_app.config["BASE_URL"])
+        checked = g.get("csrf_valid") and base_url.startswith("https://")
+        if checked and not posted_from(base_url):
+            self._error_response("The request did not come from a page of this portal.")
+
+
+def posted_from(base_url: str) -> bool:
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        return same_origin(origin, base_url)
+    return bool(request.referrer) and same_origin(request.referrer, base_url)
+
+
+csrf = BaseUrlCSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 log = logging.getLogger(__name__)
 
@@ -111,6 +136,7 @@ def install_log_redaction() -> None:
 def init_web(app: Flask) -> None:
     """Wire CSRF, rate limits, security headers and friendly error pages into the app."""
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the session bounds the token's life
+    app.config["WTF_CSRF_SSL_STRICT"] = False  # replaced by BaseUrlCSRFProtect's origin check
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = app.config["BASE_URL"].startswith("https://")

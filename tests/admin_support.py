@@ -41,7 +41,8 @@ def make_token(app: Flask, name: str = "app") -> str:
 
 def login(client: FlaskClient, email: str = "ops@example.com", password: str = PASSWORD) -> Any:
     page = client.get("/admin/login")
-    return client.post("/admin/login", data={
+    origin = client.application.config["BASE_URL"]  # a browser names the page's origin
+    return client.post("/admin/login", headers={"Origin": origin}, data={
         "email": email, "password": password,
         "csrf_token": csrf_token_from(page.get_data(as_text=True))})  # fmt: skip
 
