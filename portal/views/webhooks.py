@@ -2,15 +2,15 @@
 
 POST, in this order (docs/webhooks.md): cap the body (413), check X-Nylas-Signature over the
 raw bytes against every accepted secret in constant time (401, nothing written or logged),
-undo `Content-Encoding: gzip` with a cap on the decompressed size (413), parse JSON (400),
-store the notification under its unique id (a duplicate is a 200 no-op) and answer 200.
+undo `Content-Encoding: gzip` with a cap on the decompressed size (413), parse and check the
+JSON strictly (400, portal.webhook_body), store the notification under its unique id (a
+duplicate is a 200 no-op) and answer 200. Errors have the JSON shape of portal.web.http_error.
 The effects run after the response has been sent (portal.webhooks_in), so Nylas gets a fast
 answer; whatever is left pending is picked up by `reauth worker` or `reauth webhooks process`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from collections.abc import Mapping
@@ -28,6 +28,7 @@ from portal.models import NylasNotification, WebhookDestination, utcnow
 from portal.plugins import plugin_registry
 from portal.signing import verify_nylas_signature
 from portal.web import csrf
+from portal.webhook_body import BadNotification, parse_notification
 from portal.webhooks_in import process_pending
 
 blueprint = Blueprint("webhooks", __name__)
@@ -40,8 +41,9 @@ MAX_NOTIFICATION_AGE = timedelta(days=3)
 AFTER_RESPONSE_SWEEP = 10
 
 
-class BadNotification(Exception):
-    """The body is signed but not a notification we can store; 400 with this message."""
+def refused(status: int, message: str) -> ResponseReturnValue:
+    """The error shape of the API and webhook paths (portal.web.http_error)."""
+    return jsonify(error={"status": status, "message": message}), status
 
 
 def accepted_secrets() -> list[str]:
@@ -96,21 +98,6 @@ def signature_ok(raw: bytes, secrets: list[str], limit: int) -> bool:
         except (BadNotification, RequestEntityTooLarge):
             return False
     return False
-
-
-def parse_notification(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadNotification("the body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise BadNotification("the body is not a JSON object")
-    notification_id, trigger = payload.get("id"), payload.get("type")
-    if not isinstance(notification_id, str) or not 0 < len(notification_id) <= 255:
-        raise BadNotification("the notification has no usable id")
-    if not isinstance(trigger, str) or not 0 < len(trigger) <= 64:
-        raise BadNotification("the notification has no usable type")
-    return payload
 
 
 def too_old(payload: Mapping[str, Any], now: datetime) -> bool:
@@ -183,14 +170,22 @@ def notification() -> ResponseReturnValue:
     raw = request.get_data(cache=False)
     if len(raw) > limit:
         raise RequestEntityTooLarge()
-    if not signature_ok(raw, accepted_secrets(), limit):
+    try:
+        secrets = accepted_secrets()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        log.warning("nylas webhook not checked (%s); Nylas will retry", type(exc).__name__)
+        return refused(503, "temporarily unavailable")
+    if not signature_ok(raw, secrets, limit):
         db.session.rollback()
         log.warning("nylas webhook refused: bad or missing signature (%d bytes)", len(raw))
-        return jsonify(error="invalid signature"), 401
+        return refused(401, "invalid signature")
     try:
         payload = parse_notification(decoded_body(raw, limit))
     except BadNotification as exc:
-        return jsonify(error=str(exc)), 400
+        # Signed, so Nylas sent it: worth an operator's look. The reason names no value.
+        log.warning("nylas webhook refused: %s", exc)
+        return refused(400, str(exc))
     now = utcnow()
     if too_old(payload, now):
         log.warning("nylas webhook ignored: notification older than %s", MAX_NOTIFICATION_AGE)
@@ -199,7 +194,7 @@ def notification() -> ResponseReturnValue:
         pk = store(payload, now)
     except NotStored as exc:
         log.warning("nylas webhook not stored (%s); Nylas will retry", exc)
-        return jsonify(error="temporarily unavailable"), 503
+        return refused(503, "temporarily unavailable")
     if pk is None:
         return jsonify(status="duplicate")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -210,4 +205,4 @@ def notification() -> ResponseReturnValue:
 
 @blueprint.errorhandler(RequestEntityTooLarge)
 def too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
-    return jsonify(error="body too large"), 413
+    return refused(413, "body too large")
