@@ -47,6 +47,13 @@ def parse_int(value: Any) -> int:
         raise ValueError(f"expected a whole number, got {value!r}") from None
 
 
+def parse_seconds(value: Any) -> int:
+    seconds = parse_int(value)
+    if seconds < 0:
+        raise ValueError(f"expected a number of seconds, 0 or more, got {value!r}")
+    return seconds
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -189,6 +196,18 @@ SETTINGS: tuple[Setting, ...] = (
         "OUTBOX_LEASE_SECONDS", parse_int, 300, "how long a claim lasts before others may retake it"
     ),
     Setting("WORKER_POLL_SECONDS", float, 5.0, "pause between polls of an idle worker"),
+    Setting(
+        "WORKER_ONCE_DB_PATIENCE",
+        parse_seconds,
+        60,
+        "seconds `reauth worker --once` waits for an unreachable database before exiting 1",
+    ),
+    Setting(
+        "RECONCILE_GRACE_SECONDS",
+        parse_seconds,
+        300,
+        "seconds after a callback began exchanging its code before the worker asks Nylas",
+    ),
     Setting(
         "REMINDER_DAYS",
         parse_days,

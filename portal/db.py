@@ -8,6 +8,8 @@ from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 EXTENSION_KEY = "reauth_db"
@@ -45,6 +47,25 @@ def begin_writer(session: Session) -> None:
     Call it when no transaction is open, before a read whose result decides a write.
     """
     session.connection(execution_options={WRITER_OPTION: True})
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Tell whether an error means the database cannot be reached (or is busy) right now.
+
+    Connection refused or dropped, server shutting down, pool exhausted, SQLite locked: worth
+    waiting for and trying again. Errors a retry cannot fix (constraints, bad SQL) are not.
+    """
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def discard(session: Session) -> None:
+    """Roll back after a database failure without raising again (the connection may be gone)."""
+    try:
+        session.rollback()
+    except SQLAlchemyError:
+        session.close()
 
 
 def configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -4,6 +4,11 @@ Views stay thin; every decision is here. A link GET changes nothing. Continue st
 attempt whose state and PKCE verifier stay in the database, bound to the browser. The callback
 exchanges its code exactly once (a conditional UPDATE claims the attempt first), lets the plugin
 judge the result and records the outcome in one transaction.
+
+If the database fails between spending the code and recording its outcome, the attempt stays
+`exchanging`; portal.reconcile asks Nylas later and records it through the same functions.
+Whoever records (this callback, reconciliation, a grant notification) does so under the
+account's row lock and only while the attempt is still `exchanging`, so it happens once.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from portal.db import begin_writer
+from portal.db import begin_writer, database_unreachable
 from portal.models import (
     Account,
     AccountStatus,
@@ -33,6 +39,9 @@ from portal.signing import LinkExpired, LinkSigner, digest, new_secret
 ATTEMPT_MAX_AGE = timedelta(minutes=30)
 # The error code of an attempt closed because another attempt (a second tab) completed first.
 ALREADY_COMPLETED = "already_completed"
+# The error code of an attempt that reconciliation closed because Nylas showed no valid grant
+# signed in since it started: the exchange evidently did not go through.
+UNCONFIRMED = "exchange:unconfirmed"
 # Accounts in these states have nothing left to do through a link.
 CLOSED_STATUSES = frozenset(
     {AccountStatus.COMPLETED, AccountStatus.EXCLUDED, AccountStatus.NOT_REQUIRED,
@@ -51,6 +60,19 @@ class FlowProblem(Exception):
         super().__init__(kind)
         self.kind = kind
         self.attempt = attempt
+
+
+class RecordingInterrupted(Exception):
+    """The database became unreachable once the callback had found its attempt.
+
+    The code may have been spent and its outcome not recorded: the attempt stays `exchanging`
+    until reconciliation records it. The person is asked to reload; `attempt_id` lets the
+    result page find the attempt then.
+    """
+
+    def __init__(self, attempt_id: int) -> None:
+        super().__init__(f"attempt {attempt_id}: database unreachable")
+        self.attempt_id = attempt_id
 
 
 @dataclass(frozen=True)
@@ -143,12 +165,12 @@ def claim_attempt(
     return attempt
 
 
-def lock_for_exchange(session: Session, attempt: Attempt) -> bool:
+def lock_for_exchange(session: Session, attempt: Attempt, now: datetime) -> bool:
     """Move the attempt to `exchanging` unless another request already did; commit."""
     moved = session.execute(
         update(Attempt)
         .where(Attempt.id == attempt.id, Attempt.status == AttemptStatus.STARTED)
-        .values(status=AttemptStatus.EXCHANGING)
+        .values(status=AttemptStatus.EXCHANGING, exchange_started_at=now)
     )
     session.commit()
     return bool(getattr(moved, "rowcount", 0) == 1)
@@ -186,9 +208,26 @@ def finish_attempt(
     session: Session, config: Any, gateway: NylasGateway, registry: PluginRegistry,
     params: dict[str, str], browser: str | None, now: datetime,
 ) -> Attempt:  # fmt: skip
-    """Handle Nylas' redirect back; return the attempt whose stored result the user sees."""
+    """Handle Nylas' redirect back; return the attempt whose stored result the user sees.
+
+    Raises RecordingInterrupted when the database fails once the attempt is known.
+    """
     attempt = claim_attempt(session, params.get("state"), browser, now)
-    if attempt.status != AttemptStatus.STARTED or not lock_for_exchange(session, attempt):
+    attempt_id = attempt.id
+    try:
+        return exchange_and_record(session, config, gateway, registry, attempt, params, now)
+    except SQLAlchemyError as exc:
+        if database_unreachable(exc):
+            raise RecordingInterrupted(attempt_id) from exc
+        raise
+
+
+def exchange_and_record(
+    session: Session, config: Any, gateway: NylasGateway, registry: PluginRegistry,
+    attempt: Attempt, params: dict[str, str], now: datetime,
+) -> Attempt:  # fmt: skip
+    """Spend the code once and record what came of it, unless someone else already did."""
+    if attempt.status != AttemptStatus.STARTED or not lock_for_exchange(session, attempt, now):
         session.refresh(attempt)
         return attempt
     account = session.get_one(Account, attempt.account_pk)
@@ -199,15 +238,57 @@ def finish_attempt(
         # another tab's commit could not write afterwards, and PostgreSQL would sit idle in one.
         session.commit()
         outcome = callback_result(gateway, verifier, params)
-        # Another tab may have completed the account while this code was being spent.
-        begin_writer(session)
-        session.refresh(account, with_for_update=True)
+        # Another tab, reconciliation or a notification may have recorded meanwhile.
+        lock_account(session, account)
+        session.refresh(attempt)
+        if not may_record(account, attempt, outcome):
+            session.commit()
+            return attempt
+        if attempt.status != AttemptStatus.EXCHANGING:
+            attempt.error_code = attempt.error_description = None  # a real result overrides
+    settle_exchange(session, config, registry, account, attempt, outcome, now)
+    session.commit()
+    return attempt
+
+
+def lock_account(session: Session, account: Account) -> None:
+    """Start a writing transaction holding the account's row: every recorder takes it first."""
+    begin_writer(session)
+    session.refresh(account, with_for_update=True)
+
+
+def may_record(
+    account: Account, attempt: Attempt, outcome: AuthResult | CallbackError | None
+) -> bool:
+    """Whether the callback may still record its outcome once it holds the account's lock.
+
+    Only while the attempt is still `exchanging`; or when reconciliation closed it as
+    unconfirmed (Nylas did not show the grant yet) and the callback holds a real grant for an
+    account not completed since: a completion is never thrown away.
+    """
+    if attempt.status == AttemptStatus.EXCHANGING:
+        return True
+    return (
+        isinstance(outcome, AuthResult)
+        and attempt.status == AttemptStatus.FAILED
+        and attempt.error_code == UNCONFIRMED
+        and account.status != AccountStatus.COMPLETED
+    )
+
+
+def settle_exchange(
+    session: Session, config: Any, registry: PluginRegistry, account: Account, attempt: Attempt,
+    outcome: AuthResult | CallbackError | None, now: datetime,
+) -> None:  # fmt: skip
+    """Record an exchanged attempt's outcome; the caller holds the account's row lock.
+
+    An account already completed (by another tab or a notification) keeps its ledger entry:
+    the attempt is closed without recording anything.
+    """
     if outcome is None or account.status == AccountStatus.COMPLETED:
         close_after_completion(attempt, now)
     else:
         record_outcome(session, config, registry, account, attempt, outcome, now)
-    session.commit()
-    return attempt
 
 
 def record_outcome(

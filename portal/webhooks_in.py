@@ -15,6 +15,9 @@ What each trigger does (docs/webhooks.md):
   provider) needs re-authentication; with REAUTH_AUTO_INVITE it gets an invite at once.
 - grant.updated with reauthentication_flag: completed elsewhere (completed_via "webhook").
 - grant.created for an invited address: completed after the plugin's mailbox check.
+- either, for an account whose attempt was left in `exchanging` past the reconciliation grace
+  period (the callback could not record it): that attempt is recorded as the callback would
+  have recorded it (portal.reconcile), instead of being left to the callback.
 - grant.deleted: flagged (grant_status "deleted", status_reason); the ledger is kept.
 """
 
@@ -25,13 +28,14 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.accounts.classify import classify
+from portal.flow import record_outcome
 from portal.mail.campaign import invite_account
 from portal.models import (
     Account,
@@ -45,6 +49,7 @@ from portal.models import (
 )
 from portal.notifications import queue_app_notification
 from portal.plugins import AuthResult, PluginRegistry, Verdict
+from portal.reconcile import CLOCK_ALLOWANCE, stale_attempt_of
 
 log = logging.getLogger(__name__)
 ACTOR = "nylas"
@@ -226,12 +231,44 @@ def grant_expired(ctx: Context, info: GrantInfo) -> str:
     return result
 
 
+def finish_stale_exchange(ctx: Context, account: Account, info: GrantInfo) -> str | None:
+    """Record the account's attempt stuck in `exchanging` from this notification, if it has one.
+
+    The notification says the mailbox signed in; the callback that spent the code could not
+    record it. The attempt is recorded as the callback would have (the plugin's check, the
+    same ledger entry, events and outbound notification), under the account lock held since
+    find_account. A notification sent before the attempt started is not about it.
+    """
+    attempt = stale_attempt_of(ctx.session, ctx.config, account, ctx.now)
+    if attempt is None or not sent_since(ctx.notification.payload, attempt):
+        return None
+    result = auth_result(ctx, account, info)
+    if result is None:
+        return None
+    record_outcome(ctx.session, ctx.config, ctx.registry, account, attempt, result, ctx.now)
+    ctx.event(account, "attempt.reconciled", attempt_id=attempt.id, via="webhook",
+              status=attempt.status, grant_id=info.grant_id)  # fmt: skip
+    return f"account {account.account_id}: stale attempt {attempt.id} {attempt.status}"
+
+
+def sent_since(payload: Mapping[str, Any], attempt: Attempt) -> bool:
+    """The notification's `time` (Unix seconds) is not before the attempt started."""
+    sent = payload.get("time")
+    if not isinstance(sent, int) or isinstance(sent, bool):
+        return True  # no time to judge by: the trigger and the mailbox decide
+    return datetime.fromtimestamp(sent, UTC) >= attempt.created_at - CLOCK_ALLOWANCE
+
+
 def grant_updated(ctx: Context, info: GrantInfo) -> str:
     if not info.reauthentication:
         return "ignored: not a re-authentication"
     account = find_account(ctx.session, info)
     if account is None:
         return "no matching account"
+    if account.status != AccountStatus.COMPLETED:
+        finished = finish_stale_exchange(ctx, account, info)
+        if finished:
+            return finished
     if account.status not in COMPLETABLE_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.reauthenticated", grant_id=info.grant_id, status=account.status)
         return f"account {account.account_id}: {account.status}, left to the portal's flow"
@@ -243,6 +280,10 @@ def grant_created(ctx: Context, info: GrantInfo) -> str:
     account = find_account(ctx.session, info)
     if account is None:
         return "no matching account"
+    if account.status != AccountStatus.COMPLETED:
+        finished = finish_stale_exchange(ctx, account, info)
+        if finished:
+            return finished
     if account.status not in INVITED_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.created", grant_id=info.grant_id, status=account.status)
         return f"account {account.account_id}: {account.status}, not completed by a webhook"
@@ -261,17 +302,25 @@ def grant_created(ctx: Context, info: GrantInfo) -> str:
 
 
 def check_mailbox(ctx: Context, account: Account, info: GrantInfo) -> Verdict:
-    """The flow's check (Plugin.verify) on an AuthResult built from the notification.
+    """The flow's check (Plugin.verify) on an AuthResult built from the notification."""
+    plugin = ctx.registry.get(account.plugin)
+    result = auth_result(ctx, account, info)
+    if plugin is None or result is None:
+        return Verdict.refuse("plugin_disabled")
+    return plugin.verify(account, result)
 
-    A notification without `scope` (older payloads) says nothing about scopes, so the plugin's
-    required scopes are assumed and only the mailbox is really checked.
+
+def auth_result(ctx: Context, account: Account, info: GrantInfo) -> AuthResult | None:
+    """What the notification tells of the sign-in, as the code exchange would have told it.
+
+    A notification without `scope` (grant.updated, older payloads) says nothing about scopes,
+    so the plugin's required scopes are assumed and only the mailbox is really checked.
     """
     plugin = ctx.registry.get(account.plugin)
     if plugin is None:
-        return Verdict.refuse("plugin_disabled")
+        return None
     scopes = info.scopes if info.scopes is not None else tuple(plugin.required_scopes(account))
-    result = AuthResult(info.grant_id, info.email, info.provider or None, scopes)
-    return plugin.verify(account, result)
+    return AuthResult(info.grant_id, info.email, info.provider or None, scopes)
 
 
 def grant_deleted(ctx: Context, info: GrantInfo) -> str:

@@ -1,4 +1,4 @@
-"""`reauth worker`: send what the outbox holds (emails now; outbound webhooks later)."""
+"""`reauth worker`: send what the outbox holds and reconcile attempts left `exchanging`."""
 
 from __future__ import annotations
 
@@ -6,24 +6,34 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from portal.db import EXTENSION_KEY, db
+from portal.db import EXTENSION_KEY, database_unreachable, db, discard
 from portal.mail.backends import backend_from_config
 from portal.mail.outbox import claimable
-from portal.mail.worker import Worker, WorkerStats, handler_table
+from portal.mail.worker import DatabaseGaveUp, Worker, WorkerStats, handler_table
 from portal.models import OutboxMessage, utcnow
+from portal.nylas import NylasGateway
 from portal.plugins import plugin_registry
+from portal.reconcile import reconcile_stale
 
 
 def due_now(kinds: list[str]) -> int:
-    """Count the rows a worker could claim right now."""
+    """Count the rows a worker could claim right now (0 while the database is unreachable)."""
     statement = select(func.count()).select_from(OutboxMessage).where(claimable(kinds, utcnow()))
-    count = db.session.scalar(statement) or 0
+    try:
+        count = db.session.scalar(statement) or 0
+    except SQLAlchemyError as exc:
+        if not database_unreachable(exc):
+            raise
+        discard(db.session)
+        return 0
     db.session.rollback()
     return count
 
@@ -50,17 +60,29 @@ def worker_progress(total: int) -> Iterator[Callable[[WorkerStats], None] | None
 @click.option("--once", is_flag=True, help="Send everything due now, then exit.")
 @with_appcontext
 def worker_command(once: bool) -> None:
-    """Send queued emails; without --once keep polling until SIGTERM.
+    """Send queued emails and notifications; without --once keep polling until SIGTERM.
 
     SIGTERM lets the current message finish, records the batch and hands the rest back.
+    Every round also records attempts left `exchanging` past REAUTH_RECONCILE_GRACE_SECONDS
+    (asking Nylas how they ended). An unreachable database is waited for with back-off;
+    --once exits with status 1 after REAUTH_WORKER_ONCE_DB_PATIENCE seconds of it.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = current_app.config
     backend = backend_from_config(config)
-    handlers = handler_table(config, plugin_registry(), backend)
+    registry = plugin_registry()
+    sessions = current_app.extensions[EXTENSION_KEY]
+    handlers = handler_table(config, registry, backend)
+    reconciler = partial(
+        reconcile_stale, sessions, config, NylasGateway.from_config(config), registry
+    )
     total = due_now(list(handlers)) if once else 0
     with worker_progress(total) as progress:
-        worker = Worker(config, current_app.extensions[EXTENSION_KEY], handlers, progress=progress)
-        stats = worker.run(once=once)
+        worker = Worker(config, sessions, handlers, progress=progress, reconciler=reconciler)
+        try:
+            stats = worker.run(once=once)
+        except DatabaseGaveUp as exc:
+            click.echo(worker.stats.summary())
+            raise click.ClickException(f"{exc}; nothing was lost, run it again later") from None
     click.echo(stats.summary())

@@ -24,6 +24,7 @@ import requests
 from flask import current_app, has_app_context
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.db import database_unreachable
 from portal.mail.outbox import FAILED, RETRY, SENT, Claim, Outcome
 from portal.plugins import PluginRegistry
 from portal.signing import app_webhook_signature
@@ -120,8 +121,9 @@ class AppWebhookHandler:
 
         try:
             counts = process_pending(self.sessions, self.config, self.registry)
-        except Exception:
-            log.exception("pending nylas notifications: processing failed")
+        except Exception as exc:
+            if not database_unreachable(exc):  # an outage the worker itself reports, once
+                log.exception("pending nylas notifications: processing failed")
             return
         if counts["processed"] or counts["errors"]:
             log.info("nylas notifications: processed %d, errors %d",

@@ -3,6 +3,12 @@
 Kinds are dispatched through a table of handlers; kinds without a handler (the app webhooks
 of a later issue) are never claimed. SIGTERM (and SIGINT) let the current message finish,
 record the batch, hand the unsent rest back and stop.
+
+An unreachable database stops nothing: the worker waits (1 s, doubling, at most 30 s) and
+tries again, logging one line when the outage begins and one when it ends. Outcomes of
+messages already sent are kept in memory and recorded first once the database answers
+(fenced by the claim token, like any finish), so an outage shorter than the lease sends
+nothing twice. `--once` gives up after REAUTH_WORKER_ONCE_DB_PATIENCE seconds.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.db import database_unreachable
 from portal.mail.app_webhooks import AppWebhookHandler
 from portal.mail.backends import MailBackend
 from portal.mail.campaign import queue_due_reminders
@@ -45,6 +52,12 @@ log = logging.getLogger(__name__)
 # Stop sending from a batch once this share of its lease is used up; the rest goes back.
 LEASE_SAFETY = 0.8
 IDLE_TICK = 0.2
+# Waits between tries while the database cannot be reached.
+DB_RETRY_FIRST = 1.0
+DB_RETRY_CAP = 30.0
+# Stale attempts are looked for at most this often (portal.reconcile).
+RECONCILE_EVERY = 30.0
+Reconciler = Callable[[datetime], Mapping[str, int]]
 
 
 @dataclass
@@ -75,6 +88,54 @@ class WorkerStats:
             f"sent {self.sent}, retry later {self.retried}, failed {self.failed}, "
             f"skipped {self.skipped}, lease lost {self.lost_lease}"
         )
+
+
+class DatabaseGaveUp(Exception):
+    """`--once` waited REAUTH_WORKER_ONCE_DB_PATIENCE seconds for the database in vain."""
+
+
+def describe(exc: BaseException) -> str:
+    """The driver's first line of an error: names the server, never a password."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+class Outage:
+    """The database being out of reach: one log line when it begins, one when it ends."""
+
+    def __init__(
+        self,
+        first: float = DB_RETRY_FIRST,
+        cap: float = DB_RETRY_CAP,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.first, self.cap, self.clock = first, cap, clock
+        self.began: float | None = None
+        self.delay = first
+        self.tries = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Note a failed try; return how long to wait before the next."""
+        if self.began is None:
+            self.began, self.delay, self.tries = self.clock(), self.first, 1
+            log.warning(
+                "database unreachable (%s); retrying with back-off up to %g s",
+                describe(exc), self.cap,
+            )  # fmt: skip
+        else:
+            self.delay, self.tries = min(self.delay * 2, self.cap), self.tries + 1
+        return self.delay
+
+    def lasted(self) -> float:
+        return 0.0 if self.began is None else self.clock() - self.began
+
+    def ended(self) -> None:
+        """The database answered again: say so once."""
+        if self.began is None:
+            return
+        log.info("database reachable again after %.0f s (%d tries)", self.lasted(), self.tries)
+        self.began = None
 
 
 class Throttle:
@@ -121,34 +182,109 @@ class Worker:
         *,
         clock: Callable[[], datetime] = utcnow,
         progress: Callable[[WorkerStats], None] | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.config = config
         self.sessions = sessions
         self.handlers = dict(handlers)
         self.clock = clock
         self.progress = progress
+        self.reconciler = reconciler
         self.throttle = Throttle(config["MAIL_RATE_PER_SECOND"], config["MAIL_RATE_PER_DOMAIN"])
         self.stats = WorkerStats()
         self.stopping = False
+        self.outage = Outage()
+        # Batches sent (or claimed) whose outcomes the database could not take yet.
+        self.unrecorded: list[tuple[KindHandler, list[Outcome], list[Claim]]] = []
+        self.next_reconcile = 0.0
 
     def stop(self, *_: Any) -> None:
         """Ask the loop to stop after the current message."""
         self.stopping = True
 
     def run(self, *, once: bool = False) -> WorkerStats:
-        """Loop until stopped; with `once`, drain what is due now and return."""
-        with self.stop_signals():
-            while not self.stopping:
-                self.queue_reminders()
-                batch = self.claim()
-                if batch:
-                    self.process(batch)
-                elif once:
-                    break
-                else:
+        """Loop until stopped; with `once`, drain what is due now and return.
+
+        Raises DatabaseGaveUp when `once` found the database unreachable for too long.
+        """
+        try:
+            with self.stop_signals():
+                while not self.stopping:
+                    try:
+                        worked = self.round()
+                    except SQLAlchemyError as exc:
+                        if not database_unreachable(exc):
+                            raise
+                        self.wait_for_database(exc, once)
+                        continue
+                    self.outage.ended()
+                    if worked:
+                        continue
+                    if once:
+                        break
                     self.idle()
-        self.close()
+        finally:
+            self.close()
+            self.report_unrecorded()
         return self.stats
+
+    def round(self) -> bool:
+        """One poll: leftovers of an outage, reminders, reconciliation, a batch; True if sent."""
+        self.record_leftovers()
+        self.queue_reminders()
+        self.reconcile()
+        batch = self.claim()
+        if batch:
+            self.process(batch)
+        return bool(batch)
+
+    def wait_for_database(self, exc: BaseException, once: bool) -> None:
+        """Back off before the next try; `once` gives up after its patience."""
+        delay = self.outage.failed(exc)
+        patience = float(self.config.get("WORKER_ONCE_DB_PATIENCE", 60))
+        if once and self.outage.lasted() + delay > patience:
+            raise DatabaseGaveUp(
+                f"database unreachable for {self.outage.lasted():.0f} s ({describe(exc)})"
+            )
+        self.close()  # no SMTP connection is held open through an outage
+        self.pause(delay)
+
+    def record_leftovers(self) -> None:
+        """Record what an outage left unrecorded, oldest first, before claiming anything new."""
+        while self.unrecorded:
+            handler, outcomes, unsent = self.unrecorded[0]
+            self.record(handler, outcomes, unsent)
+            self.unrecorded.pop(0)
+
+    def report_unrecorded(self) -> None:
+        """Stopped during an outage: try once more, else say what will be sent again."""
+        if not self.unrecorded:
+            return
+        try:
+            self.record_leftovers()
+            return
+        except SQLAlchemyError as exc:
+            if not database_unreachable(exc):
+                raise
+        sent = sum(1 for _, outcomes, _ in self.unrecorded for o in outcomes if o.status == SENT)
+        log.warning(
+            "stopping with %d sent messages unrecorded (database unreachable); once their "
+            "lease runs out they are sent again", sent,
+        )  # fmt: skip
+
+    def reconcile(self) -> None:
+        """Record attempts left `exchanging` (portal.reconcile), at most every RECONCILE_EVERY."""
+        if self.reconciler is None or time.monotonic() < self.next_reconcile:
+            return
+        try:
+            self.reconciler(self.clock())
+        except SQLAlchemyError as exc:
+            if database_unreachable(exc):
+                raise
+            log.exception("reconciliation failed")
+        except Exception:  # reconciliation must never stop the mail
+            log.exception("reconciliation failed")
+        self.next_reconcile = time.monotonic() + RECONCILE_EVERY
 
     def close(self) -> None:
         """Close the handlers' connections (SMTP); the next send reopens them."""
@@ -169,27 +305,35 @@ class Worker:
         return preparer if isinstance(preparer, MessagePreparer) else None
 
     def queue_reminders(self) -> None:
-        """Queue due reminders; a busy database only postpones them to the next round."""
-        try:
-            with self.sessions.begin() as session:
-                queued = queue_due_reminders(
-                    session, self.config, now=self.clock(), preparer=self.preparer()
-                )
-        except OperationalError as exc:
-            log.warning("reminders postponed: %s", exc.orig)
-            return
+        """Queue due reminders (an unreachable database is the loop's to wait for)."""
+        with self.sessions.begin() as session:
+            queued = queue_due_reminders(
+                session, self.config, now=self.clock(), preparer=self.preparer()
+            )
         if queued:
             log.info("queued %d reminders", queued)
 
     def process(self, batch: list[Claim]) -> None:
         """Send a batch (one kind at a time), then record every outcome in one transaction."""
-        for kind in sorted({claim.kind for claim in batch}):
+        kinds = sorted({claim.kind for claim in batch})
+        for index, kind in enumerate(kinds):
             claims = [claim for claim in batch if claim.kind == kind]
             handler = self.handlers[kind]
-            with self.sessions() as session:
-                handler.prepare(session, claims)
-            outcomes, unsent = self.send_all(handler, claims)
-            self.record(handler, outcomes, unsent)
+            outcomes: list[Outcome] = []
+            unsent = claims
+            try:
+                with self.sessions() as session:
+                    handler.prepare(session, claims)
+                outcomes, unsent = self.send_all(handler, claims)
+                self.record(handler, outcomes, unsent)
+            except SQLAlchemyError as exc:
+                if database_unreachable(exc):
+                    # Kept, to be recorded (or handed back) once the database answers.
+                    self.unrecorded.append((handler, outcomes, unsent))
+                    for later in kinds[index + 1 :]:
+                        rest = [claim for claim in batch if claim.kind == later]
+                        self.unrecorded.append((self.handlers[later], [], rest))
+                raise
         if self.progress is not None:
             self.progress(self.stats)
 
@@ -266,9 +410,13 @@ class Worker:
     def idle(self) -> None:
         """Close idle connections and wait for the next poll, waking up for a stop."""
         self.close()
-        deadline = time.monotonic() + self.config["WORKER_POLL_SECONDS"]
+        self.pause(self.config["WORKER_POLL_SECONDS"])
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, waking up at once for a stop."""
+        deadline = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < deadline:
-            time.sleep(IDLE_TICK)
+            time.sleep(min(IDLE_TICK, max(0.0, deadline - time.monotonic())))
 
     @contextmanager
     def stop_signals(self) -> Iterator[None]:

@@ -142,6 +142,8 @@ class Attempt(Base):
     grant_id: Mapped[str | None] = mapped_column(String(128))
     granted_scopes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the callback began spending the code: reconciliation's grace period counts from here.
+    exchange_started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
     __table_args__ = (

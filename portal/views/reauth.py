@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import (
     Blueprint,
     Response,
@@ -12,10 +14,18 @@ from flask import (
     session,
 )
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal.db import db
-from portal.flow import FlowProblem, finish_attempt, resolve_link, result_kind, start_attempt
+from portal.db import database_unreachable, db, discard
+from portal.flow import (
+    FlowProblem,
+    RecordingInterrupted,
+    finish_attempt,
+    resolve_link,
+    result_kind,
+    start_attempt,
+)
 from portal.models import Account, Attempt, Event, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.plugins import plugin_registry
@@ -24,6 +34,7 @@ from portal.signing import new_secret
 from portal.web import limiter
 
 blueprint = Blueprint("reauth", __name__)
+log = logging.getLogger(__name__)
 BROWSER_COOKIE = "reauth_browser"
 ATTEMPT_SESSION_KEY = "reauth_attempt"
 ADMIN_CONSENT_STATE = "adminconsent:"  # the state portal.admin.dashboard puts on consent links
@@ -91,6 +102,19 @@ def callback() -> ResponseReturnValue:
     except FlowProblem as problem:
         db.session.rollback()
         return problem_page(problem.kind, 400)
+    except RecordingInterrupted as interrupted:
+        # The code may be spent: reconciliation records it. The result page finds it then.
+        discard(db.session)
+        session[ATTEMPT_SESSION_KEY] = interrupted.attempt_id
+        log.warning("callback: database unreachable; attempt %d left to reconciliation",
+                    interrupted.attempt_id)  # fmt: skip
+        return finishing_page()
+    except SQLAlchemyError as exc:
+        if not database_unreachable(exc):
+            raise
+        discard(db.session)  # nothing was spent yet: reloading the callback starts over
+        log.warning("callback: database unreachable before the attempt was found")
+        return finishing_page()
     session[ATTEMPT_SESSION_KEY] = attempt.id
     return redirect("/r/result", code=303)
 
@@ -99,10 +123,16 @@ def callback() -> ResponseReturnValue:
 def result() -> ResponseReturnValue:
     """The stored result of this browser's last attempt; safe to reload or revisit."""
     attempt_id = session.get(ATTEMPT_SESSION_KEY)
-    attempt = db.session.get(Attempt, attempt_id) if isinstance(attempt_id, int) else None
-    if attempt is None:
+    try:
+        attempt = db.session.get(Attempt, attempt_id) if isinstance(attempt_id, int) else None
+        account = db.session.get_one(Account, attempt.account_pk) if attempt else None
+    except SQLAlchemyError as exc:
+        if not database_unreachable(exc):
+            raise
+        discard(db.session)
+        return finishing_page()
+    if attempt is None or account is None:
         return problem_page("no_result", 404)
-    account = db.session.get_one(Account, attempt.account_pk)
     kind = result_kind(attempt)
     status = 200 if kind in ("completed", "in_progress") else 400
     return render_template(
@@ -145,6 +175,11 @@ def link_problem(kind: str) -> ResponseReturnValue:
 
 def problem_page(kind: str, status: int) -> ResponseReturnValue:
     return render_template("reauth/problem.html", kind=kind), status
+
+
+def finishing_page() -> ResponseReturnValue:
+    """The database is out of reach for a moment: ask for a reload, show nothing alarming."""
+    return render_template("reauth/problem.html", kind="finishing"), 503, {"Retry-After": "60"}
 
 
 def set_browser_cookie(response: BaseResponse, value: str) -> None:
