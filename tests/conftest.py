@@ -20,6 +20,7 @@ import smtplib
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ HARNESS_VARIABLES = frozenset(
         "REAUTH_REQUIRE_POSTGRES",
         "REAUTH_TEST_CHROMIUM",
         "REAUTH_UPDATE_SCREENSHOTS",
+        "REAUTH_REQUIRE_PRODUCTION_STAGE",
+        "REAUTH_TEST_NGINX",
+        "REAUTH_TEST_REDIS_URL",
     }
 )
 
@@ -110,10 +114,22 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_url(postgres_server: str | None) -> Iterator[str]:
     """A URL whose connections see only a fresh, private schema; dropped after the test."""
-    if postgres_server is not None:
+    require_postgres(postgres_server)
+    with private_schema() as url:
+        yield url
+
+
+def require_postgres(reason: str | None) -> None:
+    """Skip (or, with REAUTH_REQUIRE_POSTGRES=1, fail) when the server does not answer."""
+    if reason is not None:
         if postgres_required():
-            pytest.fail(f"{postgres_server} (REAUTH_REQUIRE_POSTGRES=1)")
-        pytest.skip(postgres_server)
+            pytest.fail(f"{reason} (REAUTH_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+
+
+@contextmanager
+def private_schema() -> Iterator[str]:
+    """Create a schema, yield a URL that sees only it, then drop it with its connections."""
     base = postgres_base_url()
     schema = f"test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing, sync_playwright
 from flow_support import EWS_PASSWORD
 
 from portal.db import db
@@ -24,26 +24,14 @@ from portal.mail.worker import Worker, handler_table
 from portal.models import Admin, AdminRole, utcnow
 from portal.plugins import plugin_registry
 
-CHROMIUM = os.environ.get("REAUTH_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
 ADMIN_EMAIL = "ops@contoso.com"
 ADMIN_PASSWORD = "a long admin password for tests"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]  # fmt: skip
 
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the test extra installs it
-    sync_playwright = None  # type: ignore[assignment]
+pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
-pytestmark = [
-    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed"),
-    pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
-        reason=f"no Chromium at {CHROMIUM} (install Debian's `chromium`; .ci/run does)",
-    ),
-]
+if TYPE_CHECKING or sync_playwright is not None:
+    from playwright.sync_api import Browser, Page, expect
 
 
 @pytest.fixture(scope="module")

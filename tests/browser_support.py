@@ -1,0 +1,28 @@
+"""Debian's Chromium driven by Playwright: where it is, how it starts, and why it may not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+CHROMIUM = os.environ.get("REAUTH_TEST_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps calling Google's hosts, which this
+# machine's closed network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]  # fmt: skip
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    sync_playwright = None  # type: ignore[assignment]
+
+
+def chromium_missing() -> str | None:
+    """Why no browser test can run here, or None."""
+    if sync_playwright is None:
+        return "playwright is not installed"
+    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM} (install Debian's `chromium`; .ci/run does)"
+    return None
