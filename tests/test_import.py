@@ -194,10 +194,25 @@ def test_bom_is_tolerated(db_app, db_runner, tmp_path):
     assert account_count(db_app) == 4
 
 
-def test_header_only_imports_nothing_and_says_so(db_app, db_runner, tmp_path):
-    result = run_import(db_runner, write(tmp_path, "header.csv", HEADER))
-    assert "imported 0, updated 0, unchanged 0, rejected 0" in result.output
-    assert account_count(db_app) == 0
+@pytest.mark.parametrize("options", [(), ("--skip-invalid",), ("--dry-run",)])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("header.csv", HEADER, "line 1: a header and no rows after it"),
+        ("blank.csv", HEADER + "\n \n,,,,,,,,,\n", "line 1: a header and no rows after it"),
+        ("empty.jsonl", "", "the file is empty: expected one JSON object per line"),
+        ("blank.jsonl", "\n  \n\n", "line 3: only blank lines; expected one JSON object per line"),
+    ],
+    ids=["header only", "header and blank lines", "empty JSON Lines", "blank JSON Lines"],
+)
+def test_a_file_without_rows_is_an_error_in_every_mode(
+    db_app, db_runner, tmp_path, name, content, message, options
+):
+    """A header alone is far more often a truncated export than a list of no accounts."""
+    result = run_import(db_runner, write(tmp_path, name, content), *options)
+    assert result.exit_code == 1, result.output
+    assert f"{message}; nothing was imported" in result.stderr
+    assert snapshot(db_app) == ([], 0)  # not even the accounts.imported event
 
 
 # -- re-import -----------------------------------------------------------------------------
@@ -420,6 +435,21 @@ BAD_FILES = {
         "fields.csv",
         HEADER + GOOD_ROWS + "acc-x,ada@contoso.com,office365\n",
         "line 5: expected 10 fields, found 3",
+    ),
+    "an extra empty cell": (
+        "extra-empty.csv",
+        HEADER + GOOD_ROWS + "acc-x,ada2@contoso.com,office365,,,,,,Ada,u-9,\n",
+        "line 5: expected 10 fields, found 11: more columns than the header",
+    ),
+    "an extra cell with a value": (
+        "extra-value.csv",
+        HEADER + "acc-x,ada2@contoso.com,office365,,,,,,Ada,u-9,surplus\n" + GOOD_ROWS,
+        "line 2: expected 10 fields, found 11: more columns than the header",
+    ),
+    "only commas, more than the header": (
+        "extra-commas.csv",
+        HEADER + GOOD_ROWS + ",,,,,,,,,,,,\n",
+        "line 5: expected 10 fields, found 13: more columns than the header",
     ),
     "line over 1 MiB": (
         "long.csv",

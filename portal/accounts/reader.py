@@ -96,6 +96,19 @@ def read_csv(source: LineSource, check_header: HeaderCheck) -> Iterator[Record]:
     problem = check_header(columns)
     if problem:
         raise ImportFileError(f"line 1: {problem}")
+    rows = 0
+    for record in csv_rows(source, reader, columns, header_key):
+        rows += 1
+        yield record
+    if not rows:
+        # A header alone is a truncated or wrong export far more often than 0 accounts.
+        raise ImportFileError("line 1: a header and no rows after it")
+
+
+def csv_rows(
+    source: LineSource, reader: Iterator[list[str]], columns: list[str], header_key: str
+) -> Iterator[Record]:
+    """The rows after the header, blank lines left out."""
     while True:
         start = source.line_number + 1
         try:
@@ -108,8 +121,14 @@ def read_csv(source: LineSource, check_header: HeaderCheck) -> Iterator[Record]:
         if source.oversized_lines and source.oversized_lines[-1] >= start:
             yield Record(start, None, f"line longer than {MAX_LINE_BYTES} bytes")
             continue
+        if len(values) > len(columns):
+            # Even empty extra cells: the row does not line up with the header, so its values
+            # may sit under the wrong column names.
+            counts = f"expected {len(columns)} fields, found {len(values)}"
+            yield Record(start, None, f"{counts}: more columns than the header")
+            continue
         if not any(value.strip() for value in values):
-            continue  # blank lines carry nothing
+            continue  # blank lines (or a spreadsheet's empty rows, ",,,") carry nothing
         if len(values) != len(columns):
             yield Record(start, None, f"expected {len(columns)} fields, found {len(values)}")
             continue
@@ -118,6 +137,20 @@ def read_csv(source: LineSource, check_header: HeaderCheck) -> Iterator[Record]:
 
 
 def read_jsonl(source: LineSource) -> Iterator[Record]:
+    rows = 0
+    for record in jsonl_rows(source):
+        rows += 1
+        yield record
+    if not source.line_number:
+        raise ImportFileError("the file is empty: expected one JSON object per line")
+    if not rows:
+        raise ImportFileError(
+            f"line {source.line_number}: only blank lines; expected one JSON object per line"
+        )
+
+
+def jsonl_rows(source: LineSource) -> Iterator[Record]:
+    """One record per line that is not blank."""
     for text in source:
         line = source.line_number
         if source.oversized_lines and source.oversized_lines[-1] == line:
