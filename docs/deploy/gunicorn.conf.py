@@ -16,3 +16,7 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(L)ss "%(a)s"'
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("REAUTH_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Recent gunicorn releases open a control socket in $XDG_RUNTIME_DIR or ~/.gunicorn, shared by every
+# instance of the same user and not writable under systemd's ProtectSystem=strict. The portal
+# needs none of its commands (reload with SIGHUP, stop with SIGTERM).
+control_socket_disable = True
