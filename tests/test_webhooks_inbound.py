@@ -342,9 +342,12 @@ def test_grant_deleted_flags_the_account_and_keeps_the_ledger(hooked: Portal) ->
 
 @pytest.fixture
 def hooked_db(
-    nylas_emulator: Any, make_app: Any, tmp_path: Any, database_url: str
+    database_url: str, nylas_emulator: Any, make_app: Any, tmp_path: Any
 ) -> Iterator[Portal]:
-    """The hooked portal on SQLite, then on PostgreSQL."""
+    """The hooked portal on SQLite, then on PostgreSQL.
+
+    `database_url` comes first so its schema is dropped last, after the app's engine is gone.
+    """
     yield from hooked_portal(nylas_emulator, make_app, tmp_path, DATABASE_URL=database_url)
 
 
