@@ -231,24 +231,32 @@ def exchange_and_record(
         session.refresh(attempt)
         return attempt
     account = session.get_one(Account, attempt.account_pk)
-    outcome: AuthResult | CallbackError | None = None
-    if account.status != AccountStatus.COMPLETED:  # else another tab finished: spend nothing
-        verifier = attempt.code_verifier
-        # No transaction stays open while Nylas answers: a SQLite reader that began before
-        # another tab's commit could not write afterwards, and PostgreSQL would sit idle in one.
+    if account.status == AccountStatus.COMPLETED:  # another tab finished: spend nothing
+        close_after_completion(attempt, now)
         session.commit()
-        outcome = callback_result(gateway, verifier, params)
-        # Another tab, reconciliation or a notification may have recorded meanwhile.
-        lock_account(session, account)
-        session.refresh(attempt)
-        if not may_record(account, attempt, outcome):
-            session.commit()
-            return attempt
+        return attempt
+    verifier = attempt.code_verifier
+    # No transaction stays open while Nylas answers: a SQLite reader that began before
+    # another tab's commit could not write afterwards, and PostgreSQL would sit idle in one.
+    session.commit()
+    outcome = callback_result(gateway, verifier, params)
+    record_exchanged(session, config, registry, account, attempt, outcome, now)
+    return attempt
+
+
+def record_exchanged(
+    session: Session, config: Any, registry: PluginRegistry, account: Account, attempt: Attempt,
+    outcome: AuthResult | CallbackError, now: datetime,
+) -> None:  # fmt: skip
+    """Record what spending the code gave, unless another tab, reconciliation or a
+    notification recorded this attempt meanwhile; commit."""
+    lock_account(session, account)
+    session.refresh(attempt)
+    if may_record(account, attempt, outcome):
         if attempt.status != AttemptStatus.EXCHANGING:
             attempt.error_code = attempt.error_description = None  # a real result overrides
-    settle_exchange(session, config, registry, account, attempt, outcome, now)
+        settle_exchange(session, config, registry, account, attempt, outcome, now)
     session.commit()
-    return attempt
 
 
 def lock_account(session: Session, account: Account) -> None:
@@ -257,9 +265,7 @@ def lock_account(session: Session, account: Account) -> None:
     session.refresh(account, with_for_update=True)
 
 
-def may_record(
-    account: Account, attempt: Attempt, outcome: AuthResult | CallbackError | None
-) -> bool:
+def may_record(account: Account, attempt: Attempt, outcome: AuthResult | CallbackError) -> bool:
     """Whether the callback may still record its outcome once it holds the account's lock.
 
     Only while the attempt is still `exchanging`; or when reconciliation closed it as
@@ -278,14 +284,14 @@ def may_record(
 
 def settle_exchange(
     session: Session, config: Any, registry: PluginRegistry, account: Account, attempt: Attempt,
-    outcome: AuthResult | CallbackError | None, now: datetime,
+    outcome: AuthResult | CallbackError, now: datetime,
 ) -> None:  # fmt: skip
     """Record an exchanged attempt's outcome; the caller holds the account's row lock.
 
     An account already completed (by another tab or a notification) keeps its ledger entry:
     the attempt is closed without recording anything.
     """
-    if outcome is None or account.status == AccountStatus.COMPLETED:
+    if account.status == AccountStatus.COMPLETED:
         close_after_completion(attempt, now)
     else:
         record_outcome(session, config, registry, account, attempt, outcome, now)

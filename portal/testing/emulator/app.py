@@ -62,6 +62,9 @@ def inject_fault() -> Response | None:
     if fault is None:
         return None
     g.fault = fault.kind
+    if fault.kind == "hook" and fault.action is not None:
+        fault.action()
+        return None
     if fault.kind == "latency":
         time.sleep(fault.seconds)
         return None

@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ class Fault:
     path_prefix: str = ""
     retry_after: int = 1
     seconds: float = 0.0
+    action: Callable[[], None] | None = None  # kind "hook": run before the request is served
 
     def matches(self, path: str) -> bool:
         """Tell whether this fault still applies to a request for `path`."""
@@ -270,6 +271,15 @@ class EmulatorState:
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
         fault = Fault(kind, count, path_prefix, retry_after, seconds)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def add_hook(self, action: Callable[[], None], path_prefix: str = "", count: int = 1) -> Fault:
+        """Run `action` (in the serving thread) before each of the next `count` requests under
+        `path_prefix` is served as usual: a test's way to act at a precise moment, e.g. cut
+        the portal's database while its code exchange is at Nylas. Python only, not HTTP."""
+        fault = Fault("hook", count, path_prefix, action=action)
         with self.lock:
             self.faults.append(fault)
         return fault
