@@ -47,6 +47,7 @@ DEFAULT_GRACE_SECONDS = 300
 CLOCK_ALLOWANCE = timedelta(seconds=60)
 # Attempts looked up per round: a backlog drains over a few rounds, never stalls sending.
 ROUND_LIMIT = 20
+NYLAS_UNAVAILABLE = "nylas unavailable"
 
 
 def grace_period(config: Mapping[str, Any]) -> timedelta:
@@ -172,7 +173,7 @@ def reconcile_attempt(
         grants = account_grants(gateway, lookup)  # no transaction is open meanwhile
     except NylasError as exc:
         log.warning("reconcile attempt %d: Nylas did not answer (%s); next round", attempt_id, exc)
-        return "nylas unavailable"
+        return NYLAS_UNAVAILABLE
     with sessions() as session:
         begin_writer(session)
         account = session.get_one(Account, lookup.account_pk, with_for_update=True)
@@ -195,10 +196,17 @@ def reconcile_stale(
     sessions: sessionmaker[Session], config: Mapping[str, Any], gateway: NylasGateway,
     registry: PluginRegistry, now: datetime, limit: int = ROUND_LIMIT,
 ) -> Counter[str]:  # fmt: skip
-    """Reconcile up to `limit` stale attempts, oldest first; count the results."""
+    """Reconcile up to `limit` stale attempts, oldest first; count the results.
+
+    The round ends at the first attempt Nylas does not answer for: the others would wait
+    through the same retries, holding up the worker's mail.
+    """
     with sessions() as session:
         ids = stale_attempt_ids(session, config, now, limit)
-    return Counter(
-        reconcile_attempt(sessions, config, gateway, registry, attempt_id, now)
-        for attempt_id in ids
-    )
+    counts: Counter[str] = Counter()
+    for attempt_id in ids:
+        result = reconcile_attempt(sessions, config, gateway, registry, attempt_id, now)
+        counts[result] += 1
+        if result == NYLAS_UNAVAILABLE:
+            break
+    return counts
