@@ -3,6 +3,8 @@
 - Invite links: itsdangerous, purpose salt, `max_age`, key rotation (sign with the current key,
   accept the fallbacks). The token carries only {invite id, nonce}; the nonce lives in the
   database, so re-issue and revoke kill older links.
+- Admin-consent states: the `state` of the dashboard's admin-consent links, signed the same way
+  under their own salt, carrying the tenant, valid for ADMIN_CONSENT_MAX_AGE.
 - Nylas webhooks: hex HMAC-SHA256 of the raw body, checked in constant time against every
   configured secret (rotation overlap).
 - Outbound notifications to the company's app: HMAC-SHA256 over "timestamp.body".
@@ -21,6 +23,14 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 INVITE_LINK_SALT = "reauth.invite-link.v1"
+ADMIN_CONSENT_SALT = "reauth.admin-consent-state.v1"
+# The callback tells a tenant administrator's return from a user's by this prefix.
+ADMIN_CONSENT_PREFIX = "adminconsent:"
+# Long enough to reach a tenant's administrator by email and back; the dashboard signs anew
+# on every visit, so a fresh link is one page load away.
+ADMIN_CONSENT_MAX_AGE = 7 * 24 * 3600
+# Nylas refuses a hosted-auth `state` longer than this.
+MAX_STATE_LENGTH = 256
 
 
 class LinkError(Exception):
@@ -71,6 +81,45 @@ class LinkSigner:
         if not isinstance(data.get("n"), str):
             raise LinkInvalid("link invalid")
         return LinkClaims(data["i"], data["n"])
+
+
+class ConsentStateRefused(Exception):
+    """An admin-consent state the portal did not sign for this purpose, or signed too long ago."""
+
+
+class ConsentStateSigner:
+    """Sign and check the `state` of admin-consent links: `adminconsent:<signed tenant>`."""
+
+    def __init__(
+        self, secret_key: str, fallbacks: Sequence[str] = (), max_age: int = ADMIN_CONSENT_MAX_AGE
+    ) -> None:
+        self.serializer = URLSafeTimedSerializer([*fallbacks, secret_key], salt=ADMIN_CONSENT_SALT)
+        self.max_age = max_age
+
+    @classmethod
+    def from_config(cls, config: Any) -> ConsentStateSigner:
+        return cls(config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS") or ())
+
+    def dumps(self, tenant: str) -> str | None:
+        """The state for this tenant; None when it would not fit Nylas' length limit."""
+        state = ADMIN_CONSENT_PREFIX + str(self.serializer.dumps(tenant))
+        return state if len(state) <= MAX_STATE_LENGTH else None
+
+    def loads(self, state: str) -> str:
+        """Return the tenant the state was signed for, or raise ConsentStateRefused."""
+        if not state.startswith(ADMIN_CONSENT_PREFIX):
+            raise ConsentStateRefused("not an admin-consent state")
+        try:
+            tenant = self.serializer.loads(
+                state.removeprefix(ADMIN_CONSENT_PREFIX), max_age=self.max_age
+            )
+        except SignatureExpired:
+            raise ConsentStateRefused("expired") from None
+        except BadSignature:
+            raise ConsentStateRefused("invalid") from None
+        if not isinstance(tenant, str) or not tenant:
+            raise ConsentStateRefused("invalid")
+        return tenant
 
 
 def new_nonce() -> str:

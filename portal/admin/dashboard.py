@@ -31,6 +31,7 @@ from portal.models import (
     TenantCredential,
 )
 from portal.models.base import UTCDateTime
+from portal.signing import ADMIN_CONSENT_MAX_AGE, ConsentStateSigner
 
 MEDIAN_SAMPLE = 10_000  # the most recent completions the median is taken over
 MAX_CHART_DAYS = 90
@@ -62,6 +63,7 @@ class Dashboard:
     median_sample: int = 0
     reasons: list[tuple[str, int]] = field(default_factory=list)
     consent: list[dict[str, Any]] = field(default_factory=list)
+    consent_link_days: int = ADMIN_CONSENT_MAX_AGE // (24 * 3600)
 
 
 def build_dashboard(db_session: Session, config: Any) -> Dashboard:
@@ -224,8 +226,16 @@ def credentials_for(db_session: Session, tenants: list[str]) -> dict[str, Tenant
     return {credential.tenant: credential for credential in credentials}
 
 
-def admin_consent_link(config: Any, tenant: str, credential_id: str | None) -> str:
-    """Nylas hosted admin consent (response_type=adminconsent) for a tenant's administrator."""
+def admin_consent_link(config: Any, tenant: str, credential_id: str | None) -> str | None:
+    """Nylas hosted admin consent (response_type=adminconsent) for a tenant's administrator.
+
+    The state is signed for this tenant (portal.signing.ConsentStateSigner) and expires, so
+    the callback records only returns from links this dashboard made. None when the tenant's
+    name is too long for a state Nylas accepts.
+    """
+    state = ConsentStateSigner.from_config(config).dumps(tenant)
+    if state is None:
+        return None
     params = {
         "client_id": config["NYLAS_CLIENT_ID"],
         "redirect_uri": config["OAUTH_REDIRECT_URI"],
@@ -234,7 +244,7 @@ def admin_consent_link(config: Any, tenant: str, credential_id: str | None) -> s
     }
     if credential_id:
         params["credential_id"] = credential_id
-    params["state"] = f"adminconsent:{tenant}"[:256]
+    params["state"] = state
     return f"{config['NYLAS_API_URI']}/v3/connect/auth?{urlencode(params)}"
 
 

@@ -30,14 +30,20 @@ from portal.models import Account, Attempt, Event, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.plugins import plugin_registry
 from portal.renewal import RENEW_LIMIT, request_fresh_link
-from portal.signing import new_secret
+from portal.signing import (
+    ADMIN_CONSENT_MAX_AGE,
+    ADMIN_CONSENT_PREFIX,
+    ConsentStateRefused,
+    ConsentStateSigner,
+    new_secret,
+)
 from portal.web import limiter
 
 blueprint = Blueprint("reauth", __name__)
 log = logging.getLogger(__name__)
 BROWSER_COOKIE = "reauth_browser"
 ATTEMPT_SESSION_KEY = "reauth_attempt"
-ADMIN_CONSENT_STATE = "adminconsent:"  # the state portal.admin.dashboard puts on consent links
+ADMIN_CONSENT_STATE = ADMIN_CONSENT_PREFIX  # consent links are told apart by it
 PROBLEM_STATUS = {"link_invalid": 404, "link_expired": 410, "link_superseded": 410}
 
 
@@ -155,9 +161,24 @@ def renew() -> ResponseReturnValue:
     return render_template("reauth/renew_sent.html")
 
 
+# Per client address: an administrator comes back once or twice; the 429 page says 15 minutes.
+ADMIN_CONSENT_LIMIT = "10 per 15 minutes"
+
+
+@limiter.limit(ADMIN_CONSENT_LIMIT)
 def admin_consent_return() -> ResponseReturnValue:
-    """A tenant's administrator comes back from Microsoft admin consent (dashboard link)."""
-    tenant = request.args.get("state", "").removeprefix(ADMIN_CONSENT_STATE)[:255]
+    """A tenant's administrator comes back from Microsoft admin consent (dashboard link).
+
+    Only a state the dashboard signed for a tenant, and not yet expired, is recorded; any
+    other gets a plain refusal and writes nothing.
+    """
+    try:
+        tenant = ConsentStateSigner.from_config(current_app.config).loads(
+            request.args.get("state", "")
+        )
+    except ConsentStateRefused:
+        days = ADMIN_CONSENT_MAX_AGE // (24 * 3600)
+        return render_template("reauth/admin_consent.html", refused=True, days=days), 400
     granted = request.args.get("admin_consent", "").lower() == "true"
     error = request.args.get("error", "")[:64]
     db.session.add(Event(kind="tenant.admin_consent", actor="tenant-admin", detail={
