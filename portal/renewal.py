@@ -1,45 +1,82 @@
-"""`/r/renew`: mail a fresh link to an address, saying the same whether or not it is known."""
+"""`/r/renew`: mail a fresh link to an address, the same work whether or not it is known.
+
+The request only validates the address and queues one `renewal` outbox row (a random
+idempotency key, the normalised address as recipient): one INSERT for any address, so neither
+the answer nor its timing tells whether the address is known. The worker's RenewalHandler
+resolves the row: it looks the address up and re-issues the link of each account a campaign
+has already reached, at most once per RENEW_INTERVAL per account.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from flask import current_app, has_app_context
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from portal.accounts.emails import InvalidEmail, normalize_email
+from portal.db import begin_writer
 from portal.invites import live_invite
 from portal.mail.campaign import send_fresh_link
+from portal.mail.outbox import OUTBOX, RETRY, SENT, Claim, Outcome, enqueue_id
 from portal.models import AWAITING_STATUSES, Account, AccountStatus, OutboxKind, OutboxMessage
+from portal.signing import new_secret
 
 # Per client address (Flask-Limiter); per account a fresh link at most every RENEW_INTERVAL.
 RENEW_LIMIT = "5 per 15 minutes"
 RENEW_INTERVAL = timedelta(minutes=10)
-RENEWABLE_STATUSES = AWAITING_STATUSES | {AccountStatus.UNDELIVERABLE}
+# Only accounts a campaign has reached: a `new` account gets its link with its invitation.
+RENEWABLE_STATUSES = (AWAITING_STATUSES | {AccountStatus.UNDELIVERABLE}) - {AccountStatus.NEW}
+RENEWAL_ACTOR = "renew"
+# Payload key of a resolved renewal row: how many links it mailed.
+RESOLVED = "mailed"
 
 
-def request_fresh_link(session: Session, config: Any, address: str, now: datetime) -> bool:
-    """Re-issue the link of every waiting account with this address; False if not an address."""
+def request_fresh_link(session: Session, address: str, now: datetime) -> bool:
+    """Queue a renewal request for this address and commit; False if it is not an address."""
     try:
         email = normalize_email(address)
     except InvalidEmail:
         return False
-    accounts = session.scalars(
-        select(Account).where(Account.email == email, Account.plugin.is_not(None))
-    ).all()
-    for account in accounts:
-        if account.status in RENEWABLE_STATUSES:
-            renew_account(session, config, account, now)
+    enqueue_id(
+        session, kind=OutboxKind.RENEWAL, idempotency_key=f"renewal:{new_secret(16)}",
+        recipient=email, now=now,
+    )  # fmt: skip
     session.commit()
     return True
 
 
-def renew_account(session: Session, config: Any, account: Account, now: datetime) -> None:
+def resolve_renewal(session: Session, config: Mapping[str, Any], email: str, now: datetime) -> int:
+    """Re-issue and mail the link of every reached account with this address; return how many.
+
+    The accounts are locked (PostgreSQL), so two workers resolving requests for one address
+    take turns and the second sees the first one's email (no double mail).
+    """
+    accounts = session.scalars(
+        select(Account)
+        .where(
+            Account.email == email,
+            Account.plugin.is_not(None),
+            Account.status.in_(RENEWABLE_STATUSES),
+        )
+        .order_by(Account.id)
+        .with_for_update(of=Account)
+    ).all()
+    return sum(renew_account(session, config, account, now) for account in accounts)
+
+
+def renew_account(
+    session: Session, config: Mapping[str, Any], account: Account, now: datetime
+) -> bool:
+    """Mail the account a fresh link unless one went out within RENEW_INTERVAL."""
     invite = live_invite(session, account)
     if invite is not None and mailed_recently(session, invite.id, now):
-        return  # a link went out moments ago; do not let strangers flood the inbox
-    send_fresh_link(session, config, account, actor="renew", reason="renew", now=now)
+        return False  # a link went out moments ago; do not let strangers flood the inbox
+    send_fresh_link(session, config, account, actor=RENEWAL_ACTOR, reason="renew", now=now)
+    return True
 
 
 def mailed_recently(session: Session, invite_id: int, now: datetime) -> bool:
@@ -49,3 +86,54 @@ def mailed_recently(session: Session, invite_id: int, now: datetime) -> bool:
             OutboxMessage.created_at > now - RENEW_INTERVAL,
         ).limit(1)
     ) is not None  # fmt: skip
+
+
+class RenewalHandler:
+    """The KindHandler of `renewal` rows (see portal.mail.delivery.KindHandler).
+
+    Delivering a row is resolving it, in one transaction of its own: the links re-issued, their
+    emails queued, and the row marked resolved (`payload.mailed`) under the claim's token. A
+    worker whose lease ran out changes nothing; a row resolved just before its worker died is
+    only finished by the next one, never resolved twice.
+    """
+
+    def __init__(
+        self, config: Mapping[str, Any], sessions: sessionmaker[Session] | None = None
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+
+    def session_factory(self) -> sessionmaker[Session]:
+        if self.sessions is None:
+            from portal.db import EXTENSION_KEY
+
+            if not has_app_context():
+                raise RuntimeError("RenewalHandler needs sessions or an app context")
+            self.sessions = current_app.extensions[EXTENSION_KEY]
+        return self.sessions
+
+    def prepare(self, session: Session, claims: list[Claim]) -> None:
+        """Nothing to load: each row carries its address."""
+
+    def deliver(self, claim: Claim, now: datetime) -> Outcome:
+        if RESOLVED in claim.payload:
+            return Outcome(claim, SENT)
+        with self.session_factory()() as session:
+            begin_writer(session)  # SQLite: take the write lock before reading the accounts
+            mailed = resolve_renewal(session, self.config, claim.recipient, now)
+            marked: Any = session.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id == claim.id, OUTBOX.c.claim_token == claim.claim_token)
+                .values(payload={RESOLVED: mailed})
+            )
+            if not marked.rowcount:
+                session.rollback()
+                return Outcome(claim, RETRY, "lease lost before the request was resolved")
+            session.commit()
+        return Outcome(claim, SENT)
+
+    def after(self, session: Session, outcome: Outcome, now: datetime) -> None:
+        """Nothing more: the resolution was recorded when delivered."""
+
+    def close(self) -> None:
+        """No connection to close."""

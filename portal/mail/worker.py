@@ -47,6 +47,7 @@ from portal.mail.outbox import (
 from portal.mail.prepare import MessagePreparer
 from portal.models import utcnow
 from portal.plugins import PluginRegistry
+from portal.renewal import RenewalHandler
 
 log = logging.getLogger(__name__)
 # Stop sending from a batch once this share of its lease is used up; the rest goes back.
@@ -439,4 +440,5 @@ def handler_table(
     return {
         "email": EmailHandler(config, registry, backend),
         "app_webhook": AppWebhookHandler(config, registry),
+        "renewal": RenewalHandler(config),
     }

@@ -29,7 +29,7 @@ from portal.flow import (
 from portal.models import Account, Attempt, Event, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.plugins import plugin_registry
-from portal.renewal import RENEW_LIMIT, request_fresh_link
+from portal.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
     ADMIN_CONSENT_PREFIX,
@@ -150,15 +150,19 @@ def result() -> ResponseReturnValue:
 @blueprint.route("/r/renew", methods=["GET", "POST"])
 @limiter.limit(RENEW_LIMIT, methods=["POST"])
 def renew() -> ResponseReturnValue:
-    """Ask for a fresh link; the answer is the same whether or not the address is known."""
+    """Ask for a fresh link; the request does the same work whether or not the address is known.
+
+    A valid address only queues a renewal request: the worker looks it up (portal.renewal).
+    """
     if request.method == "GET":
         return render_template("reauth/renew.html", error=None)
     address = request.form.get("email", "").strip()
-    if not request_fresh_link(db.session, current_app.config, address, utcnow()):
+    if not request_fresh_link(db.session, address, utcnow()):
         return render_template(
             "reauth/renew.html", error="Please enter a valid email address."
         ), 400
-    return render_template("reauth/renew_sent.html")
+    minutes = int(RENEW_INTERVAL.total_seconds() // 60)
+    return render_template("reauth/renew_sent.html", interval_minutes=minutes)
 
 
 # Per client address: an administrator comes back once or twice; the 429 page says 15 minutes.
