@@ -436,7 +436,7 @@ class Worker:
 def handler_table(
     config: Mapping[str, Any], registry: PluginRegistry, backend: MailBackend
 ) -> dict[str, KindHandler]:
-    """Return the kinds this worker delivers and their handlers (app webhooks come later)."""
+    """Return the outbox kinds this worker handles: emails, app notifications, renewal requests."""
     return {
         "email": EmailHandler(config, registry, backend),
         "app_webhook": AppWebhookHandler(config, registry),
