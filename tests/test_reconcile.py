@@ -8,7 +8,9 @@ test: find and claim the attempt, spend the code at the emulator over HTTP, reco
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,11 +18,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flow_support import Browser, Portal
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import make_url
 from test_webhooks_inbound import SECRET, events, outbox, settle
 from test_webhooks_outbound import APP_SECRET, Receiver
 
-from portal.db import EXTENSION_KEY, db
+from portal.db import EXTENSION_KEY, WRITER_OPTION, db
 from portal.flow import UNCONFIRMED, claim_attempt, lock_for_exchange, record_exchanged
 from portal.models import Account, Attempt, utcnow
 from portal.nylas import current_gateway
@@ -334,37 +337,80 @@ def test_a_grant_created_notification_completes_a_stale_attempt_of_a_new_mailbox
 # -- exactly once ----------------------------------------------------------------------------
 
 
+def recorders(portal: Portal, stuck: Stuck) -> dict[str, Callable[[], None]]:
+    """The three ways the stuck attempt can be recorded, each as its process would run it."""
+    app: Flask = portal.app
+    assert stuck.result is not None
+    result = stuck.result
+
+    def callback() -> None:  # the callback's exchange answered; it records under the lock
+        with app.app_context():
+            attempt = db.session.get_one(Attempt, stuck.attempt_id)
+            account = db.session.get_one(Account, attempt.account_pk)
+            db.session.commit()
+            record_exchanged(db.session, app.config, plugin_registry(), account, attempt,
+                             result, utcnow())  # fmt: skip
+
+    def worker() -> None:  # a worker's round reconciles it
+        with app.app_context():
+            sessions = app.extensions[EXTENSION_KEY]
+            reconcile_stale(sessions, app.config, current_gateway(), plugin_registry(), utcnow())
+
+    def nylas() -> None:  # the re-authentication notification reaches /webhooks/nylas
+        notify_reauthentication(portal, "grace@contoso.com")
+
+    return {"callback": callback, "worker": worker, "nylas": nylas}
+
+
+def recorded_once(portal: Portal, stuck: Stuck, receiver: Receiver) -> None:
+    account = portal.account("v2-graph-1")
+    assert (account.status, account.grant_id, account.outcome) == ("completed", "g-grace",
+                                                                   "updated")  # fmt: skip
+    assert attempt_row(portal, stuck.attempt_id).status == "completed"
+    count, queued = completions(portal)
+    assert count == 1 and len(queued) == 1
+    reconcile_now(portal)  # delivers the notification to the company's app
+    assert [p["type"] for p in receiver.verified()] == ["account.completed"]
+    with portal.app.app_context():
+        assert list(db.session.scalars(select(Attempt.status))) == ["completed"]
+
+
+@contextmanager
+def account_locked(portal: Portal, account_id: str) -> Iterator[None]:
+    """Hold the account's row (SQLite: the write lock) so that recorders pile up behind it."""
+    with portal.app.app_context():
+        connection = db.engine.connect().execution_options(**{WRITER_OPTION: True})
+    try:
+        with connection.begin():
+            connection.execute(
+                select(Account.id).where(Account.account_id == account_id).with_for_update()
+            )
+            yield
+    finally:
+        connection.close()
+
+
+def waiting_on_locks(portal: Portal) -> int:
+    """PostgreSQL sessions of this test waiting for a row lock (SQLite cannot tell: -1)."""
+    url = make_url(portal.app.config["DATABASE_URL"])
+    if url.get_backend_name() != "postgresql":
+        return -1
+    with portal.app.app_context(), db.engine.connect() as connection:
+        return int(connection.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
+                 "AND wait_event_type = 'Lock'"),
+            {"name": url.query["application_name"]},
+        ) or 0)  # fmt: skip
+
+
 def test_callback_reconciliation_and_notification_at_once_record_one_completion(
     portal_on: Any, receiver: tuple[Receiver, str]
 ) -> None:
     portal = portal_on(RECONCILE_GRACE_SECONDS=0)
     stuck = leave_exchanging(portal, "v2-graph-1", "grace@contoso.com")
-    assert stuck.result is not None
-    app: Flask = portal.app
-    gate = threading.Barrier(3)
     errors: list[BaseException] = []
 
-    def callback_records() -> None:
-        with app.app_context():
-            attempt = db.session.get_one(Attempt, stuck.attempt_id)
-            account = db.session.get_one(Account, attempt.account_pk)
-            db.session.commit()
-            gate.wait()
-            record_exchanged(db.session, app.config, plugin_registry(), account, attempt,
-                             stuck.result, utcnow())  # type: ignore[arg-type]  # fmt: skip
-
-    def worker_reconciles() -> None:
-        with app.app_context():
-            sessions = app.extensions[EXTENSION_KEY]
-            gateway, registry = current_gateway(), plugin_registry()
-            gate.wait()
-            reconcile_stale(sessions, app.config, gateway, registry, utcnow())
-
-    def nylas_notifies() -> None:
-        gate.wait()
-        notify_reauthentication(portal, "grace@contoso.com")
-
-    def guarded(target: Any) -> Any:
+    def guarded(target: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
                 target()
@@ -373,22 +419,37 @@ def test_callback_reconciliation_and_notification_at_once_record_one_completion(
 
         return run
 
-    threads = [threading.Thread(target=guarded(t)) for t in
-               (callback_records, worker_reconciles, nylas_notifies)]  # fmt: skip
-    for thread in threads:
-        thread.start()
+    threads = [threading.Thread(target=guarded(r)) for r in recorders(portal, stuck).values()]
+    with account_locked(portal, "v2-graph-1"):
+        for thread in threads:
+            thread.start()
+        # All three reach the lock before it is released (PostgreSQL shows it; on SQLite
+        # they wait for the write lock, which cannot be watched: give them a moment).
+        deadline = time.monotonic() + 30
+        while 0 <= waiting_on_locks(portal) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if waiting_on_locks(portal) < 0:
+            time.sleep(1.0)
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
+    recorded_once(portal, stuck, receiver[0])
 
-    account = portal.account("v2-graph-1")
-    assert (account.status, account.grant_id, account.outcome) == ("completed", "g-grace",
-                                                                   "updated")  # fmt: skip
-    assert attempt_row(portal, stuck.attempt_id).status == "completed"
-    count, queued = completions(portal)
-    assert count == 1 and len(queued) == 1
-    reconcile_now(portal)
-    assert [p["type"] for p in receiver[0].verified()] == ["account.completed"]
-    with app.app_context():
-        attempts = db.session.scalars(select(Attempt.status)).all()
-    assert list(attempts) == ["completed"]
+
+@pytest.mark.parametrize("first", ["callback", "worker", "nylas"])
+def test_whoever_records_first_the_others_record_nothing(
+    portal_on: Any, receiver: tuple[Receiver, str], first: str
+) -> None:
+    portal = portal_on(RECONCILE_GRACE_SECONDS=0)
+    stuck = leave_exchanging(portal, "v2-graph-1", "grace@contoso.com")
+    ways = recorders(portal, stuck)
+
+    ways.pop(first)()
+    winner = events(portal, "attempt.reconciled")
+    assert [e.detail["via"] for e in winner] == {"callback": [], "worker": ["lookup"],
+                                                 "nylas": ["webhook"]}[first]  # fmt: skip
+    for later in ways.values():
+        later()
+
+    recorded_once(portal, stuck, receiver[0])
+    assert [e.id for e in events(portal, "attempt.reconciled")] == [e.id for e in winner]
