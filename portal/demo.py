@@ -28,6 +28,7 @@ from portal.mail.campaign import queue_invites
 from portal.mail.worker import Worker, handler_table
 from portal.models import Admin, AdminRole, utcnow
 from portal.plugins import plugin_registry
+from portal.reconcile import reconciler_for
 from portal.testing.emulator import EmulatorServer, EmulatorState
 
 DEMO_ADMIN_EMAIL = "admin@demo.example.com"
@@ -86,7 +87,9 @@ def ensure_demo_admin(say: Callable[[str], None]) -> None:
 def start_worker(app: Flask) -> tuple[Worker, threading.Thread]:
     with app.app_context():
         handlers = handler_table(app.config, plugin_registry(app), backend_from_config(app.config))
-    worker = Worker(app.config, app.extensions[EXTENSION_KEY], handlers)
+        sessions = app.extensions[EXTENSION_KEY]
+        reconciler = reconciler_for(sessions, app.config, plugin_registry(app))
+    worker = Worker(app.config, sessions, handlers, reconciler=reconciler)
     thread = threading.Thread(target=run_in_context, args=(app, worker), daemon=True)
     thread.start()
     return worker, thread

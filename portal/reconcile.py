@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from nylas.models.grants import Grant
@@ -210,3 +211,10 @@ def reconcile_stale(
         if result == NYLAS_UNAVAILABLE:
             break
     return counts
+
+
+def reconciler_for(
+    sessions: sessionmaker[Session], config: Mapping[str, Any], registry: PluginRegistry
+) -> Callable[[datetime], Counter[str]]:
+    """What a worker calls every round: reconcile_stale with this app's database and Nylas."""
+    return partial(reconcile_stale, sessions, config, NylasGateway.from_config(config), registry)

@@ -6,7 +6,6 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 
 import click
 from flask import current_app
@@ -19,9 +18,8 @@ from portal.mail.backends import backend_from_config
 from portal.mail.outbox import claimable
 from portal.mail.worker import DatabaseGaveUp, Worker, WorkerStats, handler_table
 from portal.models import OutboxMessage, utcnow
-from portal.nylas import NylasGateway
 from portal.plugins import plugin_registry
-from portal.reconcile import reconcile_stale
+from portal.reconcile import reconciler_for
 
 
 def due_now(kinds: list[str]) -> int:
@@ -74,9 +72,7 @@ def worker_command(once: bool) -> None:
     registry = plugin_registry()
     sessions = current_app.extensions[EXTENSION_KEY]
     handlers = handler_table(config, registry, backend)
-    reconciler = partial(
-        reconcile_stale, sessions, config, NylasGateway.from_config(config), registry
-    )
+    reconciler = reconciler_for(sessions, config, registry)
     total = due_now(list(handlers)) if once else 0
     with worker_progress(total) as progress:
         worker = Worker(config, sessions, handlers, progress=progress, reconciler=reconciler)
