@@ -242,11 +242,13 @@ class Worker:
     def wait_for_database(self, exc: BaseException, once: bool) -> None:
         """Back off before the next try; `once` gives up after its patience."""
         delay = self.outage.failed(exc)
-        patience = float(self.config.get("WORKER_ONCE_DB_PATIENCE", 60))
-        if once and self.outage.lasted() + delay > patience:
-            raise DatabaseGaveUp(
-                f"database unreachable for {self.outage.lasted():.0f} s ({describe(exc)})"
-            )
+        if once:
+            left = float(self.config.get("WORKER_ONCE_DB_PATIENCE", 60)) - self.outage.lasted()
+            if left <= 0:
+                raise DatabaseGaveUp(
+                    f"database unreachable for {self.outage.lasted():.0f} s ({describe(exc)})"
+                )
+            delay = min(delay, left)
         self.close()  # no SMTP connection is held open through an outage
         self.pause(delay)
 
