@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = os.environ.get("REAUTH_TEST_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling Google's hosts, which this
@@ -26,3 +27,15 @@ def chromium_missing() -> str | None:
     if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
         return f"no Chromium at {CHROMIUM} (install Debian's `chromium`; .ci/run does)"
     return None
+
+
+def sign_in_on_hosted_page(page: Any, email: str, password: str | None) -> None:
+    """On the emulator's hosted sign-in: the address is filled in; a password if asked; accept."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("input#email")).to_have_value(email)
+    if password:
+        page.fill("input#password", password)
+        page.get_by_role("button", name="Connect").click()
+    else:
+        page.get_by_role("button", name="Accept").click()

@@ -36,6 +36,8 @@ from sqlalchemy.engine import make_url
 from portal import create_app, migrate
 from portal.db import db
 
+# Registered here, before any test module imports it, so pytest rewrites its asserts.
+pytest_plugins = ["mail_fixtures"]
 BUILTIN_PLUGINS = (MicrosoftGraphPlugin, EwsPasswordPlugin, MicrosoftPersonalPlugin)
 TEST_SECRET_KEY = "test-secret-key-not-for-production-0123456789"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -6,6 +6,7 @@ Import the fixtures by name in a test module (`from mail_fixtures import smtp_se
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import socket
@@ -14,10 +15,12 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from conftest import TEST_SECRET_KEY
 from flask import Flask
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -115,6 +118,19 @@ def smtp_server(allow_smtp: None) -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", controller.port, handler)
     finally:
         controller.stop()
+
+
+def worker_env(app: Flask, server: SmtpServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `reauth worker` subprocess sending through the loopback server."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REAUTH_")}
+    env.update(
+        REAUTH_ENV="testing", REAUTH_DATABASE_URL=app.config["DATABASE_URL"],
+        REAUTH_SECRET_KEY=TEST_SECRET_KEY, REAUTH_INSTANCE_PATH=str(tmp_path / "instance"),
+        REAUTH_BASE_URL=app.config["BASE_URL"], REAUTH_MAIL_FROM=app.config["MAIL_FROM"],
+        REAUTH_MAIL_BACKEND="smtp", REAUTH_SMTP_HOST=server.host, REAUTH_SMTP_PORT=str(server.port),
+        REAUTH_SMTP_STARTTLS="false", REAUTH_WORKER_POLL_SECONDS="0.2", **extra,
+    )  # fmt: skip
+    return env
 
 
 def mail_settings(server: SmtpServer | None = None, **overrides: Any) -> dict[str, Any]:

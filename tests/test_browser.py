@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing, sync_playwright
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    chromium_missing,
+    sign_in_on_hosted_page,
+    sync_playwright,
+)
 from flow_support import EWS_PASSWORD
 
 from portal.db import db
@@ -111,12 +117,7 @@ def test_invitation_to_success_page(page: Page, mailbox_portal: Any, email: str,
         shoot(page, "landing")
     page.get_by_role("button", name="Continue").click()
 
-    expect(page.locator("input#email")).to_have_value(email)
-    if password:
-        page.fill("input#password", password)
-        page.get_by_role("button", name="Connect").click()
-    else:
-        page.get_by_role("button", name="Accept").click()
+    sign_in_on_hosted_page(page, email, password)
 
     expect(page.get_by_role("heading", name="All done")).to_be_visible()
     assert page.url == f"{mailbox_portal.url}/r/result"

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import TEST_SECRET_KEY, cli_runner, upgraded
+from conftest import cli_runner, upgraded
 from db_proxy import DatabaseProxy
 from flask import Flask
 from flow_support import Browser, token_calls
@@ -34,6 +33,7 @@ from mail_fixtures import (
     outbox_rows,
     seed_queue,
 )
+from mail_fixtures import worker_env as mail_worker_env
 from test_reconcile import attempt_row, completions, serve_receiver
 from test_webhooks_inbound import events
 from test_webhooks_outbound import APP_SECRET, Receiver
@@ -183,16 +183,7 @@ BATCH = 5
 
 
 def worker_env(app: Flask, server: SmtpServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("REAUTH_")}
-    env.update(
-        REAUTH_ENV="testing", REAUTH_DATABASE_URL=app.config["DATABASE_URL"],
-        REAUTH_SECRET_KEY=TEST_SECRET_KEY, REAUTH_INSTANCE_PATH=str(tmp_path / "instance"),
-        REAUTH_BASE_URL=app.config["BASE_URL"], REAUTH_MAIL_FROM=app.config["MAIL_FROM"],
-        REAUTH_MAIL_BACKEND="smtp", REAUTH_SMTP_HOST=server.host, REAUTH_SMTP_PORT=str(server.port),
-        REAUTH_SMTP_STARTTLS="false", REAUTH_WORKER_POLL_SECONDS="0.2",
-        REAUTH_MAIL_BATCH_SIZE=str(BATCH), **extra,
-    )  # fmt: skip
-    return env
+    return mail_worker_env(app, server, tmp_path, REAUTH_MAIL_BATCH_SIZE=str(BATCH), **extra)
 
 
 def start_worker(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], Output]:

@@ -22,7 +22,6 @@ from portal.mail.campaign import (
 from portal.models import Event, Invite, OutboxMessage
 from portal.testing.emulator import EmulatorServer
 
-pytest_plugins = ["mail_fixtures"]
 AZURE_APP = "6731de76-14a6-49ae-97bc-6eba6914391e"
 GOOD_SCOPES = ["Mail.ReadWrite", "Mail.Send", "Calendars.ReadWrite", "User.Read", "offline_access"]
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, 11:00 in Berlin
@@ -35,8 +34,9 @@ def outbox_count(app: Flask) -> int:
 
 @pytest.fixture
 def campaign_app(
-    make_app: Callable[..., Flask], database_url: str, nylas_emulator: EmulatorServer
+    database_url: str, make_app: Callable[..., Flask], nylas_emulator: EmulatorServer
 ) -> Flask:
+    # database_url first: its schema is dropped after make_app disposed the engine.
     app = upgraded(make_app(
         DATABASE_URL=database_url, NYLAS_API_URI=nylas_emulator.url,
         NYLAS_API_KEY=nylas_emulator.api_key, NYLAS_CLIENT_ID=nylas_emulator.client_id,

@@ -18,7 +18,6 @@ from portal.mail.campaign import invite_account
 from portal.mail.message import message_id_for, sanitize_header
 from portal.models import OutboxMessage, utcnow
 
-pytest_plugins = ["mail_fixtures"]
 EXPECTED_HEADERS = {
     "Subject", "From", "To", "Reply-To", "Date", "Message-ID", "Auto-Submitted",
     "MIME-Version", "Content-Type",

@@ -25,8 +25,6 @@ from portal.mail.backends import Envelope, SmtpBackend
 from portal.mail.campaign import invite_account
 from portal.models import Account, Event, Invite, OutboxMessage, utcnow
 
-pytest_plugins = ["mail_fixtures"]
-
 
 @pytest.fixture
 def mail_app(database_url: str, make_app: Callable[..., Flask], smtp_server: SmtpServer) -> Flask:

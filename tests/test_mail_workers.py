@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,29 +11,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import TEST_SECRET_KEY, upgraded
+from conftest import upgraded
 from flask import Flask
-from mail_fixtures import SmtpServer, mail_settings, outbox_rows, seed_queue
+from mail_fixtures import SmtpServer, mail_settings, outbox_rows, seed_queue, worker_env
 from sqlalchemy import select
 
 from portal.mail.outbox import SENT, Outcome, claim_batch, finish
 from portal.mail.worker import Throttle
 from portal.models import OutboxMessage, utcnow
 
-pytest_plugins = ["mail_fixtures"]
 REAUTH = str(Path(sys.executable).with_name("reauth"))
-
-
-def worker_env(app: Flask, server: SmtpServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("REAUTH_")}
-    env.update(
-        REAUTH_ENV="testing", REAUTH_DATABASE_URL=app.config["DATABASE_URL"],
-        REAUTH_SECRET_KEY=TEST_SECRET_KEY, REAUTH_INSTANCE_PATH=str(tmp_path / "instance"),
-        REAUTH_BASE_URL=app.config["BASE_URL"], REAUTH_MAIL_FROM=app.config["MAIL_FROM"],
-        REAUTH_MAIL_BACKEND="smtp", REAUTH_SMTP_HOST=server.host, REAUTH_SMTP_PORT=str(server.port),
-        REAUTH_SMTP_STARTTLS="false", REAUTH_WORKER_POLL_SECONDS="0.2", **extra,
-    )  # fmt: skip
-    return env
 
 
 @pytest.fixture

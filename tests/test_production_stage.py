@@ -17,7 +17,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from browser_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing, sync_playwright
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    chromium_missing,
+    sign_in_on_hosted_page,
+    sync_playwright,
+)
 from conftest import private_schema
 from flow_support import ACCOUNTS, EWS_PASSWORD, HEADER, PLACEHOLDERS
 from production_stage import (
@@ -187,13 +193,8 @@ def test_each_plugin_from_the_email_to_all_done(
     expect(phone.get_by_text(email).first).to_be_visible()
     phone.get_by_role("button", name="Continue").click()  # the POST that failed behind TLS
 
-    expect(phone.locator("input#email")).to_have_value(email)  # the emulator's hosted form
-    assert phone.url.startswith(f"https://127.0.0.1:{stage.ports.nylas}/v3/connect/auth")
-    if password:
-        phone.fill("input#password", password)
-        phone.get_by_role("button", name="Connect").click()
-    else:
-        phone.get_by_role("button", name="Accept").click()
+    phone.wait_for_url(f"https://127.0.0.1:{stage.ports.nylas}/v3/connect/auth?**")  # "Nylas"
+    sign_in_on_hosted_page(phone, email, password)
 
     expect(phone.get_by_role("heading", name="All done")).to_be_visible()
     assert phone.url == f"{stage.base_url}/r/result"

@@ -29,7 +29,6 @@ from portal.mail.outbox import RETRY, SENT, claim_batch
 from portal.models import Account, AccountStatus, Event, Invite, OutboxMessage, utcnow
 from portal.renewal import RENEW_INTERVAL, RenewalHandler, request_fresh_link
 
-pytest_plugins = ["mail_fixtures"]
 LINK = re.compile(re.escape(BASE_URL) + r"/r/[A-Za-z0-9_.\-]+")
 WRITES = ("INSERT", "UPDATE", "DELETE")
 
