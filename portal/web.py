@@ -205,11 +205,16 @@ PROGRAM_PATHS = ("/api/", "/webhooks/")
 def http_error(error: HTTPException) -> ResponseReturnValue:
     """A plain page for people; JSON for the programs that call the API and webhooks."""
     if request.path.startswith(PROGRAM_PATHS):
-        return jsonify(error={"status": error.code, "message": error.name}), error.code or 500
+        return json_error(error.code or 500, error.name)
     status = error.code or 500
     return render_template(
         "errors/error.html", title=error.name, message=error.description, status=status
     ), status
+
+
+def json_error(status: int, message: str) -> ResponseReturnValue:
+    """The error shape of the API and webhook paths: {"error": {"status", "message"}}."""
+    return jsonify(error={"status": status, "message": message}), status
 
 
 def unexpected_error(error: Exception) -> ResponseReturnValue:

@@ -43,7 +43,6 @@ blueprint = Blueprint("reauth", __name__)
 log = logging.getLogger(__name__)
 BROWSER_COOKIE = "reauth_browser"
 ATTEMPT_SESSION_KEY = "reauth_attempt"
-ADMIN_CONSENT_STATE = ADMIN_CONSENT_PREFIX  # consent links are told apart by it
 PROBLEM_STATUS = {"link_invalid": 404, "link_expired": 410, "link_superseded": 410}
 
 
@@ -96,7 +95,7 @@ def continue_(token: str) -> ResponseReturnValue:
 @blueprint.get("/oauth/callback")
 def callback() -> ResponseReturnValue:
     """Nylas sends the browser back here with `code` and `state`, or with `error`."""
-    if request.args.get("state", "").startswith(ADMIN_CONSENT_STATE):
+    if request.args.get("state", "").startswith(ADMIN_CONSENT_PREFIX):
         return admin_consent_return()
     params = {key: request.args.get(key, "") for key in ("code", "state", "error")}
     params["error_description"] = request.args.get("error_description", "")

@@ -27,7 +27,7 @@ from portal.db import EXTENSION_KEY, db
 from portal.models import NylasNotification, WebhookDestination, utcnow
 from portal.plugins import plugin_registry
 from portal.signing import verify_nylas_signature
-from portal.web import csrf
+from portal.web import csrf, json_error
 from portal.webhook_body import BadNotification, parse_notification
 from portal.webhooks_in import process_pending
 
@@ -39,11 +39,6 @@ SIGNATURE_HEADER = "X-Nylas-Signature"
 MAX_NOTIFICATION_AGE = timedelta(days=3)
 # Pending notifications processed after each response, besides the one just received.
 AFTER_RESPONSE_SWEEP = 10
-
-
-def refused(status: int, message: str) -> ResponseReturnValue:
-    """The error shape of the API and webhook paths (portal.web.http_error)."""
-    return jsonify(error={"status": status, "message": message}), status
 
 
 def accepted_secrets() -> list[str]:
@@ -175,17 +170,17 @@ def notification() -> ResponseReturnValue:
     except SQLAlchemyError as exc:
         db.session.rollback()
         log.warning("nylas webhook not checked (%s); Nylas will retry", type(exc).__name__)
-        return refused(503, "temporarily unavailable")
+        return json_error(503, "temporarily unavailable")
     if not signature_ok(raw, secrets, limit):
         db.session.rollback()
         log.warning("nylas webhook refused: bad or missing signature (%d bytes)", len(raw))
-        return refused(401, "invalid signature")
+        return json_error(401, "invalid signature")
     try:
         payload = parse_notification(decoded_body(raw, limit))
     except BadNotification as exc:
         # Signed, so Nylas sent it: worth an operator's look. The reason names no value.
         log.warning("nylas webhook refused: %s", exc)
-        return refused(400, str(exc))
+        return json_error(400, str(exc))
     now = utcnow()
     if too_old(payload, now):
         log.warning("nylas webhook ignored: notification older than %s", MAX_NOTIFICATION_AGE)
@@ -194,7 +189,7 @@ def notification() -> ResponseReturnValue:
         pk = store(payload, now)
     except NotStored as exc:
         log.warning("nylas webhook not stored (%s); Nylas will retry", exc)
-        return refused(503, "temporarily unavailable")
+        return json_error(503, "temporarily unavailable")
     if pk is None:
         return jsonify(status="duplicate")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -205,4 +200,4 @@ def notification() -> ResponseReturnValue:
 
 @blueprint.errorhandler(RequestEntityTooLarge)
 def too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
-    return refused(413, "body too large")
+    return json_error(413, "body too large")
