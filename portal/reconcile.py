@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any
 
 from nylas.models.grants import Grant
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.db import begin_writer
@@ -69,33 +69,29 @@ def is_stale(attempt: Attempt, config: Mapping[str, Any], now: datetime) -> bool
     )
 
 
+def stale(config: Mapping[str, Any], now: datetime) -> ColumnElement[bool]:
+    """is_stale as SQL: `exchanging`, and its exchange began a grace period ago or more."""
+    began = func.coalesce(Attempt.exchange_started_at, Attempt.created_at)
+    return and_(Attempt.status == AttemptStatus.EXCHANGING, began <= now - grace_period(config))
+
+
 def stale_attempt_ids(
     session: Session, config: Mapping[str, Any], now: datetime, limit: int = ROUND_LIMIT
 ) -> list[int]:
-    began = func.coalesce(Attempt.exchange_started_at, Attempt.created_at)
-    return list(
-        session.scalars(
-            select(Attempt.id)
-            .where(
-                Attempt.status == AttemptStatus.EXCHANGING,
-                began <= now - grace_period(config),
-            )
-            .order_by(Attempt.id)
-            .limit(limit)
-        )
-    )
+    statement = select(Attempt.id).where(stale(config, now)).order_by(Attempt.id).limit(limit)
+    return list(session.scalars(statement))
 
 
 def stale_attempt_of(
     session: Session, config: Mapping[str, Any], account: Account, now: datetime
 ) -> Attempt | None:
     """The account's oldest attempt left in `exchanging` past the grace period, if any."""
-    candidates = session.scalars(
+    return session.scalars(
         select(Attempt)
-        .where(Attempt.account_pk == account.id, Attempt.status == AttemptStatus.EXCHANGING)
+        .where(Attempt.account_pk == account.id, stale(config, now))
         .order_by(Attempt.id)
-    )
-    return next((a for a in candidates if is_stale(a, config, now)), None)
+        .limit(1)
+    ).first()
 
 
 def counts_for(attempt: Attempt, valid: bool, stamp: int | None) -> bool:

@@ -48,7 +48,7 @@ from portal.models import (
     utcnow,
 )
 from portal.notifications import queue_app_notification
-from portal.plugins import AuthResult, PluginRegistry, Verdict
+from portal.plugins import AuthResult, Plugin, PluginRegistry, Verdict
 from portal.reconcile import CLOCK_ALLOWANCE, stale_attempt_of
 
 log = logging.getLogger(__name__)
@@ -239,12 +239,15 @@ def finish_stale_exchange(ctx: Context, account: Account, info: GrantInfo) -> st
     same ledger entry, events and outbound notification), under the account lock held since
     find_account. A notification sent before the attempt started is not about it.
     """
+    if account.status == AccountStatus.COMPLETED:
+        return None
     attempt = stale_attempt_of(ctx.session, ctx.config, account, ctx.now)
     if attempt is None or not sent_since(ctx.notification.payload, attempt):
         return None
-    result = auth_result(ctx, account, info)
-    if result is None:
+    plugin = ctx.registry.get(account.plugin)
+    if plugin is None:
         return None
+    result = auth_result(plugin, account, info)
     record_outcome(ctx.session, ctx.config, ctx.registry, account, attempt, result, ctx.now)
     ctx.event(account, "attempt.reconciled", attempt_id=attempt.id, via="webhook",
               status=attempt.status, grant_id=info.grant_id)  # fmt: skip
@@ -265,10 +268,8 @@ def grant_updated(ctx: Context, info: GrantInfo) -> str:
     account = find_account(ctx.session, info)
     if account is None:
         return "no matching account"
-    if account.status != AccountStatus.COMPLETED:
-        finished = finish_stale_exchange(ctx, account, info)
-        if finished:
-            return finished
+    if finished := finish_stale_exchange(ctx, account, info):
+        return finished
     if account.status not in COMPLETABLE_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.reauthenticated", grant_id=info.grant_id, status=account.status)
         return f"account {account.account_id}: {account.status}, left to the portal's flow"
@@ -280,10 +281,8 @@ def grant_created(ctx: Context, info: GrantInfo) -> str:
     account = find_account(ctx.session, info)
     if account is None:
         return "no matching account"
-    if account.status != AccountStatus.COMPLETED:
-        finished = finish_stale_exchange(ctx, account, info)
-        if finished:
-            return finished
+    if finished := finish_stale_exchange(ctx, account, info):
+        return finished
     if account.status not in INVITED_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.created", grant_id=info.grant_id, status=account.status)
         return f"account {account.account_id}: {account.status}, not completed by a webhook"
@@ -304,21 +303,17 @@ def grant_created(ctx: Context, info: GrantInfo) -> str:
 def check_mailbox(ctx: Context, account: Account, info: GrantInfo) -> Verdict:
     """The flow's check (Plugin.verify) on an AuthResult built from the notification."""
     plugin = ctx.registry.get(account.plugin)
-    result = auth_result(ctx, account, info)
-    if plugin is None or result is None:
+    if plugin is None:
         return Verdict.refuse("plugin_disabled")
-    return plugin.verify(account, result)
+    return plugin.verify(account, auth_result(plugin, account, info))
 
 
-def auth_result(ctx: Context, account: Account, info: GrantInfo) -> AuthResult | None:
+def auth_result(plugin: Plugin, account: Account, info: GrantInfo) -> AuthResult:
     """What the notification tells of the sign-in, as the code exchange would have told it.
 
     A notification without `scope` (grant.updated, older payloads) says nothing about scopes,
     so the plugin's required scopes are assumed and only the mailbox is really checked.
     """
-    plugin = ctx.registry.get(account.plugin)
-    if plugin is None:
-        return None
     scopes = info.scopes if info.scopes is not None else tuple(plugin.required_scopes(account))
     return AuthResult(info.grant_id, info.email, info.provider or None, scopes)
 
