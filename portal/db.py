@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_app_context
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -47,6 +47,14 @@ def begin_writer(session: Session) -> None:
     Call it when no transaction is open, before a read whose result decides a write.
     """
     session.connection(execution_options={WRITER_OPTION: True})
+
+
+def app_sessions() -> sessionmaker[Session] | None:
+    """The current app's session factory, or None outside an app context."""
+    if not has_app_context():
+        return None
+    factory: sessionmaker[Session] | None = current_app.extensions.get(EXTENSION_KEY)
+    return factory
 
 
 def database_unreachable(exc: BaseException) -> bool:

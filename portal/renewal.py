@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import current_app, has_app_context
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.accounts.emails import InvalidEmail, normalize_email
-from portal.db import begin_writer
+from portal.db import app_sessions, begin_writer
 from portal.invites import live_invite
 from portal.mail.campaign import send_fresh_link
 from portal.mail.outbox import OUTBOX, RETRY, SENT, Claim, Outcome, enqueue_id
@@ -101,16 +100,7 @@ class RenewalHandler:
         self, config: Mapping[str, Any], sessions: sessionmaker[Session] | None = None
     ) -> None:
         self.config = config
-        self.sessions = sessions
-
-    def session_factory(self) -> sessionmaker[Session]:
-        if self.sessions is None:
-            from portal.db import EXTENSION_KEY
-
-            if not has_app_context():
-                raise RuntimeError("RenewalHandler needs sessions or an app context")
-            self.sessions = current_app.extensions[EXTENSION_KEY]
-        return self.sessions
+        self.sessions = sessions or app_sessions()
 
     def prepare(self, session: Session, claims: list[Claim]) -> None:
         """Nothing to load: each row carries its address."""
@@ -118,7 +108,9 @@ class RenewalHandler:
     def deliver(self, claim: Claim, now: datetime) -> Outcome:
         if RESOLVED in claim.payload:
             return Outcome(claim, SENT)
-        with self.session_factory()() as session:
+        if self.sessions is None:
+            raise RuntimeError("RenewalHandler needs sessions or an app context")
+        with self.sessions() as session:
             begin_writer(session)  # SQLite: take the write lock before reading the accounts
             mailed = resolve_renewal(session, self.config, claim.recipient, now)
             marked: Any = session.execute(

@@ -21,10 +21,9 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from flask import current_app, has_app_context
 from sqlalchemy.orm import Session, sessionmaker
 
-from portal.db import database_unreachable
+from portal.db import app_sessions, database_unreachable
 from portal.mail.outbox import FAILED, RETRY, SENT, Claim, Outcome
 from portal.plugins import PluginRegistry
 from portal.signing import app_webhook_signature
@@ -73,19 +72,10 @@ class AppWebhookHandler:
     ) -> None:
         self.config = config
         self.registry = registry
-        self.sessions = sessions or self._app_sessions()
+        self.sessions = sessions or app_sessions()
         self.http = http or requests.Session()
         timeout = float(config.get("APP_WEBHOOK_TIMEOUT") or 10)
         self.timeout = (min(5.0, timeout), timeout)
-
-    @staticmethod
-    def _app_sessions() -> sessionmaker[Session] | None:
-        from portal.db import EXTENSION_KEY
-
-        if not has_app_context():
-            return None
-        factory: sessionmaker[Session] | None = current_app.extensions.get(EXTENSION_KEY)
-        return factory
 
     def prepare(self, session: Session, claims: list[Claim]) -> None:
         """Nothing to load: each row carries its URL and payload."""

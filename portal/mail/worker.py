@@ -281,11 +281,9 @@ class Worker:
             return
         try:
             self.reconciler(self.clock())
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # reconciliation must never stop the mail
             if database_unreachable(exc):
-                raise
-            log.exception("reconciliation failed")
-        except Exception:  # reconciliation must never stop the mail
+                raise  # an outage: the loop waits for the database
             log.exception("reconciliation failed")
         self.next_reconcile = time.monotonic() + RECONCILE_EVERY
 
