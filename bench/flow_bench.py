@@ -33,8 +33,8 @@ from sqlalchemy import select
 
 from portal import create_app, migrate
 from portal.accounts.importer import import_accounts
+from portal.accounts.links import issue_invite, link_url
 from portal.db import db
-from portal.invites import issue_invite, link_url
 from portal.models import Account, Invite
 from portal.plugins import plugin_registry
 from portal.resources import resource_dir

@@ -40,8 +40,8 @@ from portal.mail.backends import SmtpBackend
 from portal.mail.campaign import queue_email
 from portal.mail.message import sender_address
 from portal.mail.prepare import MessagePreparer
-from portal.mail.worker import Worker, handler_table
 from portal.models import Account, Invite, OutboxMessage, utcnow
+from portal.outbox.worker import Worker, handler_table
 from portal.plugins import plugin_registry
 
 SECRET = "bench-secret-key-0123456789-0123456789"

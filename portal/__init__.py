@@ -45,11 +45,11 @@ def create_app(
 def register_blueprints(app: Flask) -> None:
     from portal.admin import admin_blueprint
     from portal.api import blueprint as api_blueprint
-    from portal.views import health, reauth, webhooks
+    from portal.views import health, nylas_webhooks, reauth
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(reauth.blueprint)
-    app.register_blueprint(webhooks.blueprint)
+    app.register_blueprint(nylas_webhooks.blueprint)
     app.register_blueprint(admin_blueprint())
     app.register_blueprint(api_blueprint)
     if app.config["DEMO"]:  # the captured mailbox exists only in demo mode

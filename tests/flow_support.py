@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from portal import migrate
 from portal.accounts.importer import import_accounts
+from portal.accounts.links import issue_invite, link_url
 from portal.db import db
-from portal.invites import issue_invite, link_url
 from portal.models import Account
 from portal.plugins import plugin_registry
 from portal.testing.emulator import EmulatorServer, complete_hosted_auth

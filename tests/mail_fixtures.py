@@ -193,7 +193,7 @@ def run_worker(app: Flask, *, clock: Clock | None = None, once: bool = True) -> 
     """Run a worker in this process against the app's database; return its stats."""
     from portal.db import EXTENSION_KEY
     from portal.mail.backends import backend_from_config
-    from portal.mail.worker import Worker, handler_table
+    from portal.outbox.worker import Worker, handler_table
     from portal.plugins import plugin_registry
 
     with app.app_context():

@@ -26,8 +26,8 @@ from flow_support import EWS_PASSWORD
 from portal.db import db
 from portal.mail.backends import backend_from_config
 from portal.mail.campaign import queue_invites
-from portal.mail.worker import Worker, handler_table
 from portal.models import Admin, AdminRole, utcnow
+from portal.outbox.worker import Worker, handler_table
 from portal.plugins import plugin_registry
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"

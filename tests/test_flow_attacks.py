@@ -26,8 +26,8 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from mail_fixtures import run_worker
 from sqlalchemy import func, select, update
 
+from portal.accounts.links import link_url, reissue_invite, revoke_invite
 from portal.db import db
-from portal.invites import link_url, reissue_invite, revoke_invite
 from portal.models import Account, Attempt, Event, Invite, utcnow
 from portal.signing import INVITE_LINK_SALT, LinkSigner, new_secret
 

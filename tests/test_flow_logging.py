@@ -15,8 +15,8 @@ from conftest import TEST_SECRET_KEY
 from flow_support import EWS_PASSWORD, Browser, Portal, csrf_token, serve_portal
 from sqlalchemy import select
 
+from portal.accounts.links import link_url, reissue_invite
 from portal.db import db
-from portal.invites import link_url, reissue_invite
 from portal.models import Attempt, Invite
 
 NYLAS_WEBHOOK_SECRET = "nylas-webhook-secret-5f0c2a9e7d"

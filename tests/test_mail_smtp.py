@@ -19,8 +19,8 @@ from mail_fixtures import (
 )
 from sqlalchemy import select
 
+from portal.accounts.links import issue_invite
 from portal.db import db
-from portal.invites import issue_invite
 from portal.mail.backends import Envelope, SmtpBackend
 from portal.mail.campaign import invite_account
 from portal.models import Account, Event, Invite, OutboxMessage, utcnow
@@ -272,7 +272,7 @@ def test_a_row_nobody_prepared_is_prepared_once_by_the_worker(
 def test_a_link_reissued_after_queueing_is_rendered_again(
     mail_app: Flask, smtp_server: SmtpServer
 ) -> None:
-    from portal.invites import reissue_invite
+    from portal.accounts.links import reissue_invite
     from portal.signing import LinkSigner
 
     invite(mail_app, "ada@example.com")
@@ -292,7 +292,7 @@ def test_a_link_reissued_after_queueing_is_rendered_again(
 
 
 def test_a_revoked_link_is_not_sent_and_not_kept(mail_app: Flask, smtp_server: SmtpServer) -> None:
-    from portal.invites import revoke_invite
+    from portal.accounts.links import revoke_invite
 
     invite(mail_app, "ada@example.com")
     with mail_app.app_context(), db.transaction() as session:
@@ -308,8 +308,8 @@ def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
 ) -> None:
     from portal.db import EXTENSION_KEY
     from portal.mail.backends import backend_from_config
-    from portal.mail.outbox import SENT, Outcome, claim_batch
-    from portal.mail.worker import Worker, handler_table
+    from portal.outbox.queue import SENT, Outcome, claim_batch
+    from portal.outbox.worker import Worker, handler_table
     from portal.plugins import plugin_registry
 
     invite(mail_app, "ada@example.com", "grace@example.com")

@@ -16,9 +16,9 @@ from flask import Flask
 from mail_fixtures import SmtpServer, mail_settings, outbox_rows, seed_queue, worker_env
 from sqlalchemy import select
 
-from portal.mail.outbox import SENT, Outcome, claim_batch, finish
-from portal.mail.worker import Throttle
 from portal.models import OutboxMessage, utcnow
+from portal.outbox.queue import SENT, Outcome, claim_batch, finish
+from portal.outbox.worker import Throttle
 
 REAUTH = str(Path(sys.executable).with_name("reauth"))
 

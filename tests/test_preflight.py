@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from portal.nylas import NylasAuthError, NylasNotFound
-from portal.preflight import FAIL, PASS, WARN, check_callback_uri, check_region, covers
+from portal.nylas.preflight import FAIL, PASS, WARN, check_callback_uri, check_region, covers
 from portal.testing.emulator import EmulatorServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "accounts.csv"

@@ -24,13 +24,13 @@ from test_webhooks_inbound import SECRET, events, outbox, settle
 from test_webhooks_outbound import APP_SECRET, Receiver
 
 from portal.db import EXTENSION_KEY, WRITER_OPTION, db
-from portal.flow import UNCONFIRMED, claim_attempt, lock_for_exchange, record_exchanged
+from portal.journey.flow import UNCONFIRMED, claim_attempt, lock_for_exchange, record_exchanged
+from portal.journey.reconcile import reconcile_stale
 from portal.models import Account, Attempt, utcnow
 from portal.nylas import current_gateway
 from portal.plugins import AuthResult, plugin_registry
-from portal.reconcile import reconcile_stale
 from portal.testing.serving import ThreadedServer
-from portal.webhooks_in import GRANT_TRIGGERS
+from portal.webhooks.nylas_in import GRANT_TRIGGERS
 
 BROWSER_COOKIE = "reauth_browser"
 

@@ -24,10 +24,10 @@ from mail_fixtures import BASE_URL, SmtpServer, add_account, mail_settings, run_
 from sqlalchemy import event, func, select
 
 from portal.db import EXTENSION_KEY, db
+from portal.journey.renewal import RENEW_INTERVAL, RenewalHandler, request_fresh_link
 from portal.mail.campaign import invite_account
-from portal.mail.outbox import RETRY, SENT, claim_batch
 from portal.models import Account, AccountStatus, Event, Invite, OutboxMessage, utcnow
-from portal.renewal import RENEW_INTERVAL, RenewalHandler, request_fresh_link
+from portal.outbox.queue import RETRY, SENT, claim_batch
 
 LINK = re.compile(re.escape(BASE_URL) + r"/r/[A-Za-z0-9_.\-]+")
 WRITES = ("INSERT", "UPDATE", "DELETE")

@@ -26,10 +26,10 @@ from sqlalchemy import func, select
 from portal.db import db
 from portal.mail.backends import backend_from_config
 from portal.mail.campaign import invite_account
-from portal.mail.worker import Worker, WorkerStats, handler_table
 from portal.models import Account, Event, NylasNotification, OutboxMessage
+from portal.outbox.worker import Worker, WorkerStats, handler_table
 from portal.plugins import plugin_registry
-from portal.webhooks_in import GRANT_TRIGGERS
+from portal.webhooks.nylas_in import GRANT_TRIGGERS
 
 SECRET = "nylas-webhook-secret-for-tests-0123456789"
 OLD_SECRET = "nylas-webhook-secret-before-rotation-9876"

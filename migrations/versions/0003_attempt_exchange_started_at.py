@@ -6,7 +6,7 @@ Create Date: 2026-12-02 10:00:00
 
 When the callback began spending an attempt's OAuth code. Attempts left in `exchanging` (the
 database failed while the outcome was being recorded, or the process died) are reconciled
-with Nylas once a grace period counted from this moment has passed (portal/reconcile.py).
+with Nylas once a grace period counted from this moment has passed (portal/journey/reconcile.py).
 Rows from before this revision have NULL here; reconciliation counts from `created_at` then.
 """
 

@@ -16,11 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.accounts.classify import classify
+from portal.accounts.links import live_invite, revoke_invite
 from portal.admin.auth import current_admin, operator_required
 from portal.admin.listing import AccountFilter, account_page
 from portal.admin.views import blueprint
 from portal.db import db
-from portal.invites import live_invite, revoke_invite
 from portal.mail.campaign import send_fresh_link
 from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, utcnow
 from portal.plugins import plugin_registry

@@ -14,8 +14,8 @@ from portal.db import db
 from portal.mail.campaign import count_invitable, queue_invites
 from portal.models import utcnow
 from portal.nylas import current_gateway
+from portal.nylas.preflight import report_lines, run_preflight
 from portal.plugins import plugin_registry
-from portal.preflight import report_lines, run_preflight
 
 
 def chosen_plugins(name: str | None) -> list[str]:

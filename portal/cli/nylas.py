@@ -14,8 +14,8 @@ from portal.accounts.sync import report_lines as sync_lines
 from portal.accounts.sync import sync_grants
 from portal.db import db
 from portal.nylas import NylasError, current_gateway
-from portal.preflight import report_lines as preflight_lines
-from portal.preflight import run_preflight
+from portal.nylas.preflight import report_lines as preflight_lines
+from portal.nylas.preflight import run_preflight
 
 
 @click.group("nylas")

@@ -11,12 +11,12 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from portal.db import EXTENSION_KEY, db
-from portal.mail.app_webhooks import REPLAY_MARK, event_id
-from portal.mail.outbox import enqueue_id
 from portal.models import OutboxKind, OutboxMessage, WebhookDestination, utcnow
 from portal.nylas import NylasError, current_gateway
+from portal.outbox.queue import enqueue_id
 from portal.plugins import plugin_registry
-from portal.webhooks_in import GRANT_TRIGGERS, process_pending
+from portal.webhooks.app_out import REPLAY_MARK, event_id
+from portal.webhooks.nylas_in import GRANT_TRIGGERS, process_pending
 
 RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -14,12 +14,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from portal.db import EXTENSION_KEY, database_unreachable, db, discard
+from portal.journey.reconcile import reconciler_for
 from portal.mail.backends import backend_from_config
-from portal.mail.outbox import claimable
-from portal.mail.worker import DatabaseGaveUp, Worker, WorkerStats, handler_table
 from portal.models import OutboxMessage, utcnow
+from portal.outbox.queue import claimable
+from portal.outbox.worker import DatabaseGaveUp, Worker, WorkerStats, handler_table
 from portal.plugins import plugin_registry
-from portal.reconcile import reconciler_for
 
 
 def due_now(kinds: list[str]) -> int:

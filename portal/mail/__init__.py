@@ -1,4 +1,5 @@
-"""Mail: the outbox, rendering, message building, backends and the worker that sends.
+"""Mail: rendering, message building, backends, invitation campaigns and the outbox handler that
+sends email.
 
 docs/mail.md describes the delivery policy (at least once), retries, throttling and reminders.
 """

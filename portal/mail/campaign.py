@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
-from portal.invites import issue_invite, live_invite, reissue_invite
-from portal.mail.outbox import enqueue_id
+from portal.accounts.links import issue_invite, live_invite, reissue_invite
 from portal.mail.prepare import MessagePreparer, current_preparer, store
 from portal.models import Account, AccountStatus, Invite, OutboxKind
+from portal.outbox.queue import enqueue_id
 
 INVITE_ACTOR = "reauth invite"
 REMINDER_ACTOR = "reminders"

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from portal.mail.backends import DeliveryError, Envelope, MailBackend
 from portal.mail.campaign import NO_MAIL_STATUSES, record_first_sends
 from portal.mail.message import sender_address, sender_domain
-from portal.mail.outbox import FAILED, RETRY, SENT, WIRE, Claim, Outcome
 from portal.mail.prepare import MessagePreparer, Prepared, store
 from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, Invite, utcnow
+from portal.outbox.queue import FAILED, RETRY, SENT, WIRE, Claim, Outcome
 from portal.plugins import PluginRegistry
 
 log = logging.getLogger(__name__)

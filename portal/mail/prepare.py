@@ -27,11 +27,11 @@ from flask import current_app, has_app_context
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from portal.invites import link_url
+from portal.accounts.links import link_url
 from portal.mail.message import build_message, message_id_for, sender_domain, wire_bytes
-from portal.mail.outbox import OUTBOX, WIRE
 from portal.mail.render import render_email
 from portal.models import Account, Invite
+from portal.outbox.queue import OUTBOX, WIRE
 from portal.plugins import PluginRegistry, plugin_registry
 from portal.resources import resource_dir
 

@@ -15,7 +15,7 @@ from portal.models.base import Base, utcnow
 class OutboxKind(StrEnum):
     EMAIL = "email"
     APP_WEBHOOK = "app_webhook"
-    RENEWAL = "renewal"  # a /r/renew request, resolved by the worker (portal.renewal)
+    RENEWAL = "renewal"  # a /r/renew request, resolved by the worker (portal.journey.renewal)
 
 
 class OutboxStatus(StrEnum):

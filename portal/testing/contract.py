@@ -165,8 +165,8 @@ def build_portal(plugin_class: type[Plugin], emulator: EmulatorServer, workdir: 
 def import_and_invite(app: Flask, account: SampleAccount) -> str:
     """Import the account through the real importer, issue an invite, return its link."""
     from portal.accounts.importer import import_accounts
+    from portal.accounts.links import issue_invite, link_url
     from portal.db import db
-    from portal.invites import issue_invite, link_url
     from portal.models import Account
     from portal.plugins import plugin_registry
 

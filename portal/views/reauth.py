@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
 from portal.db import database_unreachable, db, discard
-from portal.flow import (
+from portal.journey.flow import (
     FlowProblem,
     RecordingInterrupted,
     finish_attempt,
@@ -26,10 +26,10 @@ from portal.flow import (
     result_kind,
     start_attempt,
 )
+from portal.journey.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
 from portal.models import Account, Attempt, Event, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.plugins import plugin_registry
-from portal.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
     ADMIN_CONSENT_PREFIX,
@@ -151,7 +151,7 @@ def result() -> ResponseReturnValue:
 def renew() -> ResponseReturnValue:
     """Ask for a fresh link; the request does the same work whether or not the address is known.
 
-    A valid address only queues a renewal request: the worker looks it up (portal.renewal).
+    A valid address only queues a renewal request: the worker looks it up (portal.journey.renewal).
     """
     if request.method == "GET":
         return render_template("reauth/renew.html", error=None)

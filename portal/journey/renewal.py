@@ -17,11 +17,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.accounts.emails import InvalidEmail, normalize_email
+from portal.accounts.links import live_invite
 from portal.db import app_sessions, begin_writer
-from portal.invites import live_invite
 from portal.mail.campaign import send_fresh_link
-from portal.mail.outbox import OUTBOX, RETRY, SENT, Claim, Outcome, enqueue_id
 from portal.models import AWAITING_STATUSES, Account, AccountStatus, OutboxKind, OutboxMessage
+from portal.outbox.queue import OUTBOX, RETRY, SENT, Claim, Outcome, enqueue_id
 from portal.signing import new_secret
 
 # Per client address (Flask-Limiter); per account a fresh link at most every RENEW_INTERVAL.

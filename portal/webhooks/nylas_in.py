@@ -17,7 +17,7 @@ What each trigger does (docs/webhooks.md):
 - grant.created for an invited address: completed after the plugin's mailbox check.
 - either, for an account whose attempt was left in `exchanging` past the reconciliation grace
   period (the callback could not record it): that attempt is recorded as the callback would
-  have recorded it (portal.reconcile), instead of being left to the callback.
+  have recorded it (portal.journey.reconcile), instead of being left to the callback.
 - grant.deleted: flagged (grant_status "deleted", status_reason); the ledger is kept.
 """
 
@@ -34,8 +34,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.accounts.app_events import queue_app_notification
 from portal.accounts.classify import classify
-from portal.flow import record_outcome
+from portal.journey.flow import record_outcome
+from portal.journey.reconcile import CLOCK_ALLOWANCE, stale_attempt_of
 from portal.mail.campaign import invite_account
 from portal.models import (
     Account,
@@ -47,9 +49,7 @@ from portal.models import (
     Outcome,
     utcnow,
 )
-from portal.notifications import queue_app_notification
 from portal.plugins import AuthResult, Plugin, PluginRegistry, Verdict
-from portal.reconcile import CLOCK_ALLOWANCE, stale_attempt_of
 
 log = logging.getLogger(__name__)
 ACTOR = "nylas"

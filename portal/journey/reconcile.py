@@ -5,7 +5,7 @@ at that moment (or the process dies in between), the code is spent, the grant ma
 Nylas and the attempt stays `exchanging`. `reauth worker` runs `reconcile_stale` every round:
 attempts whose exchange began more than REAUTH_RECONCILE_GRACE_SECONDS ago are looked up at
 Nylas (the account's grant by id, else the grants of its address) and recorded through the
-callback's own functions (portal.flow.settle_exchange, hence portal.outcomes), so the ledger
+callback's own functions (portal.journey.flow.settle_exchange, hence portal.journey.outcomes), so the ledger
 entry, the events and the outbound notification are those of a normal completion.
 
 A grant found this way counts only when it is `valid` and was created or updated (its
@@ -15,7 +15,7 @@ plugin's mailbox check (Plugin.verify) judges it as it judges the callback's res
 that counts: the attempt fails with UNCONFIRMED and the person may start again. Nylas not
 answering: the attempt is left for the next round.
 
-The callback, reconciliation and grant notifications (portal.webhooks_in) record under the
+The callback, reconciliation and grant notifications (portal.webhooks.nylas_in) record under the
 account's row lock and only while the attempt is `exchanging`: the second finds it finished.
 """
 
@@ -35,7 +35,7 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.db import begin_writer
-from portal.flow import UNCONFIRMED, CallbackError, record, settle_exchange
+from portal.journey.flow import UNCONFIRMED, CallbackError, record, settle_exchange
 from portal.models import Account, Attempt, AttemptStatus
 from portal.nylas import NylasError, NylasGateway
 from portal.nylas.errors import NylasNotFound

@@ -27,11 +27,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.db import database_unreachable
-from portal.mail.app_webhooks import AppWebhookHandler
+from portal.journey.renewal import RenewalHandler
 from portal.mail.backends import MailBackend
 from portal.mail.campaign import queue_due_reminders
 from portal.mail.delivery import BatchEffects, EmailHandler, KindHandler
-from portal.mail.outbox import (
+from portal.mail.prepare import MessagePreparer
+from portal.models import utcnow
+from portal.outbox.queue import (
     FAILED,
     RETRY,
     SENT,
@@ -44,10 +46,8 @@ from portal.mail.outbox import (
     finish_values,
     release,
 )
-from portal.mail.prepare import MessagePreparer
-from portal.models import utcnow
 from portal.plugins import PluginRegistry
-from portal.renewal import RenewalHandler
+from portal.webhooks.app_out import AppWebhookHandler
 
 log = logging.getLogger(__name__)
 # Stop sending from a batch once this share of its lease is used up; the rest goes back.
@@ -56,7 +56,7 @@ IDLE_TICK = 0.2
 # Waits between tries while the database cannot be reached.
 DB_RETRY_FIRST = 1.0
 DB_RETRY_CAP = 30.0
-# Stale attempts are looked for at most this often (portal.reconcile).
+# Stale attempts are looked for at most this often (portal.journey.reconcile).
 RECONCILE_EVERY = 30.0
 Reconciler = Callable[[datetime], Mapping[str, int]]
 
@@ -276,7 +276,7 @@ class Worker:
         )  # fmt: skip
 
     def reconcile(self) -> None:
-        """Record attempts left `exchanging` (portal.reconcile), at most every RECONCILE_EVERY."""
+        """Record attempts left `exchanging` (portal.journey.reconcile), at most every RECONCILE_EVERY."""
         if self.reconciler is None or time.monotonic() < self.next_reconcile:
             return
         try:

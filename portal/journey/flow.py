@@ -6,7 +6,7 @@ exchanges its code exactly once (a conditional UPDATE claims the attempt first),
 judge the result and records the outcome in one transaction.
 
 If the database fails between spending the code and recording its outcome, the attempt stays
-`exchanging`; portal.reconcile asks Nylas later and records it through the same functions.
+`exchanging`; portal.journey.reconcile asks Nylas later and records it through the same functions.
 Whoever records (this callback, reconciliation, a grant notification) does so under the
 account's row lock and only while the attempt is still `exchanging`, so it happens once.
 """
@@ -22,6 +22,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from portal.db import begin_writer, database_unreachable
+from portal.journey.outcomes import (
+    provider_error_kind,
+    record_completed,
+    record_failure,
+    record_mismatch,
+)
 from portal.models import (
     Account,
     AccountStatus,
@@ -32,7 +38,6 @@ from portal.models import (
     TenantCredential,
 )
 from portal.nylas import NylasError, NylasGateway, NylasOAuthError
-from portal.outcomes import provider_error_kind, record_completed, record_failure, record_mismatch
 from portal.plugins import AuthResult, HostedAuthRequest, Plugin, PluginRegistry, Verdict
 from portal.signing import LinkExpired, LinkSigner, digest, new_secret
 

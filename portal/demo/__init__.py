@@ -22,13 +22,13 @@ from portal import create_app, migrate
 from portal.accounts.importer import import_accounts
 from portal.admin.auth import hash_password
 from portal.db import EXTENSION_KEY, db
-from portal.demo_data import DEMO_PASSWORD, demo_csv, demo_rows, emulator_seed
+from portal.demo.data import DEMO_PASSWORD, demo_csv, demo_rows, emulator_seed
+from portal.journey.reconcile import reconciler_for
 from portal.mail.backends import backend_from_config
 from portal.mail.campaign import queue_invites
-from portal.mail.worker import Worker, handler_table
 from portal.models import Admin, AdminRole, utcnow
+from portal.outbox.worker import Worker, handler_table
 from portal.plugins import plugin_registry
-from portal.reconcile import reconciler_for
 from portal.testing.emulator import EmulatorServer, EmulatorState
 
 DEMO_ADMIN_EMAIL = "admin@demo.example.com"

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from portal.accounts.app_events import queue_app_notification
 from portal.models import Account, AccountStatus, Attempt, AttemptStatus, Event, Outcome
-from portal.notifications import queue_app_notification
 from portal.plugins import AuthResult
 
 ADMIN_CONSENT_CODES = ("AADSTS65001", "AADSTS90094", "AADSTS90008")

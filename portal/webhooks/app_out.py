@@ -7,7 +7,7 @@ network errors, timeouts, 408, 429 and 5xx are retried through the outbox with b
 any other answer fails for good. Neither the secret nor the body is ever logged.
 
 The handler's `close()`, which the worker calls between polls and at the end of every run,
-also drains pending Nylas notifications (portal.webhooks_in): the worker's safety net for
+also drains pending Nylas notifications (portal.webhooks.nylas_in): the worker's safety net for
 notifications whose processing after the webhook response did not happen.
 """
 
@@ -24,7 +24,7 @@ import requests
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.db import app_sessions, database_unreachable
-from portal.mail.outbox import FAILED, RETRY, SENT, Claim, Outcome
+from portal.outbox.queue import FAILED, RETRY, SENT, Claim, Outcome
 from portal.plugins import PluginRegistry
 from portal.signing import app_webhook_signature
 
@@ -107,7 +107,7 @@ class AppWebhookHandler:
         self.http.close()
         if self.sessions is None or self.registry is None:
             return
-        from portal.webhooks_in import process_pending
+        from portal.webhooks.nylas_in import process_pending
 
         try:
             counts = process_pending(self.sessions, self.config, self.registry)

@@ -7,7 +7,7 @@ with NUL (PostgreSQL text refuses it) or a lone surrogate (not encodable as UTF-
 is not an object, an id or type that is missing, too long or of the wrong type, and, for grant
 notifications, grant fields of the wrong type or longer than their columns (they would be
 truncated into another id). Fields that are absent stay allowed; the effects ignore what they
-cannot use (portal.webhooks_in).
+cannot use (portal.webhooks.nylas_in).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from portal.webhooks_in import GRANT_TRIGGERS
+from portal.webhooks.nylas_in import GRANT_TRIGGERS
 
 MAX_DEPTH = 32  # Nylas' notifications nest about 4 deep (envelope, data, object, metadata)
 MAX_ID_LENGTH = 255  # nylas_notification.notification_id

@@ -3,9 +3,9 @@
 POST, in this order (docs/webhooks.md): cap the body (413), check X-Nylas-Signature over the
 raw bytes against every accepted secret in constant time (401, nothing written or logged),
 undo `Content-Encoding: gzip` with a cap on the decompressed size (413), parse and check the
-JSON strictly (400, portal.webhook_body), store the notification under its unique id (a
+JSON strictly (400, portal.webhooks.nylas_body), store the notification under its unique id (a
 duplicate is a 200 no-op) and answer 200. Errors have the JSON shape of portal.web.http_error.
-The effects run after the response has been sent (portal.webhooks_in), so Nylas gets a fast
+The effects run after the response has been sent (portal.webhooks.nylas_in), so Nylas gets a fast
 answer; whatever is left pending is picked up by `reauth worker` or `reauth webhooks process`.
 """
 
@@ -28,8 +28,8 @@ from portal.models import NylasNotification, WebhookDestination, utcnow
 from portal.plugins import plugin_registry
 from portal.signing import verify_nylas_signature
 from portal.web import csrf, json_error
-from portal.webhook_body import BadNotification, parse_notification
-from portal.webhooks_in import process_pending
+from portal.webhooks.nylas_body import BadNotification, parse_notification
+from portal.webhooks.nylas_in import process_pending
 
 blueprint = Blueprint("webhooks", __name__)
 csrf.exempt(blueprint)  # Nylas signs its requests; there is no browser session to ride on
