@@ -308,7 +308,7 @@ def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
 ) -> None:
     from portal.db import EXTENSION_KEY
     from portal.mail.backends import backend_from_config
-    from portal.outbox.queue import SENT, Outcome, claim_batch
+    from portal.outbox.queue import SENT, DeliveryOutcome, claim_batch
     from portal.outbox.worker import Worker, handler_table
     from portal.plugins import plugin_registry
 
@@ -329,7 +329,7 @@ def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
         handler = handlers["email"]
         with factory() as session:
             handler.prepare(session, claims)
-        outcomes = [Outcome(claim, SENT, message_id=claim.message_id) for claim in claims]
+        outcomes = [DeliveryOutcome(claim, SENT, message_id=claim.message_id) for claim in claims]
         worker.record(handler, outcomes, [])
     assert (worker.stats.sent, worker.stats.lost_lease) == (1, 1)
     assert stored(mail_app, "ada@example.com").status == "sent"

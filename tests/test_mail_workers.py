@@ -17,7 +17,7 @@ from mail_fixtures import SmtpServer, mail_settings, outbox_rows, seed_queue, wo
 from sqlalchemy import select
 
 from portal.models import OutboxMessage, utcnow
-from portal.outbox.queue import SENT, Outcome, claim_batch, finish
+from portal.outbox.queue import SENT, DeliveryOutcome, claim_batch, finish
 from portal.outbox.worker import Throttle
 
 REAUTH = str(Path(sys.executable).with_name("reauth"))
@@ -141,14 +141,14 @@ def test_a_late_worker_cannot_overwrite_a_reclaimed_row(queue_app: Flask) -> Non
         with factory.begin() as session:
             assert not finish(
                 session,
-                Outcome(first[0], SENT, message_id="<late@x>"),
+                DeliveryOutcome(first[0], SENT, message_id="<late@x>"),
                 now=now,
                 retry_base=60,
                 max_age=999,
             )
             assert finish(
                 session,
-                Outcome(second[0], SENT, message_id="<ok@x>"),
+                DeliveryOutcome(second[0], SENT, message_id="<ok@x>"),
                 now=now,
                 retry_base=60,
                 max_age=999,

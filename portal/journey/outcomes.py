@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from portal.accounts.app_events import queue_app_notification
-from portal.models import Account, AccountStatus, Attempt, AttemptStatus, Event, Outcome
+from portal.models import Account, AccountStatus, Attempt, AttemptStatus, Event, GrantOutcome
 from portal.plugins import AuthResult
 
 ADMIN_CONSENT_CODES = ("AADSTS65001", "AADSTS90094", "AADSTS90008")
@@ -43,7 +43,7 @@ def record_completed(
     now: datetime,
 ) -> None:  # fmt: skip
     """The right mailbox came back: the ledger maps the v2 account to this grant."""
-    outcome = Outcome.UPDATED if result.grant_id == account.grant_id else Outcome.NEW
+    outcome = GrantOutcome.UPDATED if result.grant_id == account.grant_id else GrantOutcome.NEW
     attempt.status = AttemptStatus.COMPLETED
     note_result(attempt, result, now)
     account.status = AccountStatus.COMPLETED

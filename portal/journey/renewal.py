@@ -21,7 +21,7 @@ from portal.accounts.links import live_invite
 from portal.db import app_sessions, begin_writer
 from portal.mail.campaign import send_fresh_link
 from portal.models import AWAITING_STATUSES, Account, AccountStatus, OutboxKind, OutboxMessage
-from portal.outbox.queue import OUTBOX, RETRY, SENT, Claim, Outcome, enqueue_id
+from portal.outbox.queue import OUTBOX, RETRY, SENT, ClaimedRow, DeliveryOutcome, enqueue_id
 from portal.signing import new_secret
 
 # Per client address (Flask-Limiter); per account a fresh link at most every RENEW_INTERVAL.
@@ -102,12 +102,12 @@ class RenewalHandler:
         self.config = config
         self.sessions = sessions or app_sessions()
 
-    def prepare(self, session: Session, claims: list[Claim]) -> None:
+    def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Nothing to load: each row carries its address."""
 
-    def deliver(self, claim: Claim, now: datetime) -> Outcome:
+    def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome:
         if RESOLVED in claim.payload:
-            return Outcome(claim, SENT)
+            return DeliveryOutcome(claim, SENT)
         if self.sessions is None:
             raise RuntimeError("RenewalHandler needs sessions or an app context")
         with self.sessions() as session:
@@ -120,11 +120,11 @@ class RenewalHandler:
             )
             if not marked.rowcount:
                 session.rollback()
-                return Outcome(claim, RETRY, "lease lost before the request was resolved")
+                return DeliveryOutcome(claim, RETRY, "lease lost before the request was resolved")
             session.commit()
-        return Outcome(claim, SENT)
+        return DeliveryOutcome(claim, SENT)
 
-    def after(self, session: Session, outcome: Outcome, now: datetime) -> None:
+    def after(self, session: Session, outcome: DeliveryOutcome, now: datetime) -> None:
         """Nothing more: the resolution was recorded when delivered."""
 
     def close(self) -> None:

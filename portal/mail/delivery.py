@@ -20,7 +20,7 @@ from portal.mail.campaign import NO_MAIL_STATUSES, record_first_sends
 from portal.mail.message import sender_address, sender_domain
 from portal.mail.prepare import MessagePreparer, Prepared, store
 from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, Invite, utcnow
-from portal.outbox.queue import FAILED, RETRY, SENT, WIRE, Claim, Outcome
+from portal.outbox.queue import FAILED, RETRY, SENT, WIRE, ClaimedRow, DeliveryOutcome
 from portal.plugins import PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,11 @@ class KindHandler(Protocol):
     worker then records a batch's effects in one call instead of calling `after` per row.
     """
 
-    def prepare(self, session: Session, claims: list[Claim]) -> None: ...
+    def prepare(self, session: Session, claims: list[ClaimedRow]) -> None: ...
 
-    def deliver(self, claim: Claim, now: datetime) -> Outcome: ...
+    def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome: ...
 
-    def after(self, session: Session, outcome: Outcome, now: datetime) -> None: ...
+    def after(self, session: Session, outcome: DeliveryOutcome, now: datetime) -> None: ...
 
     def close(self) -> None: ...
 
@@ -48,15 +48,19 @@ class KindHandler(Protocol):
 class BatchEffects(Protocol):
     """Optional: record the effects of a whole batch of recorded outcomes at once."""
 
-    def after_batch(self, session: Session, outcomes: list[Outcome], now: datetime) -> None: ...
+    def after_batch(
+        self, session: Session, outcomes: list[DeliveryOutcome], now: datetime
+    ) -> None: ...
 
 
-def judge(claim: Claim, error: DeliveryError, message_id: str) -> Outcome:
+def judge(claim: ClaimedRow, error: DeliveryError, message_id: str) -> DeliveryOutcome:
     """Turn a delivery error into an outcome: undeliverable, failed or retry."""
     if error.permanent and error.stage in ("rcpt", "data"):
-        return Outcome(claim, FAILED, str(error), message_id, undeliverable=True)
+        return DeliveryOutcome(claim, FAILED, str(error), message_id, undeliverable=True)
     # 4xx, dropped connections and a refused sender (our configuration) are worth a retry.
-    return Outcome(claim, RETRY, str(error), message_id, details={"ambiguous": error.ambiguous})
+    return DeliveryOutcome(
+        claim, RETRY, str(error), message_id, details={"ambiguous": error.ambiguous}
+    )
 
 
 class EmailHandler:
@@ -81,10 +85,10 @@ class EmailHandler:
         # Per batch: the few columns of accounts and invites that sending needs.
         self.accounts: dict[int, Any] = {}
         self.invites: dict[int, Any] = {}
-        self.ready: dict[int, Claim] = {}
+        self.ready: dict[int, ClaimedRow] = {}
         self.errors: dict[int, str] = {}
 
-    def prepare(self, session: Session, claims: list[Claim]) -> None:
+    def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Load what sending needs (two light queries); prepare the rows nobody prepared."""
         account_ids = {c.account_pk for c in claims if c.account_pk is not None}
         invite_ids = {c.invite_id for c in claims if c.invite_id is not None}
@@ -100,7 +104,7 @@ class EmailHandler:
         self.accounts = {row.id: row for row in accounts}
         self.invites = {row.id: row for row in invites}
         self.ready, self.errors = {}, {}
-        stale: list[Claim] = []
+        stale: list[ClaimedRow] = []
         for claim in claims:
             if self.skip_reason(claim) is not None:
                 continue
@@ -111,7 +115,7 @@ class EmailHandler:
         if stale:
             self.prepare_stale(session, stale)
 
-    def prepare_stale(self, session: Session, claims: list[Claim]) -> None:
+    def prepare_stale(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Render rows nobody prepared (or stale ones), then store them fenced and commit."""
         now = utcnow()
         accounts = {a.id: a for a in session.scalars(
@@ -123,7 +127,7 @@ class EmailHandler:
         # End the reading transaction first: on SQLite a write must be the first statement
         # of its transaction, or a concurrent writer makes it fail instead of wait.
         session.commit()
-        rendered: list[tuple[Claim, Prepared]] = []
+        rendered: list[tuple[ClaimedRow, Prepared]] = []
         for claim in claims:
             try:
                 prepared = self.render(
@@ -143,7 +147,9 @@ class EmailHandler:
                 self.errors[claim.id] = "lease lost before sending"
         session.commit()
 
-    def render(self, claim: Claim, account: Account, invite: Invite, now: datetime) -> Prepared:
+    def render(
+        self, claim: ClaimedRow, account: Account, invite: Invite, now: datetime
+    ) -> Prepared:
         """Render a row with the invite's current link (keeping the row's Message-ID)."""
         return self.preparer.prepare(
             outbox_id=claim.id, idempotency_key=claim.idempotency_key, template=claim.template,
@@ -151,7 +157,7 @@ class EmailHandler:
             now=now, message_id=claim.message_id,
         )  # fmt: skip
 
-    def skip_reason(self, claim: Claim) -> str | None:
+    def skip_reason(self, claim: ClaimedRow) -> str | None:
         """Say why this row must not be sent any more, or None."""
         account = self.accounts.get(claim.account_pk or -1)
         invite = self.invites.get(claim.invite_id or -1)
@@ -165,19 +171,19 @@ class EmailHandler:
             return "skipped: the invite was revoked"
         return None
 
-    def envelope(self, claim: Claim) -> Envelope:
+    def envelope(self, claim: ClaimedRow) -> Envelope:
         """The row's stored message, ready to send."""
         wire = claim.payload[WIRE]
         return Envelope(claim.id, self.sender, [claim.recipient], wire.encode("ascii"))
 
-    def deliver(self, claim: Claim, now: datetime) -> Outcome:
+    def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome:
         """Send one row's prepared bytes; the Message-ID is the same on every attempt."""
         ready = self.ready.get(claim.id)
         if ready is None:
             reason = self.skip_reason(claim)
             if reason is not None:
-                return Outcome(claim, FAILED, reason, details={"skipped": True})
-            return Outcome(claim, RETRY, self.errors.get(claim.id, "not prepared"))
+                return DeliveryOutcome(claim, FAILED, reason, details={"skipped": True})
+            return DeliveryOutcome(claim, RETRY, self.errors.get(claim.id, "not prepared"))
         message_id = ready.message_id or self.preparer.message_id(claim.id, claim.idempotency_key)
         try:
             refused = self.backend.send(self.envelope(ready))
@@ -185,13 +191,13 @@ class EmailHandler:
             return judge(ready, error, message_id)
         if claim.recipient in refused:
             return judge(ready, refused[claim.recipient], message_id)
-        return Outcome(ready, SENT, None, message_id)
+        return DeliveryOutcome(ready, SENT, None, message_id)
 
-    def after(self, session: Session, outcome: Outcome, now: datetime) -> None:
+    def after(self, session: Session, outcome: DeliveryOutcome, now: datetime) -> None:
         """Record what the outcome means for the account: first send, or undeliverable."""
         self.after_batch(session, [outcome], now)
 
-    def after_batch(self, session: Session, outcomes: list[Outcome], now: datetime) -> None:
+    def after_batch(self, session: Session, outcomes: list[DeliveryOutcome], now: datetime) -> None:
         """Record a batch's effects: first sends in one UPDATE per table, bounces per row."""
         invite_ids: set[int] = set()
         account_pks: set[int] = set()
@@ -215,7 +221,7 @@ class EmailHandler:
         self.backend.close()
 
 
-def mark_undeliverable(session: Session, claim: Claim, error: str, now: datetime) -> None:
+def mark_undeliverable(session: Session, claim: ClaimedRow, error: str, now: datetime) -> None:
     """Set the account undeliverable (unless it finished meanwhile) and log an event."""
     changed: Any = session.execute(
         update(Account)

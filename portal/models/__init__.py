@@ -8,8 +8,8 @@ from portal.models.accounts import (
     Attempt,
     AttemptStatus,
     Event,
+    GrantOutcome,
     Invite,
-    Outcome,
     TenantCredential,
 )
 from portal.models.admin import Admin, AdminRole, ApiToken
@@ -29,12 +29,12 @@ __all__ = [
     "AttemptStatus",
     "Base",
     "Event",
+    "GrantOutcome",
     "Invite",
     "NylasNotification",
     "OutboxKind",
     "OutboxMessage",
     "OutboxStatus",
-    "Outcome",
     "TenantCredential",
     "WebhookDestination",
     "utcnow",

@@ -38,7 +38,7 @@ NEEDS_REAUTH_STATUSES = AWAITING_STATUSES | {AccountStatus.COMPLETED, AccountSta
 DASHBOARD_INDEX_COLUMNS = ("category", "plugin", "status", "invited_at", "sent_at", "opened_at")
 
 
-class Outcome(StrEnum):
+class GrantOutcome(StrEnum):
     UPDATED = "updated"  # the placeholder grant was re-authenticated and kept its id
     NEW = "new"  # a new grant was created (personal accounts)
 

@@ -31,7 +31,7 @@ MAX_RETRY_DELAY = 3600.0
 
 
 @dataclass(frozen=True)
-class Claim:
+class ClaimedRow:
     """An outbox row claimed by this worker, with the token that proves it."""
 
     id: int
@@ -49,10 +49,10 @@ class Claim:
 
 
 @dataclass
-class Outcome:
+class DeliveryOutcome:
     """What happened to one claimed row: sent, retry (transient) or failed (for good)."""
 
-    claim: Claim
+    claim: ClaimedRow
     status: str
     error: str | None = None
     message_id: str | None = None
@@ -106,8 +106,8 @@ def claimable(kinds: Sequence[str], now: datetime) -> Any:
 
 def claim_batch(
     session: Session, *, kinds: Sequence[str], limit: int, lease_seconds: float, now: datetime
-) -> list[Claim]:
-    """Claim up to `limit` rows in one statement and commit.
+) -> list[ClaimedRow]:
+    """ClaimedRow up to `limit` rows in one statement and commit.
 
     PostgreSQL: the inner SELECT takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim
     disjoint rows without waiting. SQLite: the UPDATE is the transaction's first statement and
@@ -136,12 +136,12 @@ def claim_batch(
     )
     with session.begin():
         rows = session.connection().execute(statement).all()
-    claims = [Claim(*row) for row in rows]
+    claims = [ClaimedRow(*row) for row in rows]
     return sorted(claims, key=lambda claim: claim.id)
 
 
 def claim_columns() -> list[Any]:
-    """Return the outbox columns a Claim holds, in its field order."""
+    """Return the outbox columns a ClaimedRow holds, in its field order."""
     table = OutboxMessage.__table__.c
     names = ["id", "kind", "idempotency_key", "account_pk", "invite_id", "recipient", "template"]
     names += ["payload", "message_id", "attempts", "created_at", "claim_token"]
@@ -155,7 +155,7 @@ def backoff_delay(attempts: int, base: float, rng: random.Random | None = None) 
 
 
 def finish_values(
-    outcome: Outcome, *, now: datetime, retry_base: float, max_age: float
+    outcome: DeliveryOutcome, *, now: datetime, retry_base: float, max_age: float
 ) -> dict[str, Any]:
     """Return the column values that record an outcome; a retry past `max_age` becomes FAILED.
 
@@ -199,14 +199,14 @@ def sql_values(session: Session, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def finish(
-    session: Session, outcome: Outcome, *, now: datetime, retry_base: float, max_age: float
+    session: Session, outcome: DeliveryOutcome, *, now: datetime, retry_base: float, max_age: float
 ) -> bool:
     """Record an outcome while the row is still ours; False when the lease was lost."""
     values = finish_values(outcome, now=now, retry_base=retry_base, max_age=max_age)
     return finish_fenced(session, outcome.claim, values)
 
 
-def finish_fenced(session: Session, claim: Claim, values: dict[str, Any]) -> bool:
+def finish_fenced(session: Session, claim: ClaimedRow, values: dict[str, Any]) -> bool:
     """Write precomputed finishing values while the row still carries our token."""
     statement = (
         update(OUTBOX)
@@ -221,7 +221,7 @@ class LeaseLost(Exception):
     """Some rows of a batch were no longer ours: record them one by one instead."""
 
 
-def finish_many(session: Session, finishing: Sequence[tuple[Claim, dict[str, Any]]]) -> None:
+def finish_many(session: Session, finishing: Sequence[tuple[ClaimedRow, dict[str, Any]]]) -> None:
     """Record a batch's outcomes in as few statements as possible, each fenced.
 
     Rows that get the same values (every sent row of a batch: they share the claim's token)
@@ -268,7 +268,7 @@ def finish_many(session: Session, finishing: Sequence[tuple[Claim, dict[str, Any
             raise LeaseLost(f"{len(rows) - result.rowcount} of {len(rows)} rows")
 
 
-def release(session: Session, claims: Iterable[Claim]) -> int:
+def release(session: Session, claims: Iterable[ClaimedRow]) -> int:
     """Hand unsent claimed rows back (status pending) so another worker takes them now."""
     by_token: dict[str, list[int]] = defaultdict(list)
     for claim in claims:

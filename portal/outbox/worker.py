@@ -37,9 +37,9 @@ from portal.outbox.queue import (
     FAILED,
     RETRY,
     SENT,
-    Claim,
+    ClaimedRow,
+    DeliveryOutcome,
     LeaseLost,
-    Outcome,
     claim_batch,
     finish_fenced,
     finish_many,
@@ -72,7 +72,7 @@ class WorkerStats:
     lost_lease: int = 0
     released: int = 0
 
-    def count(self, outcome: Outcome) -> None:
+    def count(self, outcome: DeliveryOutcome) -> None:
         """Add one recorded outcome."""
         if outcome.details.get("skipped"):
             self.skipped += 1
@@ -196,7 +196,7 @@ class Worker:
         self.stopping = False
         self.outage = Outage()
         # Batches sent (or claimed) whose outcomes the database could not take yet.
-        self.unrecorded: list[tuple[KindHandler, list[Outcome], list[Claim]]] = []
+        self.unrecorded: list[tuple[KindHandler, list[DeliveryOutcome], list[ClaimedRow]]] = []
         self.next_reconcile = 0.0
 
     def stop(self, *_: Any) -> None:
@@ -292,8 +292,8 @@ class Worker:
         for handler in self.handlers.values():
             handler.close()
 
-    def claim(self) -> list[Claim]:
-        """Claim the next batch of rows of the kinds this worker handles."""
+    def claim(self) -> list[ClaimedRow]:
+        """ClaimedRow the next batch of rows of the kinds this worker handles."""
         with self.sessions() as session:
             return claim_batch(
                 session, kinds=list(self.handlers), limit=self.config["MAIL_BATCH_SIZE"],
@@ -314,13 +314,13 @@ class Worker:
         if queued:
             log.info("queued %d reminders", queued)
 
-    def process(self, batch: list[Claim]) -> None:
+    def process(self, batch: list[ClaimedRow]) -> None:
         """Send a batch (one kind at a time), then record every outcome in one transaction."""
         kinds = sorted({claim.kind for claim in batch})
         for index, kind in enumerate(kinds):
             claims = [claim for claim in batch if claim.kind == kind]
             handler = self.handlers[kind]
-            outcomes: list[Outcome] = []
+            outcomes: list[DeliveryOutcome] = []
             unsent = claims
             try:
                 with self.sessions() as session:
@@ -339,12 +339,12 @@ class Worker:
             self.progress(self.stats)
 
     def send_all(
-        self, handler: KindHandler, claims: list[Claim]
-    ) -> tuple[list[Outcome], list[Claim]]:
+        self, handler: KindHandler, claims: list[ClaimedRow]
+    ) -> tuple[list[DeliveryOutcome], list[ClaimedRow]]:
         """Send until done, stopped, or the lease is nearly used up."""
         started = time.monotonic()
         budget = self.config["OUTBOX_LEASE_SECONDS"] * LEASE_SAFETY
-        outcomes: list[Outcome] = []
+        outcomes: list[DeliveryOutcome] = []
         for index, claim in enumerate(claims):
             if self.stopping or time.monotonic() - started > budget:
                 return outcomes, claims[index:]
@@ -352,18 +352,20 @@ class Worker:
             outcomes.append(self.deliver(handler, claim))
         return outcomes, []
 
-    def deliver(self, handler: KindHandler, claim: Claim) -> Outcome:
+    def deliver(self, handler: KindHandler, claim: ClaimedRow) -> DeliveryOutcome:
         """Deliver one row; an unexpected error is a retry, logged by outbox id."""
         try:
             outcome = handler.deliver(claim, self.clock())
         except Exception as exc:
             log.exception("outbox %d: unexpected error", claim.id)
-            return Outcome(claim, RETRY, f"{type(exc).__name__}: {exc}"[:500])
+            return DeliveryOutcome(claim, RETRY, f"{type(exc).__name__}: {exc}"[:500])
         if outcome.status != SENT:
             log.info("outbox %d: %s: %s", claim.id, outcome.status, outcome.error)
         return outcome
 
-    def record(self, handler: KindHandler, outcomes: list[Outcome], unsent: list[Claim]) -> None:
+    def record(
+        self, handler: KindHandler, outcomes: list[DeliveryOutcome], unsent: list[ClaimedRow]
+    ) -> None:
         """Finish the batch's rows while still ours and record their effects; hand unsent back.
 
         One transaction: one executemany UPDATE per set of columns (usually one: all sent),
@@ -399,7 +401,7 @@ class Worker:
 
     @staticmethod
     def effects(
-        handler: KindHandler, session: Session, outcomes: list[Outcome], now: datetime
+        handler: KindHandler, session: Session, outcomes: list[DeliveryOutcome], now: datetime
     ) -> None:
         """Let the handler record what the outcomes mean: in one call if it can batch."""
         if isinstance(handler, BatchEffects):

@@ -24,7 +24,7 @@ import requests
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.db import app_sessions, database_unreachable
-from portal.outbox.queue import FAILED, RETRY, SENT, Claim, Outcome
+from portal.outbox.queue import FAILED, RETRY, SENT, ClaimedRow, DeliveryOutcome
 from portal.plugins import PluginRegistry
 from portal.signing import app_webhook_signature
 
@@ -52,12 +52,12 @@ def signed_headers(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
     }
 
 
-def judge_status(claim: Claim, status: int) -> Outcome:
+def judge_status(claim: ClaimedRow, status: int) -> DeliveryOutcome:
     if 200 <= status < 300:
-        return Outcome(claim, SENT)
+        return DeliveryOutcome(claim, SENT)
     if status in RETRY_STATUSES or status >= 500:
-        return Outcome(claim, RETRY, f"HTTP {status}")
-    return Outcome(claim, FAILED, f"HTTP {status}: refused by the receiver")
+        return DeliveryOutcome(claim, RETRY, f"HTTP {status}")
+    return DeliveryOutcome(claim, FAILED, f"HTTP {status}: refused by the receiver")
 
 
 class AppWebhookHandler:
@@ -77,13 +77,15 @@ class AppWebhookHandler:
         timeout = float(config.get("APP_WEBHOOK_TIMEOUT") or 10)
         self.timeout = (min(5.0, timeout), timeout)
 
-    def prepare(self, session: Session, claims: list[Claim]) -> None:
+    def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Nothing to load: each row carries its URL and payload."""
 
-    def deliver(self, claim: Claim, now: datetime) -> Outcome:
+    def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome:
         secret = self.config.get("APP_WEBHOOK_SECRET")
         if not secret:
-            return Outcome(claim, RETRY, "REAUTH_APP_WEBHOOK_SECRET is not set; not sent unsigned")
+            return DeliveryOutcome(
+                claim, RETRY, "REAUTH_APP_WEBHOOK_SECRET is not set; not sent unsigned"
+            )
         body = encode_body(claim.payload)
         headers = signed_headers(secret, body, int(time.time()))
         headers["X-Reauth-Event-Id"] = event_id(claim.idempotency_key)
@@ -93,13 +95,13 @@ class AppWebhookHandler:
                 allow_redirects=False,
             )  # fmt: skip
         except requests.Timeout:
-            return Outcome(claim, RETRY, "timed out")
+            return DeliveryOutcome(claim, RETRY, "timed out")
         except requests.RequestException as exc:
-            return Outcome(claim, RETRY, f"network error: {type(exc).__name__}")
+            return DeliveryOutcome(claim, RETRY, f"network error: {type(exc).__name__}")
         response.close()
         return judge_status(claim, response.status_code)
 
-    def after(self, session: Session, outcome: Outcome, now: datetime) -> None:
+    def after(self, session: Session, outcome: DeliveryOutcome, now: datetime) -> None:
         """Nothing to record beyond the outbox row itself."""
 
     def close(self) -> None:

@@ -45,8 +45,8 @@ from portal.models import (
     Attempt,
     AttemptStatus,
     Event,
+    GrantOutcome,
     NylasNotification,
-    Outcome,
     utcnow,
 )
 from portal.plugins import AuthResult, Plugin, PluginRegistry, Verdict
@@ -173,7 +173,7 @@ def new_account(ctx: Context, info: GrantInfo) -> Account:
 
 def complete(ctx: Context, account: Account, info: GrantInfo, trigger: str) -> None:
     """Completed outside the portal: the ledger maps the account to the notified grant."""
-    outcome = Outcome.UPDATED if info.grant_id == account.grant_id else Outcome.NEW
+    outcome = GrantOutcome.UPDATED if info.grant_id == account.grant_id else GrantOutcome.NEW
     account.status = AccountStatus.COMPLETED
     account.status_reason = None
     account.grant_id = info.grant_id
