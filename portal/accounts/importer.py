@@ -23,7 +23,6 @@ from sqlalchemy import (
     Table,
     any_,
     func,
-    insert,
     select,
     update,
 )
@@ -32,6 +31,8 @@ from sqlalchemy import column as column_
 from sqlalchemy.orm import Session
 
 from portal.accounts.classify import classification_salt, classify
+from portal.accounts.history import event_row, record_event, record_events
+from portal.accounts.lifecycle import imported_status
 from portal.accounts.reader import Record, iter_records
 from portal.accounts.rows import (
     FORBIDDEN_CHARACTERS,
@@ -44,14 +45,10 @@ from portal.accounts.rows import (
     pick,
 )
 from portal.db import insert_many
-from portal.models import Account, AccountStatus, Event, utcnow
+from portal.models import Account, utcnow
 
 BATCH_SIZE = 5000
 MAX_KEPT_ERRORS = 1000
-# Before anyone was invited the classification decides the status; afterwards it is history.
-RECLASSIFIABLE_STATUSES = frozenset(
-    {AccountStatus.NEW, AccountStatus.NOT_REQUIRED, AccountStatus.UNSUPPORTED}
-)
 ProgressCallback = Callable[[int], None]
 ACCOUNT_TABLE = cast(Table, Account.__table__)
 
@@ -189,9 +186,7 @@ class AccountImporter:
             "grant_status": row.grant_status, "category": decided.category,
             "plugin": decided.plugin, "row_digest": digest, "updated_at": now,
         }  # fmt: skip
-        if current is None or current[3] in RECLASSIFIABLE_STATUSES:
-            values["status"] = decided.status.value
-            values["status_reason"] = decided.reason
+        values.update(imported_status(current[3] if current else None, decided))
         if current is None:
             values["created_at"] = now
         return values
@@ -206,8 +201,7 @@ class AccountImporter:
             insert_many(self.session.connection(), ACCOUNT_TABLE, inserts)
         if updates:
             self.session.execute(update(Account), updates)
-        if events:
-            self.session.execute(insert(Event), events)
+        record_events(self.session, events)
 
 
 def one_of(column: Any, values: list[str], dialect: str) -> ColumnElement[bool]:
@@ -232,13 +226,9 @@ def reclassified_event(
     detail = {"category": [current[2], values["category"]], "plugin": values["plugin"]}
     if "status" in values:
         detail["status"] = [current[3], values["status"]]
-    return {
-        "account_pk": current[0],
-        "kind": "account.reimported",
-        "actor": "import",
-        "detail": detail,
-        "created_at": now,
-    }
+    return event_row(
+        "account.reimported", actor="import", now=now, account_pk=current[0], detail=detail
+    )
 
 
 def import_accounts(
@@ -269,13 +259,8 @@ def import_accounts(
     if dry_run or not importer.writing:
         session.rollback()
         return report
-    session.add(
-        Event(
-            kind="accounts.imported",
-            actor="cli",
-            detail={"source": source_name, **report.as_dict()},
-        )
-    )
+    detail = {"source": source_name, **report.as_dict()}
+    record_event(session, "accounts.imported", actor="cli", now=utcnow(), detail=detail)
     session.commit()
     report.committed = True
     return report

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from portal.models import NEEDS_REAUTH_STATUSES, Account, AccountStatus
+from portal.accounts.lifecycle import NEEDS_REAUTH_STATUSES
+from portal.models import Account, AccountStatus
 
 LEDGER_COLUMNS = (
     "account_id",

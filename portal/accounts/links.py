@@ -8,7 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal.models import Account, AccountStatus, Event, Invite, utcnow
+from portal.accounts import lifecycle
+from portal.accounts.history import record_event
+from portal.models import Account, Invite, utcnow
 from portal.signing import LinkSigner, new_nonce
 
 
@@ -47,12 +49,9 @@ def issue_invite(
     invite = Invite(account_pk=account.id, nonce=new_nonce(), created_at=now)
     invite.expires_at = expiry(config, now)
     session.add(invite)
-    if account.status == AccountStatus.NEW:
-        account.status = AccountStatus.INVITED
-    account.invited_at = account.invited_at or now
+    lifecycle.mark_invited(account, now)
     session.flush()
-    session.add(Event(account_pk=account.id, kind="invite.issued", actor=actor,
-                      detail={"invite_id": invite.id}, created_at=now))  # fmt: skip
+    record_invite_event(session, invite, "invite.issued", actor, now)
     return invite
 
 
@@ -64,8 +63,7 @@ def reissue_invite(
     invite.nonce = new_nonce()
     invite.expires_at = expiry(config, now)
     invite.revoked_at = None
-    session.add(Event(account_pk=invite.account_pk, kind="invite.reissued", actor=actor,
-                      detail={"invite_id": invite.id}, created_at=now))  # fmt: skip
+    record_invite_event(session, invite, "invite.reissued", actor, now)
     return invite
 
 
@@ -76,5 +74,11 @@ def revoke_invite(
     now = now or utcnow()
     invite.nonce = new_nonce()
     invite.revoked_at = now
-    session.add(Event(account_pk=invite.account_pk, kind="invite.revoked", actor=actor,
-                      detail={"invite_id": invite.id}, created_at=now))  # fmt: skip
+    record_invite_event(session, invite, "invite.revoked", actor, now)
+
+
+def record_invite_event(
+    session: Session, invite: Invite, kind: str, actor: str, now: datetime
+) -> None:
+    detail = {"invite_id": invite.id}
+    record_event(session, kind, actor=actor, now=now, account_pk=invite.account_pk, detail=detail)

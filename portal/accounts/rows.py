@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from portal.accounts.emails import InvalidEmail, normalize_email
+from portal.models import GrantStatus
 
 # Source spellings of each field; v2 management API objects use the later names.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -48,7 +49,8 @@ FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
 TRUE_WORDS = frozenset({"true", "1", "yes", "y"})
 FALSE_WORDS = frozenset({"false", "0", "no", "n", ""})
 AUTH_TYPES = {"oauth": "oauth", "token": "oauth", "password": "password"}
-GRANT_STATUSES = frozenset({"valid", "invalid"})
+# What the v2 export may say of the placeholder grant (deleted is the portal's own flag).
+GRANT_STATUSES = frozenset({GrantStatus.VALID, GrantStatus.INVALID})
 
 
 class RowError(ValueError):

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from portal.models import Account, Event
+from portal.accounts.history import record_event
+from portal.models import Account, utcnow
 
 SYNC_PROVIDERS = ("microsoft", "ews")
 BATCH_SIZE = 500
@@ -167,7 +168,7 @@ def sync_grants(
     without = [pk for pk in index.current if pk not in matches]
     report.accounts_without_grant = len(without)
     report.accounts_without_grant_sample = [index.labels[pk] for pk in without[:SAMPLE_SIZE]]
-    session.add(Event(kind="nylas.synced", actor=actor, detail=report.as_dict()))
+    record_event(session, "nylas.synced", actor=actor, now=utcnow(), detail=report.as_dict())
     session.commit()
     return report
 

@@ -8,39 +8,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from portal.accounts import lifecycle
 from portal.accounts.classify import classify
+from portal.accounts.history import record_event
+from portal.accounts.lifecycle import OPEN_STATUSES
 from portal.accounts.links import live_invite, revoke_invite
 from portal.admin.auth import current_admin, operator_required
 from portal.admin.listing import AccountFilter, account_page
 from portal.admin.views import blueprint
 from portal.db import db
 from portal.mail.campaign import send_fresh_link
-from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, utcnow
+from portal.models import Account, AccountStatus, utcnow
 from portal.plugins import plugin_registry
 
 BULK_LIMIT = 5000  # accounts per bulk request; the page says when more remain
 BULK_CHUNK = 500
-RESENDABLE = AWAITING_STATUSES | {AccountStatus.UNDELIVERABLE}
-RESETTABLE = {
-    AccountStatus.NEW,
-    AccountStatus.NOT_REQUIRED,
-    AccountStatus.UNSUPPORTED,
-    AccountStatus.EXCLUDED,
-}
 
 Action = Callable[[Session, Any, Account, str, datetime], dict[str, Any]]
 
 
 def resend(session: Session, config: Any, account: Account, actor: str, now: datetime) -> dict:
     """Re-issue the link (older links stop working) and queue the invitation email again."""
-    if account.status not in RESENDABLE or account.plugin is None:
+    if account.status not in OPEN_STATUSES or account.plugin is None:
         return {"result": "skipped", "why": f"status {account.status}"}
     invite = send_fresh_link(session, config, account, actor=actor, reason="admin", now=now)
     return {"result": "queued", "invite_id": invite.id}
@@ -62,7 +58,7 @@ def set_status(status: AccountStatus, reason: str) -> Action:
         invite = live_invite(session, account)
         if invite is not None:
             revoke_invite(session, invite, actor=actor, now=now)
-        account.status, account.status_reason = status, f"{reason} by {actor}"
+        lifecycle.set_by_admin(account, status, f"{reason} by {actor}")
         return {"result": status.value}
 
     act.__doc__ = f"Set the account {status.value} (its live link is revoked)."
@@ -73,33 +69,36 @@ def reclassify(session: Session, config: Any, account: Account, actor: str, now:
     """Run the classification again with the plugins enabled now."""
     decided = classify(account, plugin_registry())
     before = {"category": account.category, "plugin": account.plugin}
-    account.category, account.plugin = decided.category, decided.plugin
-    if account.status in RESETTABLE:
-        account.status, account.status_reason = decided.status, decided.reason
-    return {"result": "reclassified", "before": before,
-            "after": {"category": decided.category, "plugin": decided.plugin}}  # fmt: skip
+    lifecycle.reclassified(account, decided)
+    after = {"category": decided.category, "plugin": decided.plugin}
+    return {"result": "reclassified", "before": before, "after": after}
 
 
-ACTIONS: dict[str, tuple[str, Action]] = {
-    "resend": ("Re-issue and resend the link", resend),
-    "revoke": ("Revoke the link", revoke),
-    "exclude": ("Exclude", set_status(AccountStatus.EXCLUDED, "excluded")),
-    "not_required": (
-        "Mark not required",
-        set_status(AccountStatus.NOT_REQUIRED, "marked not required"),
+class AdminAction(NamedTuple):
+    label: str  # the button's text
+    run: Action
+
+
+ACTIONS: dict[str, AdminAction] = {
+    "resend": AdminAction("Re-issue and resend the link", resend),
+    "revoke": AdminAction("Revoke the link", revoke),
+    "exclude": AdminAction("Exclude", set_status(AccountStatus.EXCLUDED, "excluded")),
+    "not_required": AdminAction(
+        "Mark not required", set_status(AccountStatus.NOT_REQUIRED, "marked not required")
     ),
-    "reclassify": ("Re-classify", reclassify),
+    "reclassify": AdminAction("Re-classify", reclassify),
 }
 
 
 def apply(session: Session, name: str, account: Account, actor: str, now: datetime) -> dict:
     """Run one action and record the audit event beside the change."""
     before = account.status
-    detail = ACTIONS[name][1](session, current_app.config, account, actor, now)
+    detail = ACTIONS[name].run(session, current_app.config, account, actor, now)
     detail.update(status_before=before, status_after=account.status)
     account.updated_at = now
-    session.add(Event(account_pk=account.id, kind=f"admin.{name}", actor=actor, detail=detail,
-                      created_at=now))  # fmt: skip
+    record_event(
+        session, f"admin.{name}", actor=actor, now=now, account_pk=account.id, detail=detail
+    )
     return detail
 
 
@@ -120,7 +119,7 @@ def account_action(account_id: str) -> ResponseReturnValue:
         abort(404)
     detail = apply(session, name, account, f"admin:{current_admin().email}", utcnow())
     session.commit()
-    flash(f"{ACTIONS[name][0]}: {detail['result']}.")
+    flash(f"{ACTIONS[name].label}: {detail['result']}.")
     return redirect(url_for("admin.account", account_id=account_id), 303)
 
 
@@ -146,10 +145,10 @@ def bulk_action() -> ResponseReturnValue:
         if next_after is None:
             break
         after = next_after
-    session.add(Event(kind="admin.bulk", actor=actor, created_at=now, detail={
-        "action": name, "filter": account_filter.active(), "accounts": done}))  # fmt: skip
+    detail = {"action": name, "filter": account_filter.active(), "accounts": done}
+    record_event(session, "admin.bulk", actor=actor, now=now, detail=detail)
     session.commit()
     more = " More remain: run it again." if done >= BULK_LIMIT else ""
-    flash(f"{ACTIONS[name][0]}: applied to {done} accounts.{more}")
+    flash(f"{ACTIONS[name].label}: applied to {done} accounts.{more}")
     filters: dict[str, Any] = account_filter.active()
     return redirect(url_for("admin.accounts", **filters), 303)

@@ -22,8 +22,8 @@ from sqlalchemy import ColumnElement, bindparam, distinct, func, select, text
 from sqlalchemy.orm import Session
 
 from portal.accounts.ledger import NO_PLUGIN
+from portal.accounts.lifecycle import NEEDS_REAUTH_STATUSES
 from portal.models import (
-    NEEDS_REAUTH_STATUSES,
     Account,
     AccountStatus,
     Attempt,

@@ -25,6 +25,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from requests import RequestException
 
+from portal.accounts.history import record_event
 from portal.admin.auth import (
     PASSWORD_MIN_LENGTH,
     PasswordTooShort,
@@ -38,7 +39,7 @@ from portal.admin.auth import (
 )
 from portal.admin.sso import SsoRefused, admin_for, init_sso, redirect_uri, sso_client, sso_enabled
 from portal.db import db
-from portal.models import Event
+from portal.models import utcnow
 from portal.web import limiter
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def password() -> ResponseReturnValue:
                 flash(f"Use at least {PASSWORD_MIN_LENGTH} characters.")
                 status = 400
             else:
-                db.session.add(Event(kind="admin.password_changed", actor=f"admin:{admin.email}"))
+                actor = f"admin:{admin.email}"
+                record_event(db.session, "admin.password_changed", actor=actor, now=utcnow())
                 db.session.commit()
                 start_session(admin)
                 flash("Password changed. Other sessions were signed out.")

@@ -21,8 +21,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from portal.accounts import lifecycle
+from portal.accounts.history import record_event
+from portal.accounts.lifecycle import CLOSED_STATUSES, OPEN_STATUSES
 from portal.db import begin_writer, database_unreachable
 from portal.journey.outcomes import (
+    USER_ACTOR,
     provider_error_kind,
     record_completed,
     record_failure,
@@ -33,7 +37,6 @@ from portal.models import (
     AccountStatus,
     Attempt,
     AttemptStatus,
-    Event,
     Invite,
     TenantCredential,
 )
@@ -47,15 +50,6 @@ ALREADY_COMPLETED = "already_completed"
 # The error code of an attempt that reconciliation closed because Nylas showed no valid grant
 # signed in since it started: the exchange evidently did not go through.
 UNCONFIRMED = "exchange:unconfirmed"
-# Accounts in these states have nothing left to do through a link.
-CLOSED_STATUSES = frozenset(
-    {AccountStatus.COMPLETED, AccountStatus.EXCLUDED, AccountStatus.NOT_REQUIRED,
-     AccountStatus.UNSUPPORTED}
-)  # fmt: skip
-STARTABLE_STATUSES = frozenset(
-    {AccountStatus.NEW, AccountStatus.INVITED, AccountStatus.OPENED, AccountStatus.FAILED,
-     AccountStatus.UNDELIVERABLE}
-)  # fmt: skip
 
 
 class FlowProblem(Exception):
@@ -113,7 +107,7 @@ def start_attempt(
     account, plugin = context.account, context.plugin
     if account.status in CLOSED_STATUSES:
         raise FlowProblem("account_closed")
-    if plugin is None or account.status not in STARTABLE_STATUSES:
+    if plugin is None or account.status not in OPEN_STATUSES:
         raise FlowProblem("not_available")
     state = new_secret()
     request = with_tenant_credential(session, account, plugin.hosted_auth_request(account))
@@ -126,10 +120,11 @@ def start_attempt(
         state_digest=digest(state), browser_digest=digest(browser),
         code_verifier=auth.code_verifier, created_at=now,
     ))  # fmt: skip
-    if account.status != AccountStatus.OPENED:
-        account.status = AccountStatus.OPENED
-    account.opened_at = account.opened_at or now
-    record(session, account.id, "attempt.started", {"plugin": plugin.name}, now)
+    lifecycle.mark_opened(account, now)
+    detail = {"plugin": plugin.name}
+    record_event(
+        session, "attempt.started", actor=USER_ACTOR, now=now, account_pk=account.id, detail=detail
+    )
     return auth.url
 
 
@@ -179,13 +174,6 @@ def lock_for_exchange(session: Session, attempt: Attempt, now: datetime) -> bool
     )
     session.commit()
     return bool(getattr(moved, "rowcount", 0) == 1)
-
-
-def record(
-    session: Session, account_pk: int, kind: str, detail: dict[str, Any], now: datetime,
-    actor: str = "user",
-) -> None:  # fmt: skip
-    session.add(Event(account_pk=account_pk, kind=kind, actor=actor, detail=detail, created_at=now))
 
 
 @dataclass(frozen=True)

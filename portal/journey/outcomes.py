@@ -11,10 +11,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from portal.accounts import lifecycle
 from portal.accounts.app_events import queue_app_notification
-from portal.models import Account, AccountStatus, Attempt, AttemptStatus, Event, GrantOutcome
+from portal.accounts.lifecycle import Cause
+from portal.models import Account, Attempt, AttemptStatus
 from portal.plugins import AuthResult
 
+USER_ACTOR = "user"
 ADMIN_CONSENT_CODES = ("AADSTS65001", "AADSTS90094", "AADSTS90008")
 
 
@@ -34,8 +37,9 @@ def note_result(attempt: Attempt, result: AuthResult, now: datetime) -> None:
     attempt.finished_at = now
 
 
-def event(account_pk: int, kind: str, detail: dict[str, Any], now: datetime) -> Event:
-    return Event(account_pk=account_pk, kind=kind, actor="user", detail=detail, created_at=now)
+def user_cause(attempt: Attempt, now: datetime, **detail: Any) -> Cause:
+    """The person's sign-in moves the account; its events name the attempt."""
+    return Cause(USER_ACTOR, now, {**detail, "attempt_id": attempt.id})
 
 
 def record_completed(
@@ -43,19 +47,10 @@ def record_completed(
     now: datetime,
 ) -> None:  # fmt: skip
     """The right mailbox came back: the ledger maps the v2 account to this grant."""
-    outcome = GrantOutcome.UPDATED if result.grant_id == account.grant_id else GrantOutcome.NEW
     attempt.status = AttemptStatus.COMPLETED
     note_result(attempt, result, now)
-    account.status = AccountStatus.COMPLETED
-    account.status_reason = None
-    account.grant_id = result.grant_id
-    account.grant_status = "valid"
-    account.outcome = outcome.value
-    account.completed_at = now
-    account.completed_via = "portal"
-    session.add(event(account.id, "account.completed", {
-        "grant_id": result.grant_id, "outcome": outcome.value, "plugin": attempt.plugin,
-        "attempt_id": attempt.id}, now))  # fmt: skip
+    cause = user_cause(attempt, now, plugin=attempt.plugin)
+    lifecycle.complete(session, account, result.grant_id, "portal", cause)
     queue_app_notification(session, config, account, "account.completed", attempt.id, now)
 
 
@@ -67,11 +62,11 @@ def record_mismatch(
     attempt.status = AttemptStatus.MISMATCH
     note_result(attempt, result, now)
     attempt.error_code = reason
-    account.status = AccountStatus.FAILED
-    account.status_reason = f"{reason}: signed in as {result.email} (grant {result.grant_id}); link is for {account.email}"
-    session.add(event(account.id, "attempt.mismatch", {
-        "reason": reason, "signed_in_email": result.email, "stray_grant_id": result.grant_id,
-        "attempt_id": attempt.id}, now))  # fmt: skip
+    status_reason = f"{reason}: signed in as {result.email} (grant {result.grant_id}); link is for {account.email}"
+    cause = user_cause(
+        attempt, now, reason=reason, signed_in_email=result.email, stray_grant_id=result.grant_id
+    )
+    lifecycle.mark_mismatch(session, account, "attempt.mismatch", status_reason, cause)
     queue_app_notification(session, config, account, "account.mismatch", attempt.id, now)
 
 
@@ -81,10 +76,9 @@ def record_failure(
     """The sign-in failed (provider error, refused exchange): the person may try again."""
     attempt.status = AttemptStatus.FAILED
     attempt.finished_at = now
-    if account.status != AccountStatus.COMPLETED:
-        account.status = AccountStatus.FAILED
-        account.status_reason = f"{attempt.error_code}: {attempt.error_description or ''}".strip()
-    session.add(event(account.id, "attempt.failed", {
-        "error_code": attempt.error_code, "error_description": attempt.error_description,
-        "attempt_id": attempt.id}, now))  # fmt: skip
+    status_reason = f"{attempt.error_code}: {attempt.error_description or ''}".strip()
+    cause = user_cause(
+        attempt, now, error_code=attempt.error_code, error_description=attempt.error_description
+    )
+    lifecycle.mark_failed(session, account, status_reason, cause)
     queue_app_notification(session, config, account, "account.failed", attempt.id, now)

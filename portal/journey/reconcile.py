@@ -34,14 +34,16 @@ from nylas.models.grants import Grant
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.accounts.history import record_event
 from portal.db import begin_writer
-from portal.journey.flow import UNCONFIRMED, CallbackError, record, settle_exchange
-from portal.models import Account, Attempt, AttemptStatus
+from portal.journey.flow import UNCONFIRMED, CallbackError, settle_exchange
+from portal.models import Account, Attempt, AttemptStatus, GrantStatus
 from portal.nylas import NylasError, NylasGateway
 from portal.nylas.errors import NylasNotFound
 from portal.plugins import AuthResult, PluginRegistry
 
 log = logging.getLogger(__name__)
+ACTOR = "reconciliation"
 DEFAULT_GRACE_SECONDS = 300
 # Nylas' clock and ours may disagree a little; a grant stamped this much before the attempt
 # started still counts.
@@ -146,7 +148,11 @@ def account_grants(gateway: NylasGateway, lookup: Lookup) -> list[Grant]:
 
 def judge_grants(attempt: Attempt, grants: Iterable[Grant]) -> AuthResult | CallbackError:
     """The newest grant that counts for this attempt, or why none does."""
-    counting = [g for g in grants if counts_for(attempt, g.grant_status == "valid", grant_stamp(g))]
+    counting = [
+        g
+        for g in grants
+        if counts_for(attempt, g.grant_status == GrantStatus.VALID, grant_stamp(g))
+    ]
     if counting:
         return as_result(max(counting, key=lambda g: grant_stamp(g) or 0))
     return CallbackError(
@@ -180,10 +186,16 @@ def reconcile_attempt(
         outcome = judge_grants(attempt, grants)
         settle_exchange(session, config, registry, account, attempt, outcome, now)
         result = str(attempt.status)
-        record(session, account.id, "attempt.reconciled", {
-            "attempt_id": attempt.id, "via": "lookup", "status": result,
-            "grant_id": outcome.grant_id if isinstance(outcome, AuthResult) else None,
-        }, now, actor="reconciliation")  # fmt: skip
+        grant_id = outcome.grant_id if isinstance(outcome, AuthResult) else None
+        detail = {"attempt_id": attempt.id, "via": "lookup", "status": result, "grant_id": grant_id}
+        record_event(
+            session,
+            "attempt.reconciled",
+            actor=ACTOR,
+            now=now,
+            account_pk=account.id,
+            detail=detail,
+        )
         session.commit()
     log.info("reconcile attempt %d: %s", attempt_id, result)
     return result

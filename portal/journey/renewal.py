@@ -17,18 +17,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.accounts.emails import InvalidEmail, normalize_email
+from portal.accounts.lifecycle import REACHED_STATUSES
 from portal.accounts.links import live_invite
 from portal.db import app_sessions, begin_writer
 from portal.mail.campaign import send_fresh_link
-from portal.models import AWAITING_STATUSES, Account, AccountStatus, OutboxKind, OutboxMessage
+from portal.models import Account, OutboxKind, OutboxMessage
 from portal.outbox.queue import OUTBOX, RETRY, SENT, ClaimedRow, DeliveryOutcome, enqueue_id
 from portal.signing import new_secret
 
 # Per client address (Flask-Limiter); per account a fresh link at most every RENEW_INTERVAL.
 RENEW_LIMIT = "5 per 15 minutes"
 RENEW_INTERVAL = timedelta(minutes=10)
-# Only accounts a campaign has reached: a `new` account gets its link with its invitation.
-RENEWABLE_STATUSES = (AWAITING_STATUSES | {AccountStatus.UNDELIVERABLE}) - {AccountStatus.NEW}
 RENEWAL_ACTOR = "renew"
 # Payload key of a resolved renewal row: how many links it mailed.
 RESOLVED = "mailed"
@@ -59,7 +58,9 @@ def resolve_renewal(session: Session, config: Mapping[str, Any], email: str, now
         .where(
             Account.email == email,
             Account.plugin.is_not(None),
-            Account.status.in_(RENEWABLE_STATUSES),
+            Account.status.in_(
+                REACHED_STATUSES
+            ),  # a new account gets its link with its invitation,
         )
         .order_by(Account.id)
         .with_for_update(of=Account)

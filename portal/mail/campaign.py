@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
+from portal.accounts.lifecycle import REMINDABLE_STATUSES
 from portal.accounts.links import issue_invite, live_invite, reissue_invite
 from portal.mail.prepare import MessagePreparer, current_preparer, store
 from portal.models import Account, AccountStatus, Invite, OutboxKind
@@ -25,17 +26,6 @@ from portal.outbox.queue import enqueue_id
 INVITE_ACTOR = "reauth invite"
 REMINDER_ACTOR = "reminders"
 CHUNK_SIZE = 500
-# Statuses that never get mail; reminders go only to people still on the way.
-NO_MAIL_STATUSES = frozenset(
-    {
-        AccountStatus.COMPLETED,
-        AccountStatus.EXCLUDED,
-        AccountStatus.UNDELIVERABLE,
-        AccountStatus.NOT_REQUIRED,
-        AccountStatus.UNSUPPORTED,
-    }
-)
-REMINDABLE_STATUSES = (AccountStatus.INVITED, AccountStatus.OPENED, AccountStatus.FAILED)
 # A reminder never carries a link that dies within a day: such a link is re-issued.
 MIN_LINK_LIFETIME = timedelta(days=1)
 

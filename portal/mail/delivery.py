@@ -12,14 +12,16 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from portal.accounts import lifecycle
+from portal.accounts.lifecycle import NO_MAIL_STATUSES, Cause
 from portal.mail.backends import DeliveryError, Envelope, MailBackend
-from portal.mail.campaign import NO_MAIL_STATUSES, record_first_sends
+from portal.mail.campaign import record_first_sends
 from portal.mail.message import sender_address, sender_domain
 from portal.mail.prepare import MessagePreparer, Prepared, store
-from portal.models import AWAITING_STATUSES, Account, AccountStatus, Event, Invite, utcnow
+from portal.models import Account, AccountStatus, Invite, utcnow
 from portal.outbox.queue import FAILED, RETRY, SENT, WIRE, ClaimedRow, DeliveryOutcome
 from portal.plugins import PluginRegistry
 
@@ -211,7 +213,8 @@ class EmailHandler:
                 if claim.invite_id is not None and (invite is None or invite.first_sent_at is None):
                     invite_ids.add(claim.invite_id)
             elif outcome.undeliverable and claim.account_pk is not None:
-                mark_undeliverable(session, claim, outcome.error or "", now)
+                cause = Cause(WORKER_ACTOR, now, {"outbox_id": claim.id})
+                lifecycle.mark_undeliverable(session, claim.account_pk, outcome.error or "", cause)
         record_first_sends(
             session, self.config, invite_ids=invite_ids, account_pks=account_pks, now=now
         )
@@ -219,17 +222,3 @@ class EmailHandler:
     def close(self) -> None:
         """Close the backend's connection."""
         self.backend.close()
-
-
-def mark_undeliverable(session: Session, claim: ClaimedRow, error: str, now: datetime) -> None:
-    """Set the account undeliverable (unless it finished meanwhile) and log an event."""
-    changed: Any = session.execute(
-        update(Account)
-        .where(Account.id == claim.account_pk, Account.status.in_(AWAITING_STATUSES))
-        .values(status=AccountStatus.UNDELIVERABLE, status_reason=error[:500])
-        .execution_options(synchronize_session=False)
-    )
-    if changed.rowcount:
-        session.add(Event(account_pk=claim.account_pk, kind="account.undeliverable",
-                          actor=WORKER_ACTOR, detail={"outbox_id": claim.id, "reply": error[:500]},
-                          created_at=now))  # fmt: skip

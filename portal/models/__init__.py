@@ -1,14 +1,13 @@
 """SQLAlchemy 2.0 typed models; import from here."""
 
 from portal.models.accounts import (
-    AWAITING_STATUSES,
-    NEEDS_REAUTH_STATUSES,
     Account,
     AccountStatus,
     Attempt,
     AttemptStatus,
     Event,
     GrantOutcome,
+    GrantStatus,
     Invite,
     TenantCredential,
 )
@@ -18,8 +17,6 @@ from portal.models.outbox import OutboxKind, OutboxMessage, OutboxStatus
 from portal.models.webhooks import NylasNotification, WebhookDestination
 
 __all__ = [
-    "AWAITING_STATUSES",
-    "NEEDS_REAUTH_STATUSES",
     "Account",
     "AccountStatus",
     "Admin",
@@ -30,6 +27,7 @@ __all__ = [
     "Base",
     "Event",
     "GrantOutcome",
+    "GrantStatus",
     "Invite",
     "NylasNotification",
     "OutboxKind",

@@ -13,7 +13,11 @@ from portal.models.base import Base, utcnow
 
 
 class AccountStatus(StrEnum):
-    """Account states (DESIGN §3.2); the names used by stats, export and the API."""
+    """Account states; the names used by stats, export and the API.
+
+    Which moves are allowed, and the sets of states the rules speak of, are in
+    portal.accounts.lifecycle, the only module that changes an account's status.
+    """
 
     NEW = "new"
     INVITED = "invited"
@@ -26,12 +30,12 @@ class AccountStatus(StrEnum):
     EXCLUDED = "excluded"
 
 
-# States in which the person still has to sign in again.
-AWAITING_STATUSES = frozenset(
-    {AccountStatus.NEW, AccountStatus.INVITED, AccountStatus.OPENED, AccountStatus.FAILED}
-)
-# States that count towards "needs re-authentication" in stats (DESIGN §4.1).
-NEEDS_REAUTH_STATUSES = AWAITING_STATUSES | {AccountStatus.COMPLETED, AccountStatus.UNDELIVERABLE}
+class GrantStatus(StrEnum):
+    """A v3 grant's state as Nylas reports it (`grant_status`), plus the portal's own flag."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    DELETED = "deleted"  # a grant.deleted notification; Nylas no longer lists the grant
 
 
 # A covering index for the dashboard's grouped pass and for `stats` (portal/admin/dashboard.py).

@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
+from portal.accounts.history import record_event
 from portal.db import database_unreachable, db, discard
 from portal.journey.flow import (
     FlowProblem,
@@ -27,7 +28,7 @@ from portal.journey.flow import (
     start_attempt,
 )
 from portal.journey.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
-from portal.models import Account, Attempt, Event, utcnow
+from portal.models import Account, Attempt, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.plugins import plugin_registry
 from portal.signing import (
@@ -184,9 +185,16 @@ def admin_consent_return() -> ResponseReturnValue:
         return render_template("reauth/admin_consent.html", refused=True, days=days), 400
     granted = request.args.get("admin_consent", "").lower() == "true"
     error = request.args.get("error", "")[:64]
-    db.session.add(Event(kind="tenant.admin_consent", actor="tenant-admin", detail={
-        "tenant": tenant, "granted": granted, "error": error,
-        "error_description": request.args.get("error_description", "")[:500]}))  # fmt: skip
+    description = request.args.get("error_description", "")[:500]
+    detail = {
+        "tenant": tenant,
+        "granted": granted,
+        "error": error,
+        "error_description": description,
+    }
+    record_event(
+        db.session, "tenant.admin_consent", actor="tenant-admin", now=utcnow(), detail=detail
+    )
     db.session.commit()
     return render_template(
         "reauth/admin_consent.html", granted=granted, tenant=tenant

@@ -34,8 +34,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.accounts import lifecycle
 from portal.accounts.app_events import queue_app_notification
 from portal.accounts.classify import classify
+from portal.accounts.lifecycle import OPEN_STATUSES, REACHED_STATUSES, Cause
 from portal.journey.flow import record_outcome
 from portal.journey.reconcile import CLOCK_ALLOWANCE, stale_attempt_of
 from portal.mail.campaign import invite_account
@@ -44,8 +46,7 @@ from portal.models import (
     AccountStatus,
     Attempt,
     AttemptStatus,
-    Event,
-    GrantOutcome,
+    GrantStatus,
     NylasNotification,
     utcnow,
 )
@@ -54,15 +55,6 @@ from portal.plugins import AuthResult, Plugin, PluginRegistry, Verdict
 log = logging.getLogger(__name__)
 ACTOR = "nylas"
 GRANT_TRIGGERS = ("grant.created", "grant.updated", "grant.deleted", "grant.expired")
-# Statuses a notification may move to completed: still on the way (or bounced).
-COMPLETABLE_STATUSES = frozenset(
-    {AccountStatus.NEW, AccountStatus.INVITED, AccountStatus.OPENED, AccountStatus.FAILED,
-     AccountStatus.UNDELIVERABLE}
-)  # fmt: skip
-# grant.created completes only accounts that were invited: other sign-ups are not ours.
-INVITED_STATUSES = COMPLETABLE_STATUSES - {AccountStatus.NEW}
-# grant.expired sends these back to "needs re-authentication".
-REOPENABLE_STATUSES = frozenset({AccountStatus.COMPLETED, AccountStatus.NOT_REQUIRED})
 # Nylas provider of a grant -> (v2-style provider, authentication type) for classification.
 PROVIDER_ROWS = {
     "microsoft": ("microsoft", "oauth"),
@@ -110,17 +102,23 @@ class Context:
     now: datetime
 
     @property
-    def cause(self) -> str:
+    def idempotency_cause(self) -> str:
         """Idempotency cause for outbound notifications: one per inbound notification."""
         return f"nylas-{self.notification.id}"
 
+    def cause(self, **detail: Any) -> Cause:
+        """The notification moves the account; its events name the notification."""
+        return Cause(
+            ACTOR, self.now, {"notification_id": self.notification.notification_id, **detail}
+        )
+
     def event(self, account: Account, kind: str, **detail: Any) -> None:
-        detail = {"notification_id": self.notification.notification_id, **detail}
-        self.session.add(Event(account_pk=account.id, kind=kind, actor=ACTOR, detail=detail,
-                               created_at=self.now))  # fmt: skip
+        self.cause().record(self.session, account, kind, **detail)
 
     def notify(self, account: Account, event_type: str) -> None:
-        queue_app_notification(self.session, self.config, account, event_type, self.cause, self.now)
+        queue_app_notification(
+            self.session, self.config, account, event_type, self.idempotency_cause, self.now
+        )
 
 
 # -- finding the account --------------------------------------------------------------------
@@ -152,13 +150,12 @@ def new_account(ctx: Context, info: GrantInfo) -> Account:
     provider, auth = PROVIDER_ROWS.get(info.provider, (info.provider or "unknown", "oauth"))
     account = Account(
         account_id=f"nylas-grant:{info.grant_id}", email=info.email, provider=provider,
-        authentication_type=auth, grant_id=info.grant_id, grant_status="invalid",
+        authentication_type=auth, grant_id=info.grant_id, grant_status=GrantStatus.INVALID.value,
         service_account=False, created_at=ctx.now, updated_at=ctx.now,
         row_digest=hashlib.sha256(f"webhook|{info.grant_id}".encode()).hexdigest(),
     )  # fmt: skip
     decided = classify(account, ctx.registry)
-    account.category, account.plugin = decided.category, decided.plugin
-    account.status, account.status_reason = decided.status.value, decided.reason
+    lifecycle.classified(account, decided)
     ctx.session.add(account)
     ctx.session.flush()
     ctx.event(account, "account.created", via="webhook", grant_id=info.grant_id,
@@ -173,16 +170,8 @@ def new_account(ctx: Context, info: GrantInfo) -> Account:
 
 def complete(ctx: Context, account: Account, info: GrantInfo, trigger: str) -> None:
     """Completed outside the portal: the ledger maps the account to the notified grant."""
-    outcome = GrantOutcome.UPDATED if info.grant_id == account.grant_id else GrantOutcome.NEW
-    account.status = AccountStatus.COMPLETED
-    account.status_reason = None
-    account.grant_id = info.grant_id
-    account.grant_status = "valid"
-    account.outcome = outcome.value
-    account.completed_at = ctx.now
-    account.completed_via = "webhook"
-    ctx.event(account, "account.completed", via="webhook", trigger=trigger,
-              grant_id=info.grant_id, outcome=outcome.value)  # fmt: skip
+    cause = ctx.cause(via="webhook", trigger=trigger)
+    lifecycle.complete(ctx.session, account, info.grant_id, "webhook", cause)
     ctx.notify(account, "account.completed")
 
 
@@ -209,15 +198,7 @@ def grant_expired(ctx: Context, info: GrantInfo) -> str:
         result = f"new account {account.account_id}: {account.status}"
     else:
         previous = account.status
-        account.grant_id = account.grant_id or info.grant_id
-        if account.grant_id == info.grant_id:
-            account.grant_status = "invalid"
-        ctx.event(account, "grant.expired", grant_id=info.grant_id, status=previous)
-        if previous in REOPENABLE_STATUSES:
-            account.status = AccountStatus.NEW
-            account.status_reason = "the Nylas grant expired; the mailbox must sign in again"
-            account.completed_at = None
-            account.completed_via = None
+        if lifecycle.grant_expired(ctx.session, account, info.grant_id, ctx.cause()):
             result = f"account {account.account_id}: {previous} -> new"
         else:
             result = f"account {account.account_id}: stays {previous}"
@@ -270,7 +251,7 @@ def grant_updated(ctx: Context, info: GrantInfo) -> str:
         return "no matching account"
     if finished := finish_stale_exchange(ctx, account, info):
         return finished
-    if account.status not in COMPLETABLE_STATUSES or flow_finishing(ctx.session, account):
+    if account.status not in OPEN_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.reauthenticated", grant_id=info.grant_id, status=account.status)
         return f"account {account.account_id}: {account.status}, left to the portal's flow"
     complete(ctx, account, info, "grant.updated")
@@ -283,17 +264,18 @@ def grant_created(ctx: Context, info: GrantInfo) -> str:
         return "no matching account"
     if finished := finish_stale_exchange(ctx, account, info):
         return finished
-    if account.status not in INVITED_STATUSES or flow_finishing(ctx.session, account):
+    if account.status not in REACHED_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.created", grant_id=info.grant_id, status=account.status)
         return f"account {account.account_id}: {account.status}, not completed by a webhook"
     verdict = check_mailbox(ctx, account, info)
     if not verdict.accepted:
-        account.status = AccountStatus.FAILED
-        account.status_reason = (
+        status_reason = (
             f"{verdict.reason}: grant {info.grant_id} for {info.email}; link is for {account.email}"
         )
-        ctx.event(account, "webhook.mismatch", reason=verdict.reason, signed_in_email=info.email,
-                  stray_grant_id=info.grant_id)  # fmt: skip
+        cause = ctx.cause(
+            reason=verdict.reason, signed_in_email=info.email, stray_grant_id=info.grant_id
+        )
+        lifecycle.mark_mismatch(ctx.session, account, "webhook.mismatch", status_reason, cause)
         ctx.notify(account, "account.mismatch")
         return f"account {account.account_id}: refused ({verdict.reason})"
     complete(ctx, account, info, "grant.created")
@@ -322,9 +304,7 @@ def grant_deleted(ctx: Context, info: GrantInfo) -> str:
     account = by_grant(ctx.session, info.grant_id)
     if account is None:
         return "no matching account"
-    account.grant_status = "deleted"
-    account.status_reason = f"the Nylas grant {info.grant_id} was deleted"
-    ctx.event(account, "grant.deleted", grant_id=info.grant_id, status=account.status)
+    lifecycle.grant_deleted(ctx.session, account, info.grant_id, ctx.cause())
     return f"account {account.account_id}: flagged (grant deleted)"
 
 
