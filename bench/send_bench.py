@@ -36,12 +36,12 @@ from sqlalchemy.engine import make_url
 
 from portal import create_app, migrate
 from portal.db import EXTENSION_KEY, db
+from portal.handlers import build_worker
 from portal.mail.backends import SmtpBackend
 from portal.mail.campaign import queue_email
 from portal.mail.message import sender_address
 from portal.mail.prepare import MessagePreparer
 from portal.models import Account, Invite, OutboxMessage, utcnow
-from portal.outbox.worker import Worker, handler_table
 from portal.plugins import plugin_registry
 
 SECRET = "bench-secret-key-0123456789-0123456789"
@@ -127,8 +127,8 @@ def baseline(port: int, messages: list[tuple[str, list[str], bytes]]) -> float:
 def run_worker(config: dict[str, Any], barrier: Any = None) -> int:
     app = create_app(config, plugins=None)
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(app), SmtpBackend(app.config))
-        worker = Worker(app.config, app.extensions[EXTENSION_KEY], handlers)
+        registry, backend = plugin_registry(app), SmtpBackend(app.config)
+        worker = build_worker(app.config, app.extensions[EXTENSION_KEY], registry, backend)
         if barrier is not None:
             barrier.wait()
         return worker.run(once=True).sent
@@ -138,8 +138,8 @@ def timed_workers(config: dict[str, Any], processes: int, count: int) -> float:
     if processes == 1:
         app = create_app(config, plugins=None)
         with app.app_context():
-            handlers = handler_table(app.config, plugin_registry(app), SmtpBackend(app.config))
-            worker = Worker(app.config, app.extensions[EXTENSION_KEY], handlers)
+            registry, backend = plugin_registry(app), SmtpBackend(app.config)
+            worker = build_worker(app.config, app.extensions[EXTENSION_KEY], registry, backend)
             started = time.perf_counter()
             sent = worker.run(once=True).sent
             elapsed = time.perf_counter() - started

@@ -10,8 +10,14 @@ from enum import StrEnum
 from functools import cache, lru_cache
 from importlib.resources import files
 
-from portal.nylas.scopes import GRAPH_BASELINE, is_on_graph, split_scopes, translate
-from portal.plugins import AccountView, Claim
+from portal.plugins import (
+    GRAPH_BASELINE,
+    AccountView,
+    Claim,
+    is_on_graph,
+    split_scopes,
+    translate,
+)
 
 MICROSOFT_PROVIDERS = frozenset(
     {"office365", "exchange", "eas", "ews", "graph", "outlook", "hotmail", "microsoft"}

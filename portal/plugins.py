@@ -15,6 +15,13 @@ from typing import ClassVar, Protocol
 
 from flask import Flask, current_app
 
+# The scope vocabulary is part of the plugin API: a plugin reads an account's v2 scopes with it.
+from portal.scopes import GRAPH_BASELINE as GRAPH_BASELINE
+from portal.scopes import UnknownScopeError as UnknownScopeError
+from portal.scopes import is_on_graph as is_on_graph
+from portal.scopes import split_scopes as split_scopes
+from portal.scopes import translate as translate
+
 ENTRY_POINT_GROUP = "reauth_portal.plugins"
 
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+)
+from flask.sansio.app import App
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -184,7 +196,9 @@ def app_config(key: str) -> str:
     return str(current_app.config.get(key) or "")
 
 
-def csrf_failed(error: CSRFError) -> tuple[str, int]:
+def csrf_failed(error: CSRFError) -> ResponseReturnValue:
+    if path_errors(request.path) is not None:
+        return http_error(error)
     return render_template("errors/error.html", title="Please try again", message=(
         "This page was open for too long or came from somewhere else. Go back, reload the "
         "page and press the button again."), status=400), 400  # fmt: skip
@@ -200,20 +214,63 @@ def too_many_requests(error: HTTPException) -> ResponseReturnValue:
 
 
 PROGRAM_PATHS = ("/api/", "/webhooks/")
+PATH_ERRORS_KEY = "reauth_path_errors"
+
+
+@dataclass(frozen=True)
+class PathErrors:
+    """How a blueprint answers every error under its paths, instead of the pages below."""
+
+    http_error: Callable[[HTTPException], ResponseReturnValue]
+    unexpected: Callable[[Exception], ResponseReturnValue]
+
+
+def answer_errors_under(app: App, path_prefix: str, errors: PathErrors) -> None:
+    """Route every error under `path_prefix` to `errors`, routing's own 404 and 405 included.
+
+    Werkzeug raises those before any blueprint is matched, so a blueprint's error handlers
+    never see them; the app's handlers below ask here first.
+    """
+    app.extensions.setdefault(PATH_ERRORS_KEY, {})[path_prefix] = errors
+
+
+def path_errors(path: str) -> PathErrors | None:
+    owners: dict[str, PathErrors] = current_app.extensions.get(PATH_ERRORS_KEY, {})
+    return next((errors for prefix, errors in owners.items() if path.startswith(prefix)), None)
 
 
 def http_error(error: HTTPException) -> ResponseReturnValue:
-    """A plain page for people; JSON for the programs that call the API and webhooks."""
-    if request.path.startswith(PROGRAM_PATHS):
-        return json_error(error.code or 500, error.name)
+    """A plain page for people; JSON for the programs that call the API and webhooks.
+
+    The exception's own headers (a 405's Allow) are kept whatever the body.
+    """
+    owner = path_errors(request.path)
+    if owner is not None:
+        answer = owner.http_error(error)
+    elif request.path.startswith(PROGRAM_PATHS):
+        answer = json_error(error.code or 500, error.name)
+    else:
+        answer = error_page(error)
+    return with_headers_of(error, make_response(answer))
+
+
+def error_page(error: HTTPException) -> ResponseReturnValue:
     status = error.code or 500
-    return render_template(
+    page = render_template(
         "errors/error.html", title=error.name, message=error.description, status=status
-    ), status
+    )
+    return page, status
+
+
+def with_headers_of(error: HTTPException, response: Response) -> Response:
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers.setdefault(name, value)
+    return response
 
 
 def json_error(status: int, message: str) -> ResponseReturnValue:
-    """The error shape of the API and webhook paths: {"error": {"status", "message"}}."""
+    """The error shape of the webhook paths: {"error": {"status", "message"}}."""
     return jsonify(error={"status": status, "message": message}), status
 
 
@@ -221,6 +278,9 @@ def unexpected_error(error: Exception) -> ResponseReturnValue:
     """Log the fault (scrubbed) and show a plain page: no stack trace reaches a user."""
     if isinstance(error, HTTPException):
         return http_error(error)
+    owner = path_errors(request.path)
+    if owner is not None:
+        return owner.unexpected(error)
     log.exception("unexpected error on %s %s", request.method, redact(request.path))
     return render_template("errors/error.html", title="Something went wrong", message=(
         "We could not finish this request. Please try again in a few minutes; if it keeps "

@@ -190,13 +190,18 @@ Clock = Callable[[], datetime]
 
 
 def run_worker(app: Flask, *, clock: Clock | None = None, once: bool = True) -> Any:
-    """Run a worker in this process against the app's database; return its stats."""
+    """Run a worker in this process against the app's database; return its stats.
+
+    It is the worker `reauth worker` runs: the deployment's handlers and idle tasks.
+    """
     from portal.db import EXTENSION_KEY
+    from portal.handlers import build_worker
     from portal.mail.backends import backend_from_config
-    from portal.outbox.worker import Worker, handler_table
     from portal.plugins import plugin_registry
 
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(app), backend_from_config(app.config))
-        worker = Worker(app.config, app.extensions[EXTENSION_KEY], handlers, clock=clock or utcnow)
+        sessions, backend = app.extensions[EXTENSION_KEY], backend_from_config(app.config)
+        worker = build_worker(
+            app.config, sessions, plugin_registry(app), backend, clock=clock or utcnow
+        )
         return worker.run(once=once)

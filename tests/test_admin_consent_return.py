@@ -180,10 +180,3 @@ def test_a_tenant_too_long_for_a_state_gets_no_link(app):
     assert admin_consent_link(app.config, "contoso.com", None) is not None
     tenant = "t" + "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(120))
     assert admin_consent_link(app.config, tenant, None) is None
-
-
-def test_unknown_api_paths_answer_json(make_app):
-    client = make_app().test_client()
-    answer = client.get("/api/v1/no-such-thing")
-    assert answer.status_code == 404
-    assert answer.is_json and answer.get_json()["error"]["status"] == 404

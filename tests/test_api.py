@@ -1,8 +1,10 @@
-"""The API for the company's app: bearer tokens, filters, keyset cursors, stats, OpenAPI."""
+"""The API for the company's app: bearer tokens, filters, keyset cursors, stats, OpenAPI, errors."""
 
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import pytest
 import schemathesis
@@ -11,6 +13,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 
 from portal.accounts.ledger import account_stats
+from portal.api.openapi import ERROR as ERROR_SCHEMA
 from portal.db import db
 from portal.models import ApiToken, utcnow
 
@@ -117,3 +120,74 @@ def test_api_conforms_to_its_openapi_document(api_app, token):
             case.call_and_validate(headers=auth)
 
         conforms()
+
+
+# -- one error shape under /api/ ---------------------------------------------------------------
+
+
+def assert_api_error(response: Any, status: int, code: str) -> None:
+    """The `Error` schema of the OpenAPI document: exactly a code and a message, as JSON."""
+    assert response.status_code == status, response.data[:200]
+    assert response.is_json, response.content_type
+    body = response.get_json()
+    assert set(body) == set(ERROR_SCHEMA["required"]) == set(ERROR_SCHEMA["properties"])
+    assert body["error"] == code and isinstance(body["message"], str) and body["message"]
+    assert re.fullmatch(ERROR_SCHEMA["properties"]["error"]["pattern"], body["error"])
+
+
+def test_unknown_api_paths_answer_the_api_error_shape(app: Flask) -> None:
+    client = app.test_client()
+    for path in ("/api/v1/no-such-thing", "/api/v1/stats/more", "/api/", "/api/v2/stats"):
+        assert_api_error(client.get(path), 404, "not_found")
+    # A token changes nothing: routing answers before the API looks at it.
+    answer = client.get("/api/v1/nothing-here", headers={"Authorization": "Bearer made-up"})
+    assert_api_error(answer, 404, "not_found")
+
+
+def test_a_wrong_method_answers_the_api_error_shape_with_allow(app: Flask) -> None:
+    client = app.test_client()
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        answer = client.open("/api/v1/stats", method=method)
+        assert_api_error(answer, 405, "method_not_allowed")
+        assert set(answer.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "HEAD"}
+
+
+def test_an_unexpected_failure_under_api_answers_the_shape(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+
+    def broken() -> str:
+        raise RuntimeError("boom")
+
+    app.add_url_rule("/api/v1/broken", view_func=broken)
+    assert_api_error(app.test_client().get("/api/v1/broken"), 500, "internal_error")
+    assert "boom" not in app.test_client().get("/api/v1/broken").text
+    assert "unexpected API error" in caplog.text
+
+
+def test_the_openapi_document_declares_the_error_schema(api_app: Flask, token: str) -> None:
+    document = get(api_app, "/api/v1/openapi.json", token).get_json()
+    assert document["components"]["schemas"]["Error"] == ERROR_SCHEMA
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            assert {"401"} <= statuses, (path, method)
+            for status, response in operation["responses"].items():
+                if not status.startswith("2"):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == error_ref, (path, method, status)
+
+
+def test_pages_outside_the_api_keep_their_html_error_pages(app: Flask) -> None:
+    client = app.test_client()
+    missing = client.get("/no-such-page")
+    assert missing.status_code == 404 and missing.content_type.startswith("text/html")
+    assert "<html" in missing.text.lower() and not missing.is_json
+    wrong_method = client.delete("/healthz")
+    assert wrong_method.status_code == 405 and wrong_method.content_type.startswith("text/html")
+    assert "GET" in wrong_method.headers["Allow"]
+    # The webhook paths keep their own JSON shape.
+    webhook = client.get("/webhooks/no-such-thing")
+    assert webhook.status_code == 404 and webhook.get_json()["error"]["status"] == 404

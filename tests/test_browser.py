@@ -24,10 +24,10 @@ from browser_support import (
 from flow_support import EWS_PASSWORD
 
 from portal.db import db
+from portal.handlers import build_worker
 from portal.mail.backends import backend_from_config
 from portal.mail.campaign import queue_invites
 from portal.models import Admin, AdminRole, utcnow
-from portal.outbox.worker import Worker, handler_table
 from portal.plugins import plugin_registry
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
@@ -80,8 +80,10 @@ def mailbox_portal(make_app: Any, nylas_emulator: Any, tmp_path: Path) -> Iterat
 
 def send_mail(app: Any) -> None:
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(app), backend_from_config(app.config))
-        Worker(app.config, app.extensions["reauth_db"], handlers).run(once=True)
+        backend = backend_from_config(app.config)
+        build_worker(app.config, app.extensions["reauth_db"], plugin_registry(app), backend).run(
+            once=True
+        )
 
 
 def shoot(page: Page, name: str) -> None:

@@ -307,9 +307,10 @@ def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
     mail_app: Flask, smtp_server: SmtpServer
 ) -> None:
     from portal.db import EXTENSION_KEY
+    from portal.handlers import handler_table
     from portal.mail.backends import backend_from_config
     from portal.outbox.queue import SENT, DeliveryOutcome, claim_batch
-    from portal.outbox.worker import Worker, handler_table
+    from portal.outbox.worker import Worker
     from portal.plugins import plugin_registry
 
     invite(mail_app, "ada@example.com", "grace@example.com")
@@ -317,7 +318,7 @@ def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
         factory = mail_app.extensions[EXTENSION_KEY]
         handlers = handler_table(mail_app.config, plugin_registry(mail_app),
                                  backend_from_config(mail_app.config))  # fmt: skip
-        worker = Worker(mail_app.config, factory, handlers)
+        worker = Worker(mail_app.config, factory, handlers, [])
         with factory() as session:
             claims = claim_batch(session, kinds=["email"], limit=10, lease_seconds=60, now=utcnow())
         with factory.begin() as session:  # another worker re-claimed grace's row

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from portal.cli.scopes import scopes_group
-from portal.nylas.scopes import V2_TO_GRAPH, UnknownScopeError, split_scopes, translate
+from portal.scopes import V2_TO_GRAPH, UnknownScopeError, split_scopes, translate
 
 
 @pytest.mark.parametrize(

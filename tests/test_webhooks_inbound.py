@@ -24,10 +24,11 @@ from flow_support import Browser, Portal, db_snapshot, serve_portal
 from sqlalchemy import func, select
 
 from portal.db import db
+from portal.handlers import build_worker
 from portal.mail.backends import backend_from_config
 from portal.mail.campaign import invite_account
 from portal.models import Account, Event, NylasNotification, OutboxMessage
-from portal.outbox.worker import Worker, WorkerStats, handler_table
+from portal.outbox.worker import WorkerStats
 from portal.plugins import plugin_registry
 from portal.webhooks.nylas_in import GRANT_TRIGGERS
 
@@ -137,8 +138,9 @@ def run_worker(portal: Portal) -> WorkerStats:
     """`reauth worker --once` in-process: emails to the file backend, app webhooks over HTTP."""
     app = portal.app
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(), backend_from_config(app.config))
-        return Worker(app.config, app.extensions["reauth_db"], handlers).run(once=True)
+        backend = backend_from_config(app.config)
+        worker = build_worker(app.config, app.extensions["reauth_db"], plugin_registry(), backend)
+        return worker.run(once=True)
 
 
 def invite(portal: Portal, account_id: str) -> None:

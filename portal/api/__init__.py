@@ -2,12 +2,14 @@
 
 Tokens come from `reauth api-token create`; only their SHA-256 digest is stored, and a request
 is let in when the digest of its `Authorization: Bearer` value names a token not revoked.
-Errors are JSON: {"error": code, "message": text}. The OpenAPI document is at openapi.json.
+Every error under /api/ is JSON: {"error": code, "message": text}, the `Error` schema of the
+OpenAPI document (openapi.json), unknown paths and methods included.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +35,7 @@ from portal.api.openapi import openapi_document
 from portal.db import db
 from portal.models import Account, ApiToken, utcnow
 from portal.signing import digest
-from portal.web import csrf
+from portal.web import PathErrors, answer_errors_under, csrf
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class AccountIdConverter(BaseConverter):
     part_isolating = False
 
 
+API_PATHS = "/api/"
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
@@ -53,8 +56,14 @@ def add_converter(state: BlueprintSetupState) -> None:
     state.app.url_map.converters.setdefault("account_id", AccountIdConverter)
 
 
+@blueprint.record_once
+def own_errors(state: BlueprintSetupState) -> None:
+    answer_errors_under(state.app, API_PATHS, PathErrors(http_error, unexpected))
+
+
 csrf.exempt(blueprint)  # bearer tokens, not cookies: nothing for a cross-site form to ride on
 LAST_USED_PRECISION = timedelta(minutes=1)
+NOT_A_CODE_CHARACTER = re.compile(r"[^a-z0-9]+")  # "I'm a teapot" -> i_m_a_teapot
 
 
 class ApiError(Exception):
@@ -64,6 +73,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
+    """The API's one error shape (openapi.ERROR)."""
     response = jsonify(error=code, message=message)
     response.status_code = status
     if status == 401:
@@ -76,16 +86,13 @@ def api_error(error: ApiError) -> ResponseReturnValue:
     return error_response(error.status, error.code, error.message)
 
 
-@blueprint.errorhandler(HTTPException)
 def http_error(error: HTTPException) -> ResponseReturnValue:
-    code = (error.name or "error").lower().replace(" ", "_")
+    """Any HTTP error under /api/ (portal.web routes them here): `Not Found` -> not_found."""
+    code = NOT_A_CODE_CHARACTER.sub("_", (error.name or "error").lower()).strip("_")
     return error_response(error.code or 500, code, error.description or code)
 
 
-@blueprint.errorhandler(Exception)
 def unexpected(error: Exception) -> ResponseReturnValue:
-    if isinstance(error, HTTPException):
-        return http_error(error)
     log.exception("unexpected API error on %s", request.path)
     return error_response(500, "internal_error", "the request could not be finished")
 

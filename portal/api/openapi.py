@@ -79,10 +79,20 @@ STATS = {
     },
 }
 
+# Every error under /api/ (portal.api.error_response), routing's 404 and 405 included.
 ERROR = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    "properties": {
+        "error": {
+            "type": "string",
+            "pattern": "^[a-z0-9_]+$",
+            "description": "machine-readable code: unauthorized, bad_request, not_found, "
+            "method_not_allowed, too_many_requests, internal_error, ...",
+        },
+        "message": {"type": "string", "description": "what went wrong, for a person"},
+    },
 }
 
 
@@ -140,7 +150,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "reauth-portal API",
             "version": "1",
-            "description": "The migration ledger: v2 account id -> v3 grant id, and stats.",
+            "description": "The migration ledger: v2 account id -> v3 grant id, and stats. "
+            "Every error, an unknown path or method included, answers the `Error` schema.",
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],

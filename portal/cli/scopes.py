@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from portal.nylas.scopes import UnknownScopeError, split_scopes, translate
+from portal.scopes import UnknownScopeError, split_scopes, translate
 
 
 @click.group("scopes")

@@ -1,4 +1,4 @@
-"""`reauth worker`: send what the outbox holds and reconcile attempts left `exchanging`."""
+"""`reauth worker`: send what the outbox holds and run the idle tasks (portal.handlers)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from portal.db import EXTENSION_KEY, database_unreachable, db, discard
-from portal.journey.reconcile import reconciler_for
+from portal.handlers import handler_table, idle_tasks
 from portal.mail.backends import backend_from_config
 from portal.models import OutboxMessage, utcnow
 from portal.outbox.queue import claimable
-from portal.outbox.worker import DatabaseGaveUp, Worker, WorkerStats, handler_table
+from portal.outbox.worker import DatabaseGaveUp, Worker, WorkerStats
 from portal.plugins import plugin_registry
 
 
@@ -72,10 +72,10 @@ def worker_command(once: bool) -> None:
     registry = plugin_registry()
     sessions = current_app.extensions[EXTENSION_KEY]
     handlers = handler_table(config, registry, backend)
-    reconciler = reconciler_for(sessions, config, registry)
+    tasks = idle_tasks(config, sessions, registry, handlers)
     total = due_now(list(handlers)) if once else 0
     with worker_progress(total) as progress:
-        worker = Worker(config, sessions, handlers, progress=progress, reconciler=reconciler)
+        worker = Worker(config, sessions, handlers, tasks, progress=progress)
         try:
             stats = worker.run(once=once)
         except DatabaseGaveUp as exc:

@@ -23,11 +23,11 @@ from portal.accounts.importer import import_accounts
 from portal.admin.auth import hash_password
 from portal.db import EXTENSION_KEY, db
 from portal.demo.data import DEMO_PASSWORD, demo_csv, demo_rows, emulator_seed
-from portal.journey.reconcile import reconciler_for
+from portal.handlers import build_worker
 from portal.mail.backends import backend_from_config
 from portal.mail.campaign import queue_invites
 from portal.models import Admin, AdminRole, utcnow
-from portal.outbox.worker import Worker, handler_table
+from portal.outbox.worker import Worker
 from portal.plugins import plugin_registry
 from portal.testing.emulator import EmulatorServer, EmulatorState
 
@@ -86,10 +86,9 @@ def ensure_demo_admin(say: Callable[[str], None]) -> None:
 
 def start_worker(app: Flask) -> tuple[Worker, threading.Thread]:
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(app), backend_from_config(app.config))
         sessions = app.extensions[EXTENSION_KEY]
-        reconciler = reconciler_for(sessions, app.config, plugin_registry(app))
-    worker = Worker(app.config, sessions, handlers, reconciler=reconciler)
+        backend = backend_from_config(app.config)
+        worker = build_worker(app.config, sessions, plugin_registry(app), backend)
     thread = threading.Thread(target=run_in_context, args=(app, worker), daemon=True)
     thread.start()
     return worker, thread

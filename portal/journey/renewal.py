@@ -89,7 +89,7 @@ def mailed_recently(session: Session, invite_id: int, now: datetime) -> bool:
 
 
 class RenewalHandler:
-    """The KindHandler of `renewal` rows (see portal.mail.delivery.KindHandler).
+    """The KindHandler of `renewal` rows (see portal.outbox.worker.KindHandler).
 
     Delivering a row is resolving it, in one transaction of its own: the links re-issued, their
     emails queued, and the row marked resolved (`payload.mailed`) under the claim's token. A

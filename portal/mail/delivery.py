@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,31 +30,6 @@ WORKER_ACTOR = "worker"
 RENEWAL_ALLOWED = {AccountStatus.UNDELIVERABLE}
 
 
-class KindHandler(Protocol):
-    """Delivers one outbox kind; the worker's dispatch table maps kinds to handlers.
-
-    A handler may also offer `after_batch(session, outcomes, now)` (see BatchEffects): the
-    worker then records a batch's effects in one call instead of calling `after` per row.
-    """
-
-    def prepare(self, session: Session, claims: list[ClaimedRow]) -> None: ...
-
-    def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome: ...
-
-    def after(self, session: Session, outcome: DeliveryOutcome, now: datetime) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class BatchEffects(Protocol):
-    """Optional: record the effects of a whole batch of recorded outcomes at once."""
-
-    def after_batch(
-        self, session: Session, outcomes: list[DeliveryOutcome], now: datetime
-    ) -> None: ...
-
-
 def judge(claim: ClaimedRow, error: DeliveryError, message_id: str) -> DeliveryOutcome:
     """Turn a delivery error into an outcome: undeliverable, failed or retry."""
     if error.permanent and error.stage in ("rcpt", "data"):
@@ -66,7 +41,7 @@ def judge(claim: ClaimedRow, error: DeliveryError, message_id: str) -> DeliveryO
 
 
 class EmailHandler:
-    """Send `email` outbox rows through a mail backend.
+    """Send `email` outbox rows through a mail backend (a portal.outbox.worker.KindHandler).
 
     Rows are normally prepared when queued (portal.mail.prepare): the handler sends their
     stored bytes as they are. `prepare` renders, once, the rows of a batch that have no stored

@@ -32,8 +32,8 @@ from portal.nylas.errors import (
     map_error,
 )
 from portal.nylas.retry import RetryPolicy, is_retryable
-from portal.nylas.scopes import split_scopes
 from portal.plugins import AuthResult
+from portal.scopes import split_scopes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

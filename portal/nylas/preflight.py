@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from portal.models import Account
 from portal.nylas import Connector, NylasError, NylasGateway, NylasNotFound
-from portal.nylas.scopes import (
+from portal.scopes import (
     UnknownScopeError,
     is_graph_scope,
     is_legacy_exchange_scope,

@@ -1,8 +1,9 @@
 """The worker loop: claim a batch, send each row, record the outcomes, repeat.
 
-Kinds are dispatched through a table of handlers; kinds without a handler (the app webhooks
-of a later issue) are never claimed. SIGTERM (and SIGINT) let the current message finish,
-record the batch, hand the unsent rest back and stop.
+The worker is given everything it runs (portal.handlers composes what a deployment runs):
+a handler per outbox kind, through which rows are dispatched (kinds without a handler are
+never claimed), and its idle tasks, run when there is nothing to send. SIGTERM (and SIGINT)
+let the current message finish, record the batch, hand the unsent rest back and stop.
 
 An unreachable database stops nothing: the worker waits (1 s, doubling, at most 30 s) and
 tries again, logging one line when the outage begins and one when it ends. Outcomes of
@@ -17,21 +18,16 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.db import database_unreachable
-from portal.journey.renewal import RenewalHandler
-from portal.mail.backends import MailBackend
-from portal.mail.campaign import queue_due_reminders
-from portal.mail.delivery import BatchEffects, EmailHandler, KindHandler
-from portal.mail.prepare import MessagePreparer
 from portal.models import utcnow
 from portal.outbox.queue import (
     FAILED,
@@ -46,8 +42,6 @@ from portal.outbox.queue import (
     finish_values,
     release,
 )
-from portal.plugins import PluginRegistry
-from portal.webhooks.app_out import AppWebhookHandler
 
 log = logging.getLogger(__name__)
 # Stop sending from a batch once this share of its lease is used up; the rest goes back.
@@ -56,9 +50,48 @@ IDLE_TICK = 0.2
 # Waits between tries while the database cannot be reached.
 DB_RETRY_FIRST = 1.0
 DB_RETRY_CAP = 30.0
-# Stale attempts are looked for at most this often (portal.journey.reconcile).
-RECONCILE_EVERY = 30.0
-Reconciler = Callable[[datetime], Mapping[str, int]]
+
+
+class KindHandler(Protocol):
+    """Delivers one outbox kind; the worker's dispatch table maps kinds to handlers.
+
+    A handler may also offer `after_batch(session, outcomes, now)` (see BatchEffects): the
+    worker then records a batch's effects in one call instead of calling `after` per row.
+    """
+
+    def prepare(self, session: Session, claims: list[ClaimedRow]) -> None: ...
+
+    def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome: ...
+
+    def after(self, session: Session, outcome: DeliveryOutcome, now: datetime) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchEffects(Protocol):
+    """Optional: record the effects of a whole batch of recorded outcomes at once."""
+
+    def after_batch(
+        self, session: Session, outcomes: list[DeliveryOutcome], now: datetime
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class IdleTask:
+    """Work the worker does besides sending; `run(now)` returns how much it did.
+
+    A task runs after a round that found nothing to send; with `every_round` it runs at the
+    start of every round instead, before the claim, for work that a long backlog of mail must
+    not hold up. `every` spaces two runs at least that many seconds apart. A failure is logged
+    and stops nothing; a database outage is the loop's to wait for, and the task runs again
+    once the database answers.
+    """
+
+    name: str
+    run: Callable[[datetime], int]
+    every: float = 0.0
+    every_round: bool = False
 
 
 @dataclass
@@ -180,24 +213,28 @@ class Worker:
         config: Mapping[str, Any],
         sessions: sessionmaker[Session],
         handlers: Mapping[str, KindHandler],
+        idle_tasks: Sequence[IdleTask],
         *,
         clock: Callable[[], datetime] = utcnow,
         progress: Callable[[WorkerStats], None] | None = None,
-        reconciler: Reconciler | None = None,
     ) -> None:
+        names = [task.name for task in idle_tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"idle task names must differ: {names}")
         self.config = config
         self.sessions = sessions
         self.handlers = dict(handlers)
+        self.idle_tasks = list(idle_tasks)
         self.clock = clock
         self.progress = progress
-        self.reconciler = reconciler
         self.throttle = Throttle(config["MAIL_RATE_PER_SECOND"], config["MAIL_RATE_PER_DOMAIN"])
         self.stats = WorkerStats()
         self.stopping = False
         self.outage = Outage()
         # Batches sent (or claimed) whose outcomes the database could not take yet.
         self.unrecorded: list[tuple[KindHandler, list[DeliveryOutcome], list[ClaimedRow]]] = []
-        self.next_reconcile = 0.0
+        # time.monotonic() before which an idle task is not run again, by name.
+        self.task_due = dict.fromkeys(names, 0.0)
 
     def stop(self, *_: Any) -> None:
         """Ask the loop to stop after the current message."""
@@ -230,14 +267,18 @@ class Worker:
         return self.stats
 
     def round(self) -> bool:
-        """One poll: leftovers of an outage, reminders, reconciliation, a batch; True if sent."""
+        """One poll: leftovers of an outage, every-round tasks, a batch or else the idle tasks.
+
+        Returns True when a batch was sent.
+        """
         self.record_leftovers()
-        self.queue_reminders()
-        self.reconcile()
+        self.run_idle_tasks(every_round=True)
         batch = self.claim()
         if batch:
             self.process(batch)
-        return bool(batch)
+            return True
+        self.run_idle_tasks(every_round=False)
+        return False
 
     def wait_for_database(self, exc: BaseException, once: bool) -> None:
         """Back off before the next try; `once` gives up after its patience."""
@@ -275,17 +316,20 @@ class Worker:
             "lease runs out they are sent again", sent,
         )  # fmt: skip
 
-    def reconcile(self) -> None:
-        """Record attempts left `exchanging` (portal.journey.reconcile), at most every RECONCILE_EVERY."""
-        if self.reconciler is None or time.monotonic() < self.next_reconcile:
-            return
+    def run_idle_tasks(self, *, every_round: bool) -> None:
+        """Run, in order, the due tasks of this moment: a round's start, or nothing to send."""
+        for task in self.idle_tasks:
+            if task.every_round == every_round and time.monotonic() >= self.task_due[task.name]:
+                self.run_idle_task(task)
+
+    def run_idle_task(self, task: IdleTask) -> None:
         try:
-            self.reconciler(self.clock())
-        except Exception as exc:  # reconciliation must never stop the mail
+            task.run(self.clock())
+        except Exception as exc:  # an idle task must never stop the mail
             if database_unreachable(exc):
-                raise  # an outage: the loop waits for the database
-            log.exception("reconciliation failed")
-        self.next_reconcile = time.monotonic() + RECONCILE_EVERY
+                raise  # an outage: the loop waits for the database, then runs the task again
+            log.exception("idle task %s failed", task.name)
+        self.task_due[task.name] = time.monotonic() + task.every
 
     def close(self) -> None:
         """Close the handlers' connections (SMTP); the next send reopens them."""
@@ -299,20 +343,6 @@ class Worker:
                 session, kinds=list(self.handlers), limit=self.config["MAIL_BATCH_SIZE"],
                 lease_seconds=self.config["OUTBOX_LEASE_SECONDS"], now=self.clock(),
             )  # fmt: skip
-
-    def preparer(self) -> MessagePreparer | None:
-        """The email handler's preparer, so that reminders are queued ready to send."""
-        preparer = getattr(self.handlers.get("email"), "preparer", None)
-        return preparer if isinstance(preparer, MessagePreparer) else None
-
-    def queue_reminders(self) -> None:
-        """Queue due reminders (an unreachable database is the loop's to wait for)."""
-        with self.sessions.begin() as session:
-            queued = queue_due_reminders(
-                session, self.config, now=self.clock(), preparer=self.preparer()
-            )
-        if queued:
-            log.info("queued %d reminders", queued)
 
     def process(self, batch: list[ClaimedRow]) -> None:
         """Send a batch (one kind at a time), then record every outcome in one transaction."""
@@ -433,14 +463,3 @@ class Worker:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-def handler_table(
-    config: Mapping[str, Any], registry: PluginRegistry, backend: MailBackend
-) -> dict[str, KindHandler]:
-    """Return the outbox kinds this worker handles: emails, app notifications, renewal requests."""
-    return {
-        "email": EmailHandler(config, registry, backend),
-        "app_webhook": AppWebhookHandler(config, registry),
-        "renewal": RenewalHandler(config),
-    }

@@ -5,10 +5,6 @@ HMAC-SHA256 of f"{timestamp}.{body}" with REAUTH_APP_WEBHOOK_SECRET, and `X-Reau
 (the same on every delivery and replay of one event, for de-duplication). 2xx is delivered;
 network errors, timeouts, 408, 429 and 5xx are retried through the outbox with backoff;
 any other answer fails for good. Neither the secret nor the body is ever logged.
-
-The handler's `close()`, which the worker calls between polls and at the end of every run,
-also drains pending Nylas notifications (portal.webhooks.nylas_in): the worker's safety net for
-notifications whose processing after the webhook response did not happen.
 """
 
 from __future__ import annotations
@@ -21,11 +17,9 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from portal.db import app_sessions, database_unreachable
 from portal.outbox.queue import FAILED, RETRY, SENT, ClaimedRow, DeliveryOutcome
-from portal.plugins import PluginRegistry
 from portal.signing import app_webhook_signature
 
 log = logging.getLogger(__name__)
@@ -61,18 +55,10 @@ def judge_status(claim: ClaimedRow, status: int) -> DeliveryOutcome:
 
 
 class AppWebhookHandler:
-    """The KindHandler of `app_webhook` rows (see portal.mail.delivery.KindHandler)."""
+    """The KindHandler of `app_webhook` rows (see portal.outbox.worker.KindHandler)."""
 
-    def __init__(
-        self,
-        config: Mapping[str, Any],
-        registry: PluginRegistry | None = None,
-        sessions: sessionmaker[Session] | None = None,
-        http: requests.Session | None = None,
-    ) -> None:
+    def __init__(self, config: Mapping[str, Any], http: requests.Session | None = None) -> None:
         self.config = config
-        self.registry = registry
-        self.sessions = sessions or app_sessions()
         self.http = http or requests.Session()
         timeout = float(config.get("APP_WEBHOOK_TIMEOUT") or 10)
         self.timeout = (min(5.0, timeout), timeout)
@@ -105,18 +91,5 @@ class AppWebhookHandler:
         """Nothing to record beyond the outbox row itself."""
 
     def close(self) -> None:
-        """Close idle connections; drain pending Nylas notifications (bounded)."""
+        """Close idle connections."""
         self.http.close()
-        if self.sessions is None or self.registry is None:
-            return
-        from portal.webhooks.nylas_in import process_pending
-
-        try:
-            counts = process_pending(self.sessions, self.config, self.registry)
-        except Exception as exc:
-            if not database_unreachable(exc):  # an outage the worker itself reports, once
-                log.exception("pending nylas notifications: processing failed")
-            return
-        if counts["processed"] or counts["errors"]:
-            log.info("nylas notifications: processed %d, errors %d",
-                     counts["processed"], counts["errors"])  # fmt: skip

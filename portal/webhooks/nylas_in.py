@@ -4,7 +4,7 @@ The webhook view only records a notification (unique id, so duplicates are dropp
 the work happens here, later, in short transactions:
 
 - right after the response, for the notification just recorded (plus a few stragglers);
-- in `reauth worker`, whose app-webhook handler drains pending notifications when idle;
+- in `reauth worker`, an idle task of which drains pending notifications (portal.handlers);
 - in `reauth webhooks process`, for cron or recovery.
 
 Each notification is claimed with a conditional UPDATE (`processed_at IS NULL`) in the same

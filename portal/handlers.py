@@ -1,0 +1,120 @@
+"""What a deployment's worker runs: a handler per outbox kind and the idle tasks.
+
+`reauth worker`, the demo and the tests build their workers here, so that all of them run the
+same handlers and the same tasks. The worker (portal.outbox.worker) only runs what it is given.
+
+The idle tasks, in the order they run:
+- reminders: queue the reminders that are due, ready to send (portal.mail.campaign); every
+  round, so that a campaign's backlog does not hold them up;
+- reconciliation: record attempts left `exchanging` (portal.journey.reconcile); every round,
+  at most every RECONCILE_EVERY seconds, as Nylas is asked about each of them;
+- nylas notifications: process up to 100 pending ones (portal.webhooks.nylas_in) when there
+  is nothing to send, the safety net for notifications whose processing right after the
+  webhook response did not happen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from portal.journey.reconcile import reconciler_for
+from portal.journey.renewal import RenewalHandler
+from portal.mail.backends import MailBackend
+from portal.mail.campaign import queue_due_reminders
+from portal.mail.delivery import EmailHandler
+from portal.mail.prepare import MessagePreparer
+from portal.models import utcnow
+from portal.outbox.worker import IdleTask, KindHandler, Worker, WorkerStats
+from portal.plugins import PluginRegistry
+from portal.webhooks.app_out import AppWebhookHandler
+from portal.webhooks.nylas_in import process_pending
+
+log = logging.getLogger(__name__)
+# Stale attempts are looked for at most this often.
+RECONCILE_EVERY = 30.0
+
+
+def handler_table(
+    config: Mapping[str, Any], registry: PluginRegistry, backend: MailBackend
+) -> dict[str, KindHandler]:
+    """The outbox kinds a worker handles: emails, app notifications, renewal requests."""
+    return {
+        "email": EmailHandler(config, registry, backend),
+        "app_webhook": AppWebhookHandler(config),
+        "renewal": RenewalHandler(config),
+    }
+
+
+def idle_tasks(
+    config: Mapping[str, Any],
+    sessions: sessionmaker[Session],
+    registry: PluginRegistry,
+    handlers: Mapping[str, KindHandler],
+) -> list[IdleTask]:
+    """The idle tasks of a worker sending through `handlers` (see the module's docstring)."""
+    email = handlers.get("email")
+    preparer = email.preparer if isinstance(email, EmailHandler) else None
+    return [
+        reminders_task(config, sessions, preparer),
+        reconciliation_task(config, sessions, registry),
+        nylas_notifications_task(config, sessions, registry),
+    ]
+
+
+def reminders_task(
+    config: Mapping[str, Any], sessions: sessionmaker[Session], preparer: MessagePreparer | None
+) -> IdleTask:
+    """Queue due reminders with the email handler's preparer, so they are queued ready to send."""
+
+    def queue_reminders(now: datetime) -> int:
+        with sessions.begin() as session:
+            queued = queue_due_reminders(session, config, now=now, preparer=preparer)
+        if queued:
+            log.info("queued %d reminders", queued)
+        return queued
+
+    return IdleTask("reminders", queue_reminders, every_round=True)
+
+
+def reconciliation_task(
+    config: Mapping[str, Any], sessions: sessionmaker[Session], registry: PluginRegistry
+) -> IdleTask:
+    reconcile = reconciler_for(sessions, config, registry)
+
+    def reconcile_stale(now: datetime) -> int:
+        return sum(reconcile(now).values())
+
+    return IdleTask("reconciliation", reconcile_stale, every=RECONCILE_EVERY, every_round=True)
+
+
+def nylas_notifications_task(
+    config: Mapping[str, Any], sessions: sessionmaker[Session], registry: PluginRegistry
+) -> IdleTask:
+    def process_notifications(now: datetime) -> int:
+        counts = process_pending(sessions, config, registry)
+        if counts["processed"] or counts["errors"]:
+            log.info("nylas notifications: processed %d, errors %d",
+                     counts["processed"], counts["errors"])  # fmt: skip
+        return counts["processed"] + counts["errors"]
+
+    return IdleTask("nylas notifications", process_notifications)
+
+
+def build_worker(
+    config: Mapping[str, Any],
+    sessions: sessionmaker[Session],
+    registry: PluginRegistry,
+    backend: MailBackend,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    progress: Callable[[WorkerStats], None] | None = None,
+) -> Worker:
+    """A worker with the deployment's handlers and idle tasks."""
+    handlers = handler_table(config, registry, backend)
+    tasks = idle_tasks(config, sessions, registry, handlers)
+    return Worker(config, sessions, handlers, tasks, clock=clock, progress=progress)
