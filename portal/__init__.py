@@ -12,12 +12,10 @@ from flask import Flask
 from portal.config import load_settings
 from portal.db import db
 from portal.extensions import install_settings, settings_of
-from portal.plugins import Plugin, build_registry
+from portal.plugins import Plugin, build_registry, install_registry
 from portal.resources import resource_dir
 from portal.routing import BaseUrlFlask
 from portal.web import init_web
-
-PLUGINS_EXTENSION = "reauth_plugins"
 
 
 def instance_folder() -> Path:
@@ -38,7 +36,7 @@ def create_app(
     app.config.update(load_settings(Path(app.instance_path), config))
     settings = install_settings(app)
     db.init_app(app)
-    app.extensions[PLUGINS_EXTENSION] = build_registry(settings.plugins, plugins)
+    install_registry(app, build_registry(settings.plugins, plugins))
     init_web(app)
     register_blueprints(app)
     return app

@@ -16,6 +16,7 @@ from typing import ClassVar, Protocol
 from flask import Flask, current_app
 
 ENTRY_POINT_GROUP = "reauth_portal.plugins"
+EXTENSION_KEY = "reauth_plugins"
 
 
 class AccountView(Protocol):
@@ -261,7 +262,13 @@ def unknown_plugins_message(unknown: Sequence[str], installed: Sequence[str]) ->
     )
 
 
+def install_registry(app: Flask, registry: PluginRegistry) -> None:
+    """Keep the app's enabled plugins where plugin_registry finds them."""
+    app.extensions[EXTENSION_KEY] = registry
+
+
 def plugin_registry(app: Flask | None = None) -> PluginRegistry:
     """The enabled plugins of the given app, or of the current one."""
-    registry: PluginRegistry = (app or current_app).extensions["reauth_plugins"]
+    registry = (app or current_app).extensions[EXTENSION_KEY]
+    assert isinstance(registry, PluginRegistry)
     return registry
