@@ -16,6 +16,7 @@ from portal import migrate
 from portal.accounts.importer import import_accounts
 from portal.accounts.links import issue_invite, link_url
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account
 from portal.plugins import plugin_registry
 from portal.testing.emulator import EmulatorServer, complete_hosted_auth
@@ -62,9 +63,9 @@ class Portal:
             account = db.session.scalars(
                 select(Account).where(Account.account_id == account_id)
             ).one()
-            invite = issue_invite(db.session, self.app.config, account, actor="test")
+            invite = issue_invite(db.session, settings_of(self.app), account, actor="test")
             db.session.commit()
-            return link_url(self.app.config, invite)
+            return link_url(settings_of(self.app), invite)
 
 
 def serve_portal(

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import TEST_SECRET_KEY
+from conftest import TEST_SECRET_KEY, reconfigure
 from flow_support import (
     Browser,
     Portal,
@@ -28,6 +28,7 @@ from sqlalchemy import func, select, update
 
 from portal.accounts.links import link_url, reissue_invite, revoke_invite
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, Attempt, Event, Invite, utcnow
 from portal.signing import INVITE_LINK_SALT, LinkSigner, new_secret
 
@@ -145,7 +146,7 @@ def test_rotated_key_keeps_old_links_until_the_old_key_is_dropped(portal_with):
     assert browser.open(old_link).status_code == 200
     assert browser.press_continue(old_link).status_code == 303
 
-    portal.app.config["SECRET_KEY_FALLBACKS"] = []
+    reconfigure(portal.app, SECRET_KEY_FALLBACKS=[])
     assert_link_refused(portal, old_link, 404)
     assert Browser().open(new_link).status_code == 200
 
@@ -154,9 +155,9 @@ def test_superseded_and_revoked_links_are_gone(portal):
     first = portal.invite_link("v2-graph-1")
     with portal.app.app_context():
         invite = db.session.get_one(Invite, invite_of(portal, "v2-graph-1").id)
-        reissue_invite(db.session, portal.app.config, invite, actor="test")
+        reissue_invite(db.session, settings_of(portal.app), invite, actor="test")
         db.session.commit()
-        second = link_url(portal.app.config, invite)
+        second = link_url(settings_of(portal.app), invite)
     assert_link_refused(portal, first, 410)
     assert "replaced" in Browser().open(first).text
     assert Browser().open(second).status_code == 200
@@ -434,7 +435,7 @@ def test_forged_host_changes_neither_redirect_uri_nor_links(portal):
     with portal.app.test_request_context(
         "/r/renew", base_url=f"https://{EVIL}", headers={"X-Forwarded-Host": EVIL}
     ):
-        built = link_url(portal.app.config, invite)
+        built = link_url(settings_of(portal.app), invite)
     assert built.startswith(f"{portal.url}/r/")
 
 

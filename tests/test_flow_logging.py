@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from portal.accounts.links import link_url, reissue_invite
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Attempt, Invite
 
 NYLAS_WEBHOOK_SECRET = "nylas-webhook-secret-5f0c2a9e7d"
@@ -119,9 +120,9 @@ def test_no_secret_reaches_any_log_line(logged_portal, caplog, request_log):
     stale = secrets.link(portal.invite_link("v2-graph-1"))
     with portal.app.app_context():
         invite = db.session.scalars(select(Invite).order_by(Invite.id.desc()).limit(1)).one()
-        reissue_invite(db.session, portal.app.config, invite, actor="test")
+        reissue_invite(db.session, settings_of(portal.app), invite, actor="test")
         db.session.commit()
-        secrets.link(link_url(portal.app.config, invite))
+        secrets.link(link_url(settings_of(portal.app), invite))
     assert browser.open(stale).status_code == 410
     assert browser.open(stale[:-5]).status_code == 404
     assert browser.http.post(stale, data={}, allow_redirects=False).status_code == 400

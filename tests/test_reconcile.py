@@ -23,7 +23,8 @@ from sqlalchemy.engine import make_url
 from test_webhooks_inbound import SECRET, events, outbox, settle
 from test_webhooks_outbound import APP_SECRET, Receiver
 
-from portal.db import EXTENSION_KEY, WRITER_OPTION, db
+from portal.db import WRITER_OPTION, db, session_factory
+from portal.extensions import settings_of
 from portal.journey.flow import UNCONFIRMED, claim_attempt, lock_for_exchange, record_exchanged
 from portal.journey.reconcile import reconcile_stale
 from portal.models import Account, Attempt, utcnow
@@ -254,7 +255,7 @@ def test_a_real_result_arriving_after_an_unconfirmed_verdict_still_completes(
         result = current_gateway().exchange_code(stuck.params["code"], attempt.code_verifier)
         account = db.session.get_one(Account, attempt.account_pk)
         db.session.commit()
-        record_exchanged(db.session, portal.app.config, plugin_registry(), account, attempt,
+        record_exchanged(db.session, settings_of(portal.app), plugin_registry(), account, attempt,
                          result, utcnow())  # fmt: skip
 
     attempt = attempt_row(portal, stuck.attempt_id)
@@ -348,13 +349,13 @@ def recorders(portal: Portal, stuck: Stuck) -> dict[str, Callable[[], None]]:
             attempt = db.session.get_one(Attempt, stuck.attempt_id)
             account = db.session.get_one(Account, attempt.account_pk)
             db.session.commit()
-            record_exchanged(db.session, app.config, plugin_registry(), account, attempt,
+            record_exchanged(db.session, settings_of(app), plugin_registry(), account, attempt,
                              result, utcnow())  # fmt: skip
 
     def worker() -> None:  # a worker's round reconciles it
         with app.app_context():
-            sessions = app.extensions[EXTENSION_KEY]
-            reconcile_stale(sessions, app.config, current_gateway(), plugin_registry(), utcnow())
+            settings, sessions = settings_of(app), session_factory(app)
+            reconcile_stale(sessions, settings, current_gateway(), plugin_registry(), utcnow())
 
     def nylas() -> None:  # the re-authentication notification reaches /webhooks/nylas
         notify_reauthentication(portal, "grace@contoso.com")

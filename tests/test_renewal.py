@@ -24,6 +24,7 @@ from mail_fixtures import BASE_URL, SmtpServer, add_account, mail_settings, run_
 from sqlalchemy import event, func, select
 
 from portal.db import EXTENSION_KEY, db
+from portal.extensions import settings_of
 from portal.journey.renewal import RENEW_INTERVAL, RenewalHandler, request_fresh_link
 from portal.mail.campaign import invite_account
 from portal.models import Account, AccountStatus, Event, Invite, OutboxMessage, utcnow
@@ -122,7 +123,7 @@ def seed_campaign(app: Flask, now: datetime) -> dict[str, int]:
         accounts = {email: add_account(session, email) for email in SITUATIONS}
         for email, account in accounts.items():
             if SITUATIONS[email] != "new":
-                invite_account(session, app.config, account, now)
+                invite_account(session, settings_of(app), account, now)
         ids = {email: account.id for email, account in accounts.items()}
     run_worker(app, clock=lambda: now)
     with app.app_context(), db.transaction() as session:
@@ -260,10 +261,10 @@ def queued_for(app: Flask, email: str, now: datetime) -> RenewalHandler:
     """An invited account (mailed an hour ago) and a renewal request for its address."""
     with app.app_context(), db.transaction() as session:
         account = add_account(session, email)
-        invite_account(session, app.config, account, now - timedelta(hours=1))
+        invite_account(session, settings_of(app), account, now - timedelta(hours=1))
     with app.app_context():
         assert request_fresh_link(db.session, email, now)
-    return RenewalHandler(app.config, app.extensions[EXTENSION_KEY])
+    return RenewalHandler(settings_of(app), app.extensions[EXTENSION_KEY])
 
 
 def claim_renewals(app: Flask, now: datetime) -> list[Any]:

@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import reconfigure
 from flow_support import Browser, Portal, db_snapshot, serve_portal
 from sqlalchemy import func, select
 
-from portal.db import db
-from portal.mail.backends import backend_from_config
+from portal.db import db, session_factory
+from portal.extensions import settings_of
+from portal.mail.backends import backend_from_settings
 from portal.mail.campaign import invite_account
 from portal.models import Account, Event, NylasNotification, OutboxMessage
 from portal.outbox.worker import Worker, WorkerStats, handler_table
@@ -135,16 +137,16 @@ def post(
 
 def run_worker(portal: Portal) -> WorkerStats:
     """`reauth worker --once` in-process: emails to the file backend, app webhooks over HTTP."""
-    app = portal.app
+    app, settings = portal.app, settings_of(portal.app)
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(), backend_from_config(app.config))
-        return Worker(app.config, app.extensions["reauth_db"], handlers).run(once=True)
+        handlers = handler_table(settings, plugin_registry(), backend_from_settings(settings))
+        return Worker(settings, session_factory(app), handlers).run(once=True)
 
 
 def invite(portal: Portal, account_id: str) -> None:
     with portal.app.app_context():
         account = db.session.scalars(select(Account).where(Account.account_id == account_id)).one()
-        invite_account(db.session, portal.app.config, account, account.created_at)
+        invite_account(db.session, settings_of(portal.app), account, account.created_at)
         db.session.commit()
 
 
@@ -491,7 +493,7 @@ def test_rotation_overlap_then_the_old_secret_is_refused(
         assert post(portal, old, sign(old, OLD_SECRET)).status_code == 200
         assert post(portal, new, sign(new, SECRET)).status_code == 200
 
-        portal.app.config["NYLAS_WEBHOOK_SECRETS"] = [SECRET]  # the overlap is over
+        reconfigure(portal.app, NYLAS_WEBHOOK_SECRETS=[SECRET])  # the overlap is over
         settle(portal)
         before = everything(portal)
         late = expired_body()
@@ -513,7 +515,7 @@ def test_a_rotation_at_the_emulator_needs_the_new_secret(hooked: Portal) -> None
     assert {entry["status"] for entry in hooked.emulator.state.deliveries} == {401}
     assert everything(hooked) == before
 
-    hooked.app.config["NYLAS_WEBHOOK_SECRETS"] = [rotated, SECRET]
+    reconfigure(hooked.app, NYLAS_WEBHOOK_SECRETS=[rotated, SECRET])
     hooked.emulator.state.expire_grant("g-grace")
     settle(hooked)
     assert hooked.account("v2-graph-1").grant_status == "invalid"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.app_events import queue_app_notification
 from portal.models import Account, AccountStatus, Attempt, AttemptStatus, Event, GrantOutcome
 from portal.plugins import AuthResult
+from portal.settings import Settings
 
 ADMIN_CONSENT_CODES = ("AADSTS65001", "AADSTS90094", "AADSTS90008")
 
@@ -39,7 +40,7 @@ def event(account_pk: int, kind: str, detail: dict[str, Any], now: datetime) -> 
 
 
 def record_completed(
-    session: Session, config: Any, account: Account, attempt: Attempt, result: AuthResult,
+    session: Session, config: Settings, account: Account, attempt: Attempt, result: AuthResult,
     now: datetime,
 ) -> None:  # fmt: skip
     """The right mailbox came back: the ledger maps the v2 account to this grant."""
@@ -60,7 +61,7 @@ def record_completed(
 
 
 def record_mismatch(
-    session: Session, config: Any, account: Account, attempt: Attempt, result: AuthResult,
+    session: Session, config: Settings, account: Account, attempt: Attempt, result: AuthResult,
     reason: str, now: datetime,
 ) -> None:  # fmt: skip
     """Another mailbox (or too few scopes) came back: not done; admins see the stray grant."""
@@ -76,7 +77,7 @@ def record_mismatch(
 
 
 def record_failure(
-    session: Session, config: Any, account: Account, attempt: Attempt, now: datetime
+    session: Session, config: Settings, account: Account, attempt: Attempt, now: datetime
 ) -> None:
     """The sign-in failed (provider error, refused exchange): the person may try again."""
     attempt.status = AttemptStatus.FAILED

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from portal.db import app_sessions, database_unreachable
 from portal.outbox.queue import FAILED, RETRY, SENT, ClaimedRow, DeliveryOutcome
 from portal.plugins import PluginRegistry
+from portal.settings import Settings
 from portal.signing import app_webhook_signature
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class AppWebhookHandler:
 
     def __init__(
         self,
-        config: Mapping[str, Any],
+        config: Settings,
         registry: PluginRegistry | None = None,
         sessions: sessionmaker[Session] | None = None,
         http: requests.Session | None = None,
@@ -74,14 +75,14 @@ class AppWebhookHandler:
         self.registry = registry
         self.sessions = sessions or app_sessions()
         self.http = http or requests.Session()
-        timeout = float(config.get("APP_WEBHOOK_TIMEOUT") or 10)
+        timeout = float(config.app_webhook_timeout or 10)
         self.timeout = (min(5.0, timeout), timeout)
 
     def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Nothing to load: each row carries its URL and payload."""
 
     def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome:
-        secret = self.config.get("APP_WEBHOOK_SECRET")
+        secret = self.config.app_webhook_secret
         if not secret:
             return DeliveryOutcome(
                 claim, RETRY, "REAUTH_APP_WEBHOOK_SECRET is not set; not sent unsigned"

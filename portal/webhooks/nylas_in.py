@@ -50,6 +50,7 @@ from portal.models import (
     utcnow,
 )
 from portal.plugins import AuthResult, Plugin, PluginRegistry, Verdict
+from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 ACTOR = "nylas"
@@ -104,7 +105,7 @@ class Context:
     """What an effect needs: the transaction, settings, plugins, the notification, the time."""
 
     session: Session
-    config: Mapping[str, Any]
+    config: Settings
     registry: PluginRegistry
     notification: NylasNotification
     now: datetime
@@ -222,7 +223,7 @@ def grant_expired(ctx: Context, info: GrantInfo) -> str:
         else:
             result = f"account {account.account_id}: stays {previous}"
     if (
-        ctx.config.get("AUTO_INVITE")
+        ctx.config.auto_invite
         and account.status == AccountStatus.NEW
         and account.plugin in ctx.registry
     ):
@@ -350,7 +351,7 @@ def apply(ctx: Context) -> str:
 
 
 def process_one(
-    sessions: sessionmaker[Session], config: Mapping[str, Any], registry: PluginRegistry,
+    sessions: sessionmaker[Session], config: Settings, registry: PluginRegistry,
     pk: int, now: datetime | None = None,
 ) -> str | None:  # fmt: skip
     """Apply one notification unless another processor has; return its result or None."""
@@ -393,7 +394,7 @@ def pending_ids(session: Session, limit: int) -> list[int]:
 
 
 def process_pending(
-    sessions: sessionmaker[Session], config: Mapping[str, Any], registry: PluginRegistry,
+    sessions: sessionmaker[Session], config: Settings, registry: PluginRegistry,
     *, limit: int = SWEEP_LIMIT, first: int | None = None,
 ) -> Counter[str]:  # fmt: skip
     """Process up to `limit` pending notifications, oldest first (`first` before them all).
