@@ -35,6 +35,7 @@ from portal import create_app, migrate
 from portal.accounts.importer import import_accounts
 from portal.accounts.links import issue_invite, link_url
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, Invite
 from portal.plugins import plugin_registry
 from portal.resources import resource_dir
@@ -61,11 +62,10 @@ def prepare_portal(app: Flask, count: int) -> list[str]:
     with app.app_context():
         migrate.upgrade(db.engine)
         import_accounts(db.session, io.BytesIO(accounts_csv(count)), "csv", plugin_registry())
-        links = []
+        settings, links = settings_of(app), []
         for account in db.session.scalars(select(Account).order_by(Account.id)):
-            links.append(
-                link_url(app.config, issue_invite(db.session, app.config, account, actor="bench"))
-            )
+            invite = issue_invite(db.session, settings, account, actor="bench")
+            links.append(link_url(settings, invite))
         db.session.commit()
         return links
 

@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from flask import Flask
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from portal import create_app, migrate
-from portal.db import EXTENSION_KEY, db
+from portal.db import db, session_factory
+from portal.extensions import settings_of
 from portal.mail.backends import SmtpBackend
 from portal.mail.campaign import queue_email
 from portal.mail.message import sender_address
@@ -91,14 +93,15 @@ def seed(app: Any, count: int) -> None:
             session.execute(insert(Invite), [
                 {"id": i, "account_pk": i, "nonce": f"n{i}", "created_at": now,
                  "expires_at": now + timedelta(days=14)} for i in ids])  # fmt: skip
-            preparer = MessagePreparer(app.config, plugin_registry(app))
+            settings = settings_of(app)
+            preparer = MessagePreparer(settings, plugin_registry(app))
             accounts = {
                 a.id: a for a in session.scalars(select(Account).where(Account.id >= first))
             }
             invites = {i.id: i for i in session.scalars(select(Invite).where(Invite.id >= first))}
             for i in ids:
                 queue_email(
-                    session, app.config, idempotency_key=f"invite:{i}:v1", account=accounts[i],
+                    session, settings, idempotency_key=f"invite:{i}:v1", account=accounts[i],
                     invite=invites[i], template="invite", now=now, preparer=preparer,
                 )  # fmt: skip
 
@@ -111,7 +114,7 @@ def prepared_messages(app: Any) -> list[tuple[str, list[str], bytes]]:
             .where(OutboxMessage.status == "pending")
             .order_by(OutboxMessage.id)
         ).all()
-        sender = sender_address(app.config)
+        sender = sender_address(settings_of(app))
         return [(sender, [row.recipient], row.payload["wire"].encode("ascii")) for row in rows]
 
 
@@ -124,11 +127,17 @@ def baseline(port: int, messages: list[tuple[str, list[str], bytes]]) -> float:
     return len(messages) / (time.perf_counter() - started)
 
 
+def smtp_worker(app: Flask) -> Worker:
+    """A worker of the app sending through SMTP (call it in an app context)."""
+    settings = settings_of(app)
+    handlers = handler_table(settings, plugin_registry(app), SmtpBackend(settings))
+    return Worker(settings, session_factory(app), handlers)
+
+
 def run_worker(config: dict[str, Any], barrier: Any = None) -> int:
     app = create_app(config, plugins=None)
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(app), SmtpBackend(app.config))
-        worker = Worker(app.config, app.extensions[EXTENSION_KEY], handlers)
+        worker = smtp_worker(app)
         if barrier is not None:
             barrier.wait()
         return worker.run(once=True).sent
@@ -138,8 +147,7 @@ def timed_workers(config: dict[str, Any], processes: int, count: int) -> float:
     if processes == 1:
         app = create_app(config, plugins=None)
         with app.app_context():
-            handlers = handler_table(app.config, plugin_registry(app), SmtpBackend(app.config))
-            worker = Worker(app.config, app.extensions[EXTENSION_KEY], handlers)
+            worker = smtp_worker(app)
             started = time.perf_counter()
             sent = worker.run(once=True).sent
             elapsed = time.perf_counter() - started

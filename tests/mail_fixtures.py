@@ -26,6 +26,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, AccountStatus, Invite, OutboxMessage, utcnow
 
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.MULTILINE | re.IGNORECASE)
@@ -191,12 +192,13 @@ Clock = Callable[[], datetime]
 
 def run_worker(app: Flask, *, clock: Clock | None = None, once: bool = True) -> Any:
     """Run a worker in this process against the app's database; return its stats."""
-    from portal.db import EXTENSION_KEY
-    from portal.mail.backends import backend_from_config
+    from portal.db import session_factory
+    from portal.mail.backends import backend_from_settings
     from portal.outbox.worker import Worker, handler_table
     from portal.plugins import plugin_registry
 
+    settings = settings_of(app)
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(app), backend_from_config(app.config))
-        worker = Worker(app.config, app.extensions[EXTENSION_KEY], handlers, clock=clock or utcnow)
+        handlers = handler_table(settings, plugin_registry(app), backend_from_settings(settings))
+        worker = Worker(settings, session_factory(app), handlers, clock=clock or utcnow)
         return worker.run(once=once)

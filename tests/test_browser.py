@@ -23,8 +23,9 @@ from browser_support import (
 )
 from flow_support import EWS_PASSWORD
 
-from portal.db import db
-from portal.mail.backends import backend_from_config
+from portal.db import db, session_factory
+from portal.extensions import settings_of
+from portal.mail.backends import backend_from_settings
 from portal.mail.campaign import queue_invites
 from portal.models import Admin, AdminRole, utcnow
 from portal.outbox.worker import Worker, handler_table
@@ -72,16 +73,17 @@ def mailbox_portal(make_app: Any, nylas_emulator: Any, tmp_path: Path) -> Iterat
             db.session.add(Admin(email=ADMIN_EMAIL, role=AdminRole.OPERATOR,
                                  password_hash=hash_password(ADMIN_PASSWORD)))  # fmt: skip
             db.session.commit()
-            queue_invites(db.transaction, app.config, plugin_registry().names, limit=None,
+            queue_invites(db.transaction, settings_of(app), plugin_registry().names, limit=None,
                           now=utcnow())  # fmt: skip
         send_mail(app)
         yield portal
 
 
 def send_mail(app: Any) -> None:
+    settings = settings_of(app)
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(app), backend_from_config(app.config))
-        Worker(app.config, app.extensions["reauth_db"], handlers).run(once=True)
+        handlers = handler_table(settings, plugin_registry(app), backend_from_settings(settings))
+        Worker(settings, session_factory(app), handlers).run(once=True)
 
 
 def shoot(page: Page, name: str) -> None:

@@ -21,10 +21,11 @@ from werkzeug.serving import make_server
 from portal import create_app, migrate
 from portal.accounts.importer import import_accounts
 from portal.admin.auth import hash_password
-from portal.db import EXTENSION_KEY, db
+from portal.db import db, session_factory
 from portal.demo.data import DEMO_PASSWORD, demo_csv, demo_rows, emulator_seed
+from portal.extensions import settings_of
 from portal.journey.reconcile import reconciler_for
-from portal.mail.backends import backend_from_config
+from portal.mail.backends import backend_from_settings
 from portal.mail.campaign import queue_invites
 from portal.models import Admin, AdminRole, utcnow
 from portal.outbox.worker import Worker, handler_table
@@ -53,9 +54,9 @@ def demo_app(options: DemoOptions) -> Flask:
 
 
 def start_emulator(app: Flask, options: DemoOptions) -> EmulatorServer:
-    config = app.config
-    state = EmulatorState(config["NYLAS_API_KEY"], config["NYLAS_CLIENT_ID"], [])
-    state.seed(emulator_seed(demo_rows(), config["OAUTH_REDIRECT_URI"]))
+    settings = settings_of(app)
+    state = EmulatorState(settings.nylas_api_key, settings.nylas_client_id, [])
+    state.seed(emulator_seed(demo_rows(), settings.oauth_redirect_uri))
     return EmulatorServer(state, options.host, options.emulator_port).start()
 
 
@@ -70,7 +71,7 @@ def prepare(app: Flask, say: Callable[[str], None]) -> None:
         say(f"accounts: {report.imported} imported, {report.unchanged} already there")
         ensure_demo_admin(say)
         enabled = plugin_registry().names
-        invited = queue_invites(db.transaction, app.config, enabled, limit=None, now=utcnow())
+        invited = queue_invites(db.transaction, settings_of(app), enabled, limit=None, now=utcnow())
         say(f"invitations queued: {invited.queued}")
 
 
@@ -85,11 +86,11 @@ def ensure_demo_admin(say: Callable[[str], None]) -> None:
 
 
 def start_worker(app: Flask) -> tuple[Worker, threading.Thread]:
+    settings, sessions = settings_of(app), session_factory(app)
     with app.app_context():
-        handlers = handler_table(app.config, plugin_registry(app), backend_from_config(app.config))
-        sessions = app.extensions[EXTENSION_KEY]
-        reconciler = reconciler_for(sessions, app.config, plugin_registry(app))
-    worker = Worker(app.config, sessions, handlers, reconciler=reconciler)
+        handlers = handler_table(settings, plugin_registry(app), backend_from_settings(settings))
+        reconciler = reconciler_for(sessions, settings, plugin_registry(app))
+    worker = Worker(settings, sessions, handlers, reconciler=reconciler)
     thread = threading.Thread(target=run_in_context, args=(app, worker), daemon=True)
     thread.start()
     return worker, thread
@@ -101,7 +102,7 @@ def run_in_context(app: Flask, worker: Worker) -> None:
 
 
 def banner(app: Flask, options: DemoOptions) -> list[str]:
-    base = app.config["BASE_URL"]
+    base = settings_of(app).base_url
     return [
         "",
         f"  portal      {base}/healthz",
