@@ -15,6 +15,7 @@ from sqlalchemy import select
 from portal.admin.actions import ACTIONS
 from portal.admin.dashboard import build_dashboard
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, Admin, ApiToken, Attempt, Event, Invite, OutboxMessage, utcnow
 from portal.signing import digest
 
@@ -140,7 +141,7 @@ def test_dashboard_figures(db_app, operator):
                             browser_digest="b", code_verifier="v", status="failed",
                             error_code="admin_consent_required"))  # fmt: skip
     with db_app.app_context():
-        board = build_dashboard(db.session, db_app.config)
+        board = build_dashboard(db.session, settings_of(db_app))
     assert board.overall.needs_reauth == 5 and board.overall.completed == 2
     assert dict(board.funnel)["invited"] == 4 and dict(board.funnel)["failed"] == 1
     assert sum(count for _, count in board.daily) == 2

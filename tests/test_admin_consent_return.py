@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from portal.admin.dashboard import admin_consent_link
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Attempt, Event
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
@@ -115,7 +116,7 @@ def test_consent_from_the_dashboard_link_is_thanked_and_recorded(portal):
 
 
 def test_a_refused_consent_says_so(portal):
-    state = ConsentStateSigner.from_config(portal.app.config).dumps("contoso.com")
+    state = ConsentStateSigner.from_settings(settings_of(portal.app)).dumps("contoso.com")
     assert state is not None
     shown = come_back(portal, state, error="access_denied")
     assert shown.status_code == 400
@@ -125,7 +126,7 @@ def test_a_refused_consent_says_so(portal):
 
 
 def test_states_the_portal_did_not_sign_for_consent_are_refused_and_write_nothing(portal):
-    genuine = ConsentStateSigner.from_config(portal.app.config).dumps("contoso.com")
+    genuine = ConsentStateSigner.from_settings(settings_of(portal.app)).dumps("contoso.com")
     assert genuine is not None
     head, _, signature = genuine.rpartition(".")
     fabrikam, _, _ = signed(TEST_SECRET_KEY, ADMIN_CONSENT_SALT, "fabrikam.com").rpartition(".")
@@ -156,14 +157,14 @@ def test_a_state_signed_before_a_key_rotation_still_counts(portal_with):
     shown = come_back(portal, before_rotation, admin_consent="True")
     assert shown.status_code == 200
     assert [event["tenant"] for event in consent_events(portal)] == ["contoso.com"]
-    link = admin_consent_link(portal.app.config, "contoso.com", None)
+    link = admin_consent_link(settings_of(portal.app), "contoso.com", None)
     assert link is not None
     state = parse_qs(urlsplit(link).query)["state"][0]
     assert ConsentStateSigner(new_key).loads(state) == "contoso.com"  # signed with the new key
 
 
 def test_consent_returns_are_rate_limited_per_client(portal):
-    state = ConsentStateSigner.from_config(portal.app.config).dumps("contoso.com")
+    state = ConsentStateSigner.from_settings(settings_of(portal.app)).dumps("contoso.com")
     assert state is not None
     answers = [come_back(portal, state, admin_consent="True") for _ in range(11)]
     assert [answer.status_code for answer in answers[:10]] == [200] * 10
@@ -177,9 +178,9 @@ def test_consent_returns_are_rate_limited_per_client(portal):
 
 
 def test_a_tenant_too_long_for_a_state_gets_no_link(app):
-    assert admin_consent_link(app.config, "contoso.com", None) is not None
+    assert admin_consent_link(settings_of(app), "contoso.com", None) is not None
     tenant = "t" + "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(120))
-    assert admin_consent_link(app.config, tenant, None) is None
+    assert admin_consent_link(settings_of(app), tenant, None) is None
 
 
 def test_unknown_api_paths_answer_json(make_app):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from flask import Response, abort, current_app, render_template, request, stream_with_context
+from flask import Response, abort, render_template, request, stream_with_context
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -17,6 +17,7 @@ from portal.admin.dashboard import breakdown, build_dashboard
 from portal.admin.listing import MAX_KEY, AccountFilter, account_json, account_page
 from portal.admin.views import blueprint
 from portal.db import db
+from portal.extensions import current_settings
 from portal.models import Account, AccountStatus, AdminRole, Attempt, Event, Invite
 from portal.plugins import plugin_registry
 
@@ -31,7 +32,7 @@ def can_act() -> bool:
 @blueprint.get("/")
 @viewer_required
 def dashboard() -> ResponseReturnValue:
-    board = build_dashboard(db.session, current_app.config)
+    board = build_dashboard(db.session, current_settings())
     return render_template("admin/dashboard.html", board=board, chart=bar_chart(board.daily))
 
 

@@ -167,6 +167,7 @@ def import_and_invite(app: Flask, account: SampleAccount) -> str:
     from portal.accounts.importer import import_accounts
     from portal.accounts.links import issue_invite, link_url
     from portal.db import db
+    from portal.extensions import settings_of
     from portal.models import Account
     from portal.plugins import plugin_registry
 
@@ -178,9 +179,9 @@ def import_and_invite(app: Flask, account: SampleAccount) -> str:
             select(Account).where(Account.account_id == account.account_id)
         ).one()
         assert stored.status == "new", f"imported as {stored.status}: {stored.status_reason}"
-        invite = issue_invite(db.session, app.config, stored, actor="contract-kit")
+        invite = issue_invite(db.session, settings_of(app), stored, actor="contract-kit")
         db.session.commit()
-        return link_url(app.config, invite)
+        return link_url(settings_of(app), invite)
 
 
 def stored_account(app: Flask, account_id: str) -> Any:
