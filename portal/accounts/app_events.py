@@ -34,9 +34,13 @@ def notification_body(account: Account, event_type: str, now: datetime) -> dict[
 
 
 def queue_app_notification(
-    session: Session, settings: Settings, account: Account, event_type: str, cause_id: int | str,
+    session: Session,
+    settings: Settings,
+    account: Account,
+    event_type: str,
+    cause_id: int | str,
     now: datetime,
-) -> OutboxMessage | None:  # fmt: skip
+) -> OutboxMessage | None:
     """Queue one notification; the idempotency key makes a replayed cause queue nothing."""
     url = settings.app_webhook_url
     if not url:

@@ -82,11 +82,15 @@ def summarize_accounts(db_session: Session, board: Dashboard) -> None:
     """Totals, rates by category and plugin and the funnel, from one grouped pass."""
     rows = db_session.execute(
         select(
-            Account.category, Account.plugin, Account.status, func.count(),
-            func.count(Account.invited_at), func.count(Account.sent_at),
+            Account.category,
+            Account.plugin,
+            Account.status,
+            func.count(),
+            func.count(Account.invited_at),
+            func.count(Account.sent_at),
             func.count(Account.opened_at),
         ).group_by(Account.category, Account.plugin, Account.status)
-    ).all()  # fmt: skip
+    ).all()
     reached: Counter[str] = Counter()
     for category, plugin, status, count, invited, sent, opened in rows:
         board.total += count
@@ -211,8 +215,13 @@ def consent_tenants(db_session: Session, settings: Settings) -> list[dict[str, A
         if credential is not None and credential.admin_consent_at is not None:
             continue
         credential_id = credential.credential_id if credential else None
-        found.append({"tenant": tenant, "accounts": int(waiting),
-                      "link": admin_consent_link(settings, str(tenant), credential_id)})  # fmt: skip
+        found.append(
+            {
+                "tenant": tenant,
+                "accounts": int(waiting),
+                "link": admin_consent_link(settings, str(tenant), credential_id),
+            }
+        )
     return found
 
 

@@ -52,10 +52,15 @@ def accounts() -> ResponseReturnValue:
         db.session, account_filter, min(int(after), MAX_KEY) if after.isdigit() else 0
     )
     return render_template(
-        "admin/accounts.html", accounts=rows, next_after=next_after, filter=account_filter,
-        statuses=[s.value for s in AccountStatus], plugins=plugin_registry().names,
-        actions=ACTIONS, can_act=can_act(),
-    )  # fmt: skip
+        "admin/accounts.html",
+        accounts=rows,
+        next_after=next_after,
+        filter=account_filter,
+        statuses=[s.value for s in AccountStatus],
+        plugins=plugin_registry().names,
+        actions=ACTIONS,
+        can_act=can_act(),
+    )
 
 
 @blueprint.get("/accounts/<account_id>")
@@ -67,9 +72,11 @@ def account(account_id: str) -> ResponseReturnValue:
     if found is None:
         abort(404)
     events = session.scalars(
-        select(Event).where(Event.account_pk == found.id).order_by(Event.id.desc())
+        select(Event)
+        .where(Event.account_pk == found.id)
+        .order_by(Event.id.desc())
         .limit(TIMELINE_LIMIT)
-    ).all()  # fmt: skip
+    ).all()
     attempts = session.scalars(
         select(Attempt).where(Attempt.account_pk == found.id).order_by(Attempt.id.desc())
     ).all()
@@ -77,9 +84,14 @@ def account(account_id: str) -> ResponseReturnValue:
         select(Invite).where(Invite.account_pk == found.id).order_by(Invite.id.desc())
     ).all()
     return render_template(
-        "admin/account.html", account=found, events=events, attempts=attempts, invites=invites,
-        actions=ACTIONS, can_act=can_act(),
-    )  # fmt: skip
+        "admin/account.html",
+        account=found,
+        events=events,
+        attempts=attempts,
+        invites=invites,
+        actions=ACTIONS,
+        can_act=can_act(),
+    )
 
 
 @blueprint.get("/export.csv")

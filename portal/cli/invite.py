@@ -74,9 +74,13 @@ def invite_command(plugin_name: str | None, limit: int | None, dry_run: bool, fo
         return
     with invite_progress(counts.total()) as progress:
         report = queue_invites(
-            db.transaction, current_settings(), plugins, limit=limit, now=utcnow(),
+            db.transaction,
+            current_settings(),
+            plugins,
+            limit=limit,
+            now=utcnow(),
             progress=progress,
-        )  # fmt: skip
+        )
     click.echo(f"invited {report.queued} accounts{by_plugin(report.by_plugin)}")
     if report.queued:
         click.echo("run `reauth worker` to send the emails")

@@ -133,11 +133,14 @@ def replay_command(since: str, dry_run: bool) -> None:
     queued = 0
     for original in originals:
         replay_id = enqueue_id(
-            db.session, kind=OutboxKind.APP_WEBHOOK,
+            db.session,
+            kind=OutboxKind.APP_WEBHOOK,
             idempotency_key=f"{event_id(original.idempotency_key)}{REPLAY_MARK}{stamp}",
-            recipient=url or original.recipient, account_pk=original.account_pk,
-            payload=original.payload, now=now,
-        )  # fmt: skip
+            recipient=url or original.recipient,
+            account_pk=original.account_pk,
+            payload=original.payload,
+            now=now,
+        )
         queued += replay_id is not None
     db.session.commit()
     click.echo(

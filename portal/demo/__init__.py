@@ -45,12 +45,18 @@ class DemoOptions:
 
 def demo_app(options: DemoOptions) -> Flask:
     base = f"http://{options.host}:{options.port}"
-    return create_app({
-        "DEMO": True, "BASE_URL": base, "MAIL_BACKEND": "file",
-        "NYLAS_API_URI": f"http://{options.host}:{options.emulator_port}",
-        "PRODUCT_NAME": "Mailbox reconnection (demo)", "COMPANY_NAME": "Contoso Demo",
-        "SUPPORT_CONTACT": "help@demo.example.com", "REMINDER_DAYS": "none",
-    })  # fmt: skip
+    return create_app(
+        {
+            "DEMO": True,
+            "BASE_URL": base,
+            "MAIL_BACKEND": "file",
+            "NYLAS_API_URI": f"http://{options.host}:{options.emulator_port}",
+            "PRODUCT_NAME": "Mailbox reconnection (demo)",
+            "COMPANY_NAME": "Contoso Demo",
+            "SUPPORT_CONTACT": "help@demo.example.com",
+            "REMINDER_DAYS": "none",
+        }
+    )
 
 
 def start_emulator(app: Flask, options: DemoOptions) -> EmulatorServer:
@@ -65,9 +71,12 @@ def prepare(app: Flask, say: Callable[[str], None]) -> None:
     with app.app_context():
         migrate.upgrade(db.engine)
         report = import_accounts(
-            db.session, io.BytesIO(demo_csv(demo_rows())), "csv", plugin_registry(),
+            db.session,
+            io.BytesIO(demo_csv(demo_rows())),
+            "csv",
+            plugin_registry(),
             source_name="demo",
-        )  # fmt: skip
+        )
         say(f"accounts: {report.imported} imported, {report.unchanged} already there")
         ensure_demo_admin(say)
         enabled = plugin_registry().names
@@ -79,8 +88,13 @@ def ensure_demo_admin(say: Callable[[str], None]) -> None:
     """An operator the person trying the demo can sign in as (the password is printed)."""
     exists = db.session.scalar(select(Admin.id).where(Admin.email == DEMO_ADMIN_EMAIL))
     if exists is None:
-        db.session.add(Admin(email=DEMO_ADMIN_EMAIL, role=AdminRole.OPERATOR,
-                             password_hash=hash_password(DEMO_ADMIN_PASSWORD)))  # fmt: skip
+        db.session.add(
+            Admin(
+                email=DEMO_ADMIN_EMAIL,
+                role=AdminRole.OPERATOR,
+                password_hash=hash_password(DEMO_ADMIN_PASSWORD),
+            )
+        )
         db.session.commit()
     say(f"demo admin: {DEMO_ADMIN_EMAIL} / {DEMO_ADMIN_PASSWORD}")
 

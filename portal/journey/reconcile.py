@@ -152,9 +152,13 @@ def judge_grants(attempt: Attempt, grants: Iterable[Grant]) -> AuthResult | Call
 
 
 def reconcile_attempt(
-    sessions: sessionmaker[Session], settings: Settings, gateway: NylasGateway,
-    registry: PluginRegistry, attempt_id: int, now: datetime,
-) -> str:  # fmt: skip
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    gateway: NylasGateway,
+    registry: PluginRegistry,
+    attempt_id: int,
+    now: datetime,
+) -> str:
     """Look one stale attempt up at Nylas and record its outcome; return what happened."""
     with sessions() as session:
         attempt = session.get(Attempt, attempt_id)
@@ -175,19 +179,26 @@ def reconcile_attempt(
         outcome = judge_grants(attempt, grants)
         settle_exchange(session, settings, registry, account, attempt, outcome, now)
         result = str(attempt.status)
-        record(session, account.id, "attempt.reconciled", {
-            "attempt_id": attempt.id, "via": "lookup", "status": result,
+        detail = {
+            "attempt_id": attempt.id,
+            "via": "lookup",
+            "status": result,
             "grant_id": outcome.grant_id if isinstance(outcome, AuthResult) else None,
-        }, now, actor="reconciliation")  # fmt: skip
+        }
+        record(session, account.id, "attempt.reconciled", detail, now, actor="reconciliation")
         session.commit()
     log.info("reconcile attempt %d: %s", attempt_id, result)
     return result
 
 
 def reconcile_stale(
-    sessions: sessionmaker[Session], settings: Settings, gateway: NylasGateway,
-    registry: PluginRegistry, now: datetime, limit: int = ROUND_LIMIT,
-) -> Counter[str]:  # fmt: skip
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    gateway: NylasGateway,
+    registry: PluginRegistry,
+    now: datetime,
+    limit: int = ROUND_LIMIT,
+) -> Counter[str]:
     """Reconcile up to `limit` stale attempts, oldest first; count the results.
 
     The round ends at the first attempt Nylas does not answer for: the others would wait

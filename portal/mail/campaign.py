@@ -86,19 +86,30 @@ def queue_email(
     prepares it when it first claims it. False when the idempotency key was already queued.
     """
     outbox_id = enqueue_id(
-        session, kind=OutboxKind.EMAIL, idempotency_key=idempotency_key,
-        recipient=account.email, account_pk=account.id, invite_id=invite.id,
-        template=template, payload=payload, now=now,
-    )  # fmt: skip
+        session,
+        kind=OutboxKind.EMAIL,
+        idempotency_key=idempotency_key,
+        recipient=account.email,
+        account_pk=account.id,
+        invite_id=invite.id,
+        template=template,
+        payload=payload,
+        now=now,
+    )
     if outbox_id is None:
         return False
     preparer = preparer or current_preparer(settings)
     if preparer is not None:
         prepared = preparer.prepare(
-            outbox_id=outbox_id, idempotency_key=idempotency_key, template=template,
-            recipient=account.email, payload=payload or {}, account=account, invite=invite,
+            outbox_id=outbox_id,
+            idempotency_key=idempotency_key,
+            template=template,
+            recipient=account.email,
+            payload=payload or {},
+            account=account,
+            invite=invite,
             now=now,
-        )  # fmt: skip
+        )
         store(session, outbox_id, prepared)
     return True
 
@@ -114,15 +125,26 @@ def invite_account(
     """Issue an invite and queue its (prepared) email in the caller's transaction."""
     invite = issue_invite(session, settings, account, actor=INVITE_ACTOR, now=now)
     return queue_email(
-        session, settings, idempotency_key=f"invite:{invite.id}:v1", account=account,
-        invite=invite, template="invite", now=now, preparer=preparer,
-    )  # fmt: skip
+        session,
+        settings,
+        idempotency_key=f"invite:{invite.id}:v1",
+        account=account,
+        invite=invite,
+        template="invite",
+        now=now,
+        preparer=preparer,
+    )
 
 
 def send_fresh_link(
-    session: Session, settings: Settings, account: Account, *, actor: str, reason: str,
+    session: Session,
+    settings: Settings,
+    account: Account,
+    *,
+    actor: str,
+    reason: str,
     now: datetime,
-) -> Invite:  # fmt: skip
+) -> Invite:
     """Re-issue the account's link (or issue one) and queue the invitation with it.
 
     Older links stop working; used by `/r/renew` and the admin's resend action.
@@ -134,9 +156,15 @@ def send_fresh_link(
         invite = reissue_invite(session, settings, invite, actor=actor, now=now)
     session.flush()
     queue_email(
-        session, settings, idempotency_key=f"invite:{invite.id}:{invite.nonce}", account=account,
-        invite=invite, template="invite", now=now, payload={"reason": reason},
-    )  # fmt: skip
+        session,
+        settings,
+        idempotency_key=f"invite:{invite.id}:{invite.nonce}",
+        account=account,
+        invite=invite,
+        template="invite",
+        now=now,
+        payload={"reason": reason},
+    )
     return invite
 
 
@@ -276,11 +304,19 @@ def queue_reminder(
         return 0
     if invite.expires_at <= now + MIN_LINK_LIFETIME:
         reissue_invite(session, settings, invite, actor=REMINDER_ACTOR, now=now)
-    return int(queue_email(
-        session, settings, idempotency_key=f"reminder:{invite.id}:{number}:v1", account=account,
-        invite=invite, template="reminder", payload={"number": number}, now=now,
-        preparer=preparer,
-    ))  # fmt: skip
+    return int(
+        queue_email(
+            session,
+            settings,
+            idempotency_key=f"reminder:{invite.id}:{number}:v1",
+            account=account,
+            invite=invite,
+            template="reminder",
+            payload={"number": number},
+            now=now,
+            preparer=preparer,
+        )
+    )
 
 
 def record_first_send(
@@ -292,11 +328,12 @@ def record_first_send(
 ) -> None:
     """Mark the first email of an account and invite as sent and schedule the first reminder."""
     record_first_sends(
-        session, settings,
+        session,
+        settings,
         invite_ids=[] if invite_id is None else [invite_id],
         account_pks=[] if account_pk is None else [account_pk],
         now=now,
-    )  # fmt: skip
+    )
 
 
 def record_first_sends(

@@ -135,9 +135,13 @@ class MessagePreparer:
             settings=self.settings,
         )
         message = build_message(
-            rendered, recipient=recipient, recipient_name=account.name, message_id=message_id,
-            settings=self.settings, now=now,
-        )  # fmt: skip
+            rendered,
+            recipient=recipient,
+            recipient_name=account.name,
+            message_id=message_id,
+            settings=self.settings,
+            now=now,
+        )
         wire = wire_bytes(message).decode("ascii")
         stored = {**payload, WIRE: wire, NONCE: invite.nonce, TAG: self.tag}
         return Prepared(wire, message_id, stored)

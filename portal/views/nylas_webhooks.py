@@ -138,9 +138,12 @@ def process_after_response(app: Flask, pk: int) -> None:
     try:
         with app.app_context():
             process_pending(
-                session_factory(app), settings_of(app), plugin_registry(app),
-                limit=AFTER_RESPONSE_SWEEP, first=pk,
-            )  # fmt: skip
+                session_factory(app),
+                settings_of(app),
+                plugin_registry(app),
+                limit=AFTER_RESPONSE_SWEEP,
+                first=pk,
+            )
     except Exception:
         # It stays pending for the worker or `reauth webhooks process`.
         log.exception("nylas notification %d: processing after the response failed", pk)
