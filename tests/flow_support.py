@@ -29,11 +29,21 @@ ACCOUNTS = {
     "personal": "v2-pers-1,edsger@outlook.com,outlook,oauth,email,,,\n",
 }
 PLACEHOLDERS = [
-    {"id": "g-grace", "email": "grace@contoso.com", "provider": "microsoft",
-     "grant_status": "invalid", "account_id": "v2-graph-1"},
-    {"id": "g-alan", "email": "alan@corp.example.org", "provider": "ews",
-     "grant_status": "invalid", "account_id": "v2-ews-1"},
-]  # fmt: skip
+    {
+        "id": "g-grace",
+        "email": "grace@contoso.com",
+        "provider": "microsoft",
+        "grant_status": "invalid",
+        "account_id": "v2-graph-1",
+    },
+    {
+        "id": "g-alan",
+        "email": "alan@corp.example.org",
+        "provider": "ews",
+        "grant_status": "invalid",
+        "account_id": "v2-ews-1",
+    },
+]
 EWS_PASSWORD = "correct horse battery staple"
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -82,9 +92,12 @@ def serve_portal(
 
     def build(url: str) -> Flask:
         app = make_app(
-            BASE_URL=url, NYLAS_API_URI=nylas_emulator.url, NYLAS_API_KEY=nylas_emulator.api_key,
-            NYLAS_CLIENT_ID=nylas_emulator.client_id, **config,
-        )  # fmt: skip
+            BASE_URL=url,
+            NYLAS_API_URI=nylas_emulator.url,
+            NYLAS_API_KEY=nylas_emulator.api_key,
+            NYLAS_CLIENT_ID=nylas_emulator.client_id,
+            **config,
+        )
         nylas_emulator.add_callback_uri(f"{url}/oauth/callback")
         built["app"] = app
         return app

@@ -40,9 +40,17 @@ def tenant_waiting_for_consent(portal: Any, tenant: str) -> None:
     """An account of `tenant` whose sign-in failed because an admin must consent first."""
     pk = add_account(portal.app, f"v2-{tenant}", tenant=tenant, status="failed")
     with portal.app.app_context(), db.transaction() as session:
-        session.add(Attempt(account_pk=pk, plugin="microsoft-graph", state_digest="s",
-                            browser_digest="b", code_verifier="v", status="failed",
-                            error_code="admin_consent_required"))  # fmt: skip
+        session.add(
+            Attempt(
+                account_pk=pk,
+                plugin="microsoft-graph",
+                state_digest="s",
+                browser_digest="b",
+                code_verifier="v",
+                status="failed",
+                error_code="admin_consent_required",
+            )
+        )
 
 
 def dashboard_consent_link(portal: Any) -> str:
@@ -50,9 +58,16 @@ def dashboard_consent_link(portal: Any) -> str:
     make_admin(portal.app)
     browser = requests.Session()
     page = browser.get(f"{portal.url}/admin/login", timeout=10)
-    signed_in = browser.post(f"{portal.url}/admin/login", headers={"Origin": portal.url}, data={
-        "email": "ops@example.com", "password": "correct horse battery staple",
-        "csrf_token": csrf_token_from(page.text)}, timeout=10)  # fmt: skip
+    signed_in = browser.post(
+        f"{portal.url}/admin/login",
+        headers={"Origin": portal.url},
+        data={
+            "email": "ops@example.com",
+            "password": "correct horse battery staple",
+            "csrf_token": csrf_token_from(page.text),
+        },
+        timeout=10,
+    )
     assert signed_in.status_code == 200
     board = browser.get(f"{portal.url}/admin/", timeout=10).text
     [link] = CONSENT_LINK.findall(board)
@@ -64,9 +79,11 @@ def consent_at_the_emulator(portal: Any, link: str, tenant: str) -> str:
     page = requests.get(link, timeout=10)
     action = page.text.split('action="', 1)[1].split('"', 1)[0]
     answer = requests.post(
-        portal.emulator.url + action, data={"action": "accept", "tenant": tenant},
-        allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        portal.emulator.url + action,
+        data={"action": "accept", "tenant": tenant},
+        allow_redirects=False,
+        timeout=10,
+    )
     return str(answer.headers["Location"])
 
 

@@ -387,29 +387,44 @@ def test_no_response_redirects_off_site(portal):
     assert landing.status_code == 200
     assert_safe(portal, landing)
     start = browser.http.post(
-        link, data={"csrf_token": csrf_token(landing.text), "next": f"https://{EVIL}"},
-        headers=FORGED, allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        link,
+        data={"csrf_token": csrf_token(landing.text), "next": f"https://{EVIL}"},
+        headers=FORGED,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert start.status_code == 303
     assert_safe(portal, start)
     params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
 
     callback = browser.http.get(
-        f"{portal.url}/oauth/callback", params={**params, "next": f"https://{EVIL}/x"},
-        headers=FORGED, allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        f"{portal.url}/oauth/callback",
+        params={**params, "next": f"https://{EVIL}/x"},
+        headers=FORGED,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert callback.status_code == 303
     assert callback.headers["Location"] == "/r/result"
-    for path in ("/r/result?next=https://evil.example", "/r/result?next=//evil.example",
-                 "/r/renew?next=https://evil.example", "//evil.example/", "/r/"):  # fmt: skip
+    for path in (
+        "/r/result?next=https://evil.example",
+        "/r/result?next=//evil.example",
+        "/r/renew?next=https://evil.example",
+        "//evil.example/",
+        "/r/",
+    ):
         answer = browser.http.get(portal.url + path, headers=FORGED, allow_redirects=False)
         assert_safe(portal, answer)
     renew = browser.http.post(
         f"{portal.url}/r/renew?next=https://{EVIL}",
-        data={"csrf_token": csrf_token(browser.open(f"{portal.url}/r/renew").text),
-              "email": "grace@contoso.com"},
-        headers=FORGED, allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        data={
+            "csrf_token": csrf_token(browser.open(f"{portal.url}/r/renew").text),
+            "email": "grace@contoso.com",
+        },
+        headers=FORGED,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert_safe(portal, renew)
 
 
@@ -418,9 +433,12 @@ def test_forged_host_changes_neither_redirect_uri_nor_links(portal):
     link = portal.invite_link("v2-graph-1")
     landing = browser.http.get(link, headers=FORGED, timeout=10)
     start = browser.http.post(
-        link, data={"csrf_token": csrf_token(landing.text)}, headers=FORGED,
-        allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        link,
+        data={"csrf_token": csrf_token(landing.text)},
+        headers=FORGED,
+        allow_redirects=False,
+        timeout=10,
+    )
     query = parse_qs(urlsplit(start.headers["Location"]).query)
     assert query["redirect_uri"] == [f"{portal.url}/oauth/callback"]
     params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
@@ -446,9 +464,11 @@ def renew(portal: Portal, address: str) -> requests.Response:
     browser = Browser()
     form = browser.open(f"{portal.url}/r/renew")
     return browser.http.post(
-        f"{portal.url}/r/renew", data={"csrf_token": csrf_token(form.text), "email": address},
-        allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        f"{portal.url}/r/renew",
+        data={"csrf_token": csrf_token(form.text), "email": address},
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def without_csrf(html: str) -> str:

@@ -38,11 +38,15 @@ def campaign_app(
     database_url: str, make_app: Callable[..., Flask], nylas_emulator: EmulatorServer
 ) -> Flask:
     # database_url first: its schema is dropped after make_app disposed the engine.
-    app = upgraded(make_app(
-        DATABASE_URL=database_url, NYLAS_API_URI=nylas_emulator.url,
-        NYLAS_API_KEY=nylas_emulator.api_key, NYLAS_CLIENT_ID=nylas_emulator.client_id,
-        **mail_settings(),
-    ))  # fmt: skip
+    app = upgraded(
+        make_app(
+            DATABASE_URL=database_url,
+            NYLAS_API_URI=nylas_emulator.url,
+            NYLAS_API_KEY=nylas_emulator.api_key,
+            NYLAS_CLIENT_ID=nylas_emulator.client_id,
+            **mail_settings(),
+        )
+    )
     with app.app_context(), db.transaction() as session:
         for number in range(3):
             add_account(session, f"graph{number}@contoso.com")
@@ -54,9 +58,10 @@ def campaign_app(
 
 def ready(emulator: EmulatorServer) -> None:
     emulator.state.add_connector(
-        "microsoft", settings={"client_id": AZURE_APP, "client_secret": "s", "tenant": "common"},
+        "microsoft",
+        settings={"client_id": AZURE_APP, "client_secret": "s", "tenant": "common"},
         scope=GOOD_SCOPES,
-    )  # fmt: skip
+    )
     emulator.state.add_connector("ews", scope=["ews.messages", "ews.calendars"])
 
 

@@ -20,9 +20,16 @@ from portal.mail.message import message_id_for, sanitize_header
 from portal.models import OutboxMessage, utcnow
 
 EXPECTED_HEADERS = {
-    "Subject", "From", "To", "Reply-To", "Date", "Message-ID", "Auto-Submitted",
-    "MIME-Version", "Content-Type",
-}  # fmt: skip
+    "Subject",
+    "From",
+    "To",
+    "Reply-To",
+    "Date",
+    "Message-ID",
+    "Auto-Submitted",
+    "MIME-Version",
+    "Content-Type",
+}
 
 
 @pytest.fixture

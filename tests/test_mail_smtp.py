@@ -121,7 +121,9 @@ def test_one_refused_recipient_fails_alone(mail_app: Flask, smtp_server: SmtpSer
     assert statuses["bad@example.com"] == "failed"
     assert {s for r, s in statuses.items() if r != "bad@example.com"} == {"sent"}
     assert sorted(r for item in smtp_server.handler.received for r in item.recipients) == [
-        "also-good@example.com", "good@example.com"]  # fmt: skip
+        "also-good@example.com",
+        "good@example.com",
+    ]
 
 
 def test_the_smtp_backend_returns_the_refused_part_of_a_partial_acceptance(
@@ -183,8 +185,15 @@ def test_mail_to_accounts_that_no_longer_need_it_is_skipped(
 def test_kinds_without_a_handler_are_left_alone(mail_app: Flask, smtp_server: SmtpServer) -> None:
     with mail_app.app_context(), db.transaction() as session:
         account = add_account(session, "ada@example.com")
-        session.add(OutboxMessage(kind="sms", idempotency_key="sms:1", recipient="+15550100",
-                                  account_pk=account.id, payload={}))  # fmt: skip
+        session.add(
+            OutboxMessage(
+                kind="sms",
+                idempotency_key="sms:1",
+                recipient="+15550100",
+                account_pk=account.id,
+                payload={},
+            )
+        )
         issue_invite(session, settings_of(mail_app), account, actor="test")
     run_worker(mail_app)
     [row] = outbox_rows(mail_app)
@@ -257,11 +266,17 @@ def test_a_row_nobody_prepared_is_prepared_once_by_the_worker(
     with mail_app.app_context(), db.transaction() as session:
         account = add_account(session, "ada@example.com", status="invited")
         issued = issue_invite(session, settings_of(mail_app), account, actor="test")
-        session.add(OutboxMessage(
-            kind="email", idempotency_key=f"invite:{issued.id}:{issued.nonce}",
-            account_pk=account.id, invite_id=issued.id, recipient=account.email,
-            template="invite", payload={"reason": "renew"},
-        ))  # fmt: skip
+        session.add(
+            OutboxMessage(
+                kind="email",
+                idempotency_key=f"invite:{issued.id}:{issued.nonce}",
+                account_pk=account.id,
+                invite_id=issued.id,
+                recipient=account.email,
+                template="invite",
+                payload={"reason": "renew"},
+            )
+        )
     assert run_worker(mail_app).retried == 1  # dropped after DATA: the server has it
     row = stored(mail_app, "ada@example.com")
     wire = row.payload["wire"]
@@ -317,9 +332,11 @@ def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
     invite(mail_app, "ada@example.com", "grace@example.com")
     with mail_app.app_context():
         factory = mail_app.extensions[EXTENSION_KEY]
-        handlers = handler_table(settings_of(mail_app), plugin_registry(mail_app),
-                                 backend_from_settings(settings_of(mail_app)))  # fmt: skip
-        worker = Worker(settings_of(mail_app), factory, handlers)
+        settings = settings_of(mail_app)
+        handlers = handler_table(
+            settings, plugin_registry(mail_app), backend_from_settings(settings)
+        )
+        worker = Worker(settings, factory, handlers)
         with factory() as session:
             claims = claim_batch(session, kinds=["email"], limit=10, lease_seconds=60, now=utcnow())
         with factory.begin() as session:  # another worker re-claimed grace's row

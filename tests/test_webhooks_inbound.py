@@ -388,14 +388,24 @@ def flow_with_its_own_notification(hooked: Portal) -> None:
 
 
 def expired_body(grant_id: str = "g-grace", nid: str | None = None) -> bytes:
-    obj = {"code": 25009, "grant_id": grant_id, "provider": "microsoft",
-           "email": "grace@contoso.com", "grant_updated_at": int(time.time())}  # fmt: skip
+    obj = {
+        "code": 25009,
+        "grant_id": grant_id,
+        "provider": "microsoft",
+        "email": "grace@contoso.com",
+        "grant_updated_at": int(time.time()),
+    }
     return json.dumps(envelope("grant.expired", obj, nid)).encode()
 
 
 def reauth_body(nid: str | None = None) -> bytes:
-    obj = {"code": 25027, "grant_id": "g-grace", "provider": "microsoft",
-           "email": "grace@contoso.com", "reauthentication_flag": True}  # fmt: skip
+    obj = {
+        "code": 25027,
+        "grant_id": "g-grace",
+        "provider": "microsoft",
+        "email": "grace@contoso.com",
+        "reauthentication_flag": True,
+    }
     return json.dumps(envelope("grant.updated", obj, nid)).encode()
 
 
