@@ -72,10 +72,19 @@ def prepare_portal(app: Flask, count: int) -> list[str]:
 
 def minimal_app(database_url: str) -> Flask:
     """The least any landing page can do: check the signature, one SELECT, render."""
-    app = Flask("minimal", template_folder=str(resource_dir("templates")),
-                static_folder=str(resource_dir("templates") / "static"))  # fmt: skip
-    app.config.update(SECRET_KEY=SECRET, DATABASE_URL=database_url, PRODUCT_NAME="Mailbox",
-                      COMPANY_NAME="Contoso", LOGO_URL=None, SUPPORT_CONTACT=None)  # fmt: skip
+    app = Flask(
+        "minimal",
+        template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("templates") / "static"),
+    )
+    app.config.update(
+        SECRET_KEY=SECRET,
+        DATABASE_URL=database_url,
+        PRODUCT_NAME="Mailbox",
+        COMPANY_NAME="Contoso",
+        LOGO_URL=None,
+        SUPPORT_CONTACT=None,
+    )
     CSRFProtect(app)
     db.init_app(app)
     serializer = URLSafeTimedSerializer(SECRET, salt=INVITE_LINK_SALT)
@@ -168,11 +177,20 @@ def main() -> None:
         holder: dict[str, Flask] = {}
 
         def build(url: str) -> Flask:
-            holder["app"] = create_app({
-                "ENV": "testing", "SECRET_KEY": SECRET, "DATABASE_URL": database_url,
-                "BASE_URL": url, "NYLAS_API_URI": emulator.url, "NYLAS_API_KEY": emulator.api_key,
-                "NYLAS_CLIENT_ID": emulator.client_id, "COMPANY_NAME": "Contoso",
-                "PRODUCT_NAME": "Mailbox"}, plugins=PLUGINS)  # fmt: skip
+            holder["app"] = create_app(
+                {
+                    "ENV": "testing",
+                    "SECRET_KEY": SECRET,
+                    "DATABASE_URL": database_url,
+                    "BASE_URL": url,
+                    "NYLAS_API_URI": emulator.url,
+                    "NYLAS_API_KEY": emulator.api_key,
+                    "NYLAS_CLIENT_ID": emulator.client_id,
+                    "COMPANY_NAME": "Contoso",
+                    "PRODUCT_NAME": "Mailbox",
+                },
+                plugins=PLUGINS,
+            )
             emulator.add_callback_uri(f"{url}/oauth/callback")
             return holder["app"]
 

@@ -67,13 +67,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def settings(url: str, port: int) -> dict[str, Any]:
+def bench_config(url: str, port: int) -> dict[str, Any]:
     return {
-        "ENV": "testing", "DATABASE_URL": url, "SECRET_KEY": SECRET, "MAIL_BACKEND": "smtp",
-        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": port, "SMTP_STARTTLS": False,
-        "BASE_URL": "https://portal.example.com", "MAIL_FROM": "Portal <no-reply@portal.example>",
-        "MAIL_BATCH_SIZE": 50, "REMINDER_DAYS": "none",
-    }  # fmt: skip
+        "ENV": "testing",
+        "DATABASE_URL": url,
+        "SECRET_KEY": SECRET,
+        "MAIL_BACKEND": "smtp",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": port,
+        "SMTP_STARTTLS": False,
+        "BASE_URL": "https://portal.example.com",
+        "MAIL_FROM": "Portal <no-reply@portal.example>",
+        "MAIL_BATCH_SIZE": 50,
+        "REMINDER_DAYS": "none",
+    }
 
 
 def seed(app: Any, count: int) -> None:
@@ -86,13 +93,36 @@ def seed(app: Any, count: int) -> None:
         with db.transaction() as session:
             first = (session.scalar(select(func.max(Account.id))) or 0) + 1
             ids = range(first, first + count)
-            session.execute(insert(Account), [
-                {"id": i, "account_id": f"v2-{i}", "email": f"user{i}@example.com",
-                 "name": f"User {i}", "provider": "office365", "category": "graph",
-                 "plugin": "microsoft-graph", "status": "invited", "row_digest": "x"} for i in ids])  # fmt: skip
-            session.execute(insert(Invite), [
-                {"id": i, "account_pk": i, "nonce": f"n{i}", "created_at": now,
-                 "expires_at": now + timedelta(days=14)} for i in ids])  # fmt: skip
+            session.execute(
+                insert(Account),
+                [
+                    {
+                        "id": i,
+                        "account_id": f"v2-{i}",
+                        "email": f"user{i}@example.com",
+                        "name": f"User {i}",
+                        "provider": "office365",
+                        "category": "graph",
+                        "plugin": "microsoft-graph",
+                        "status": "invited",
+                        "row_digest": "x",
+                    }
+                    for i in ids
+                ],
+            )
+            session.execute(
+                insert(Invite),
+                [
+                    {
+                        "id": i,
+                        "account_pk": i,
+                        "nonce": f"n{i}",
+                        "created_at": now,
+                        "expires_at": now + timedelta(days=14),
+                    }
+                    for i in ids
+                ],
+            )
             settings = settings_of(app)
             preparer = MessagePreparer(settings, plugin_registry(app))
             accounts = {
@@ -101,9 +131,15 @@ def seed(app: Any, count: int) -> None:
             invites = {i.id: i for i in session.scalars(select(Invite).where(Invite.id >= first))}
             for i in ids:
                 queue_email(
-                    session, settings, idempotency_key=f"invite:{i}:v1", account=accounts[i],
-                    invite=invites[i], template="invite", now=now, preparer=preparer,
-                )  # fmt: skip
+                    session,
+                    settings,
+                    idempotency_key=f"invite:{i}:v1",
+                    account=accounts[i],
+                    invite=invites[i],
+                    template="invite",
+                    now=now,
+                    preparer=preparer,
+                )
 
 
 def prepared_messages(app: Any) -> list[tuple[str, list[str], bytes]]:
@@ -167,7 +203,7 @@ def timed_workers(config: dict[str, Any], processes: int, count: int) -> float:
 
 
 def fresh_app(url: str, port: int, count: int) -> tuple[Any, dict[str, Any]]:
-    config = settings(url, port)
+    config = bench_config(url, port)
     app = create_app(config, plugins=None)
     seed(app, count)
     return app, config
