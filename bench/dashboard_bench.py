@@ -77,15 +77,25 @@ def account_rows(count: int, rng: random.Random) -> Iterator[tuple[object, ...]]
         completed = invited + timedelta(minutes=rng.randrange(1, 60 * 24 * 10))
         now = START.strftime(STAMP)
         yield (
-            pk, f"v2-{pk:08d}", f"user{pk}@{domain}", "office365", 0, category, plugin, status,
-            None if personal else f"tenant-{tenant_n}", f"grant-{pk}",
+            pk,
+            f"v2-{pk:08d}",
+            f"user{pk}@{domain}",
+            "office365",
+            0,
+            category,
+            plugin,
+            status,
+            None if personal else f"tenant-{tenant_n}",
+            f"grant-{pk}",
             invited.strftime(STAMP) if has_invite else None,
             invited.strftime(STAMP) if has_invite and status != "undeliverable" else None,
             invited.strftime(STAMP) if status in ("opened", "completed", "failed") else None,
             completed.strftime(STAMP) if status == "completed" else None,
             "updated" if status == "completed" else None,
-            "x" * 64, now, now,
-        )  # fmt: skip
+            "x" * 64,
+            now,
+            now,
+        )
 
 
 def attempt_error(pk: int) -> str:
@@ -121,11 +131,19 @@ def build_database(path: Path, accounts: int) -> None:
         "INSERT INTO attempt (account_pk, plugin, state_digest, browser_digest, code_verifier, "
         "status, error_code, created_at) VALUES (?,?,?,?,?,?,?,?)",
         (
-            (pk, "microsoft-graph", f"s{pk}", "b", "v", "failed" if pk % 50 else "mismatch",
-             attempt_error(pk), stamp)
+            (
+                pk,
+                "microsoft-graph",
+                f"s{pk}",
+                "b",
+                "v",
+                "failed" if pk % 50 else "mismatch",
+                attempt_error(pk),
+                stamp,
+            )
             for pk in range(1, accounts + 1, 3)
         ),
-    )  # fmt: skip
+    )
     connection.execute("COMMIT")
     connection.execute("ANALYZE")
     connection.close()
@@ -204,15 +222,26 @@ def signed_in_client(app: Any) -> tuple[Any, str]:
     token = new_secret()
     with app.app_context(), db.transaction() as session:
         if session.scalar(select(Admin.id).where(Admin.email == "bench@example.com")) is None:
-            session.add(Admin(email="bench@example.com", role="viewer",
-                              password_hash=hash_password(BENCH_PASSWORD)))  # fmt: skip
+            session.add(
+                Admin(
+                    email="bench@example.com",
+                    role="viewer",
+                    password_hash=hash_password(BENCH_PASSWORD),
+                )
+            )
         session.add(ApiToken(name="bench", token_digest=digest(token)))
     client = app.test_client()
     page = client.get("/admin/login").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert csrf is not None
-    response = client.post("/admin/login", data={
-        "email": "bench@example.com", "password": BENCH_PASSWORD, "csrf_token": csrf.group(1)})  # fmt: skip
+    response = client.post(
+        "/admin/login",
+        data={
+            "email": "bench@example.com",
+            "password": BENCH_PASSWORD,
+            "csrf_token": csrf.group(1),
+        },
+    )
     assert response.status_code == 303, response.status_code
     return client, token
 
@@ -231,8 +260,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from portal import create_app
 
-    app = create_app({"ENV": "testing", "DATABASE_URL": f"sqlite:///{path}",
-                      "SECRET_KEY": "bench-secret-key-0123456789-0123456789"})  # fmt: skip
+    app = create_app(
+        {
+            "ENV": "testing",
+            "DATABASE_URL": f"sqlite:///{path}",
+            "SECRET_KEY": "bench-secret-key-0123456789-0123456789",
+        }
+    )
     client, token = signed_in_client(app)
     raw = sqlite3.connect(path)
     raw.execute("PRAGMA cache_size=-65536")  # the app's own connections use the same
@@ -246,25 +280,42 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = [
         ("dashboard page", page("/admin/"), "raw dashboard SQL", lambda: raw_dashboard(raw)),
-        ("stats API", page("/api/v1/stats", {"Authorization": f"Bearer {token}"}),
-         "raw stats SQL", lambda: raw.execute(RAW_STATS).fetchall()),
-    ]  # fmt: skip
+        (
+            "stats API",
+            page("/api/v1/stats", {"Authorization": f"Bearer {token}"}),
+            "raw stats SQL",
+            lambda: raw.execute(RAW_STATS).fetchall(),
+        ),
+    ]
     for by in ("tenant", "domain"):
-        pairs.append((f"by-{by} page", page(f"/admin/breakdown/{by}"), f"raw by-{by} SQL",
-                      lambda by=by: raw.execute(RAW_BREAKDOWN[by]).fetchall()))  # fmt: skip
+        pairs.append(
+            (
+                f"by-{by} page",
+                page(f"/admin/breakdown/{by}"),
+                f"raw by-{by} SQL",
+                lambda by=by: raw.execute(RAW_BREAKDOWN[by]).fetchall(),
+            )
+        )
     print(
         f"{args.accounts} accounts, {args.accounts * len(EVENT_KINDS)} events; median of {args.runs}"
     )
     for name, action, raw_name, raw_action in pairs:
         served, baseline = timed(action, args.runs), timed(raw_action, args.runs)
-        print(f"{name:<16} {served:8.1f} ms   {raw_name:<18} {baseline:8.1f} ms   "
-              f"ratio {served / baseline:5.2f}x")  # fmt: skip
+        print(
+            f"{name:<16} {served:8.1f} ms   {raw_name:<18} {baseline:8.1f} ms   "
+            f"ratio {served / baseline:5.2f}x"
+        )
     print("targets: dashboard page <= 1.5x its raw SQL, and under 300 ms")
     print("accounts list (keyset pages, search):")
     last = args.accounts - 100
-    for url in ("/admin/accounts", f"/admin/accounts?after={last}",
-                f"/admin/accounts?status=failed&after={last // 2}", "/admin/accounts?tenant=tenant-17",
-                "/admin/accounts?q=user12345", "/admin/accounts?q=grant-777"):  # fmt: skip
+    for url in (
+        "/admin/accounts",
+        f"/admin/accounts?after={last}",
+        f"/admin/accounts?status=failed&after={last // 2}",
+        "/admin/accounts?tenant=tenant-17",
+        "/admin/accounts?q=user12345",
+        "/admin/accounts?q=grant-777",
+    ):
         print(f"  {timed(page(url), args.runs):8.1f} ms  {url}")
     return 0
 

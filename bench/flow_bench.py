@@ -35,6 +35,7 @@ from portal import create_app, migrate
 from portal.accounts.importer import import_accounts
 from portal.accounts.links import issue_invite, link_url
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, Invite
 from portal.plugins import plugin_registry
 from portal.resources import resource_dir
@@ -61,21 +62,29 @@ def prepare_portal(app: Flask, count: int) -> list[str]:
     with app.app_context():
         migrate.upgrade(db.engine)
         import_accounts(db.session, io.BytesIO(accounts_csv(count)), "csv", plugin_registry())
-        links = []
+        settings, links = settings_of(app), []
         for account in db.session.scalars(select(Account).order_by(Account.id)):
-            links.append(
-                link_url(app.config, issue_invite(db.session, app.config, account, actor="bench"))
-            )
+            invite = issue_invite(db.session, settings, account, actor="bench")
+            links.append(link_url(settings, invite))
         db.session.commit()
         return links
 
 
 def minimal_app(database_url: str) -> Flask:
     """The least any landing page can do: check the signature, one SELECT, render."""
-    app = Flask("minimal", template_folder=str(resource_dir("templates")),
-                static_folder=str(resource_dir("templates") / "static"))  # fmt: skip
-    app.config.update(SECRET_KEY=SECRET, DATABASE_URL=database_url, PRODUCT_NAME="Mailbox",
-                      COMPANY_NAME="Contoso", LOGO_URL=None, SUPPORT_CONTACT=None)  # fmt: skip
+    app = Flask(
+        "minimal",
+        template_folder=str(resource_dir("templates")),
+        static_folder=str(resource_dir("templates") / "static"),
+    )
+    app.config.update(
+        SECRET_KEY=SECRET,
+        DATABASE_URL=database_url,
+        PRODUCT_NAME="Mailbox",
+        COMPANY_NAME="Contoso",
+        LOGO_URL=None,
+        SUPPORT_CONTACT=None,
+    )
     CSRFProtect(app)
     db.init_app(app)
     serializer = URLSafeTimedSerializer(SECRET, salt=INVITE_LINK_SALT)
@@ -168,11 +177,20 @@ def main() -> None:
         holder: dict[str, Flask] = {}
 
         def build(url: str) -> Flask:
-            holder["app"] = create_app({
-                "ENV": "testing", "SECRET_KEY": SECRET, "DATABASE_URL": database_url,
-                "BASE_URL": url, "NYLAS_API_URI": emulator.url, "NYLAS_API_KEY": emulator.api_key,
-                "NYLAS_CLIENT_ID": emulator.client_id, "COMPANY_NAME": "Contoso",
-                "PRODUCT_NAME": "Mailbox"}, plugins=PLUGINS)  # fmt: skip
+            holder["app"] = create_app(
+                {
+                    "ENV": "testing",
+                    "SECRET_KEY": SECRET,
+                    "DATABASE_URL": database_url,
+                    "BASE_URL": url,
+                    "NYLAS_API_URI": emulator.url,
+                    "NYLAS_API_KEY": emulator.api_key,
+                    "NYLAS_CLIENT_ID": emulator.client_id,
+                    "COMPANY_NAME": "Contoso",
+                    "PRODUCT_NAME": "Mailbox",
+                },
+                plugins=PLUGINS,
+            )
             emulator.add_callback_uri(f"{url}/oauth/callback")
             return holder["app"]
 

@@ -90,10 +90,15 @@ def links(accounts: int, links_file: Path, seed_file: Path) -> None:
     base = app.config["BASE_URL"]
     links_file.write_text("".join(url.removeprefix(base) + "\n" for url in urls))
     grants = [
-        {"id": f"g-{n:07d}", "email": f"user{n}@contoso.com", "provider": "microsoft",
-         "grant_status": "invalid", "account_id": f"v2-{n:07d}"}
+        {
+            "id": f"g-{n:07d}",
+            "email": f"user{n}@contoso.com",
+            "provider": "microsoft",
+            "grant_status": "invalid",
+            "account_id": f"v2-{n:07d}",
+        }
         for n in range(accounts)
-    ]  # fmt: skip
+    ]
     seed_file.write_text(json.dumps({"grants": grants}))
     print(f"{len(urls):,} accounts with one link each; {len(grants):,} placeholder grants")
 

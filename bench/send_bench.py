@@ -31,17 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from flask import Flask
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from portal import create_app, migrate
-from portal.db import EXTENSION_KEY, db
+from portal.db import db, session_factory
+from portal.extensions import settings_of
 from portal.handlers import build_worker
 from portal.mail.backends import SmtpBackend
 from portal.mail.campaign import queue_email
 from portal.mail.message import sender_address
 from portal.mail.prepare import MessagePreparer
 from portal.models import Account, Invite, OutboxMessage, utcnow
+from portal.outbox.worker import Worker
 from portal.plugins import plugin_registry
 
 SECRET = "bench-secret-key-0123456789-0123456789"
@@ -65,13 +68,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def settings(url: str, port: int) -> dict[str, Any]:
+def bench_config(url: str, port: int) -> dict[str, Any]:
     return {
-        "ENV": "testing", "DATABASE_URL": url, "SECRET_KEY": SECRET, "MAIL_BACKEND": "smtp",
-        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": port, "SMTP_STARTTLS": False,
-        "BASE_URL": "https://portal.example.com", "MAIL_FROM": "Portal <no-reply@portal.example>",
-        "MAIL_BATCH_SIZE": 50, "REMINDER_DAYS": "none",
-    }  # fmt: skip
+        "ENV": "testing",
+        "DATABASE_URL": url,
+        "SECRET_KEY": SECRET,
+        "MAIL_BACKEND": "smtp",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": port,
+        "SMTP_STARTTLS": False,
+        "BASE_URL": "https://portal.example.com",
+        "MAIL_FROM": "Portal <no-reply@portal.example>",
+        "MAIL_BATCH_SIZE": 50,
+        "REMINDER_DAYS": "none",
+    }
 
 
 def seed(app: Any, count: int) -> None:
@@ -84,23 +94,53 @@ def seed(app: Any, count: int) -> None:
         with db.transaction() as session:
             first = (session.scalar(select(func.max(Account.id))) or 0) + 1
             ids = range(first, first + count)
-            session.execute(insert(Account), [
-                {"id": i, "account_id": f"v2-{i}", "email": f"user{i}@example.com",
-                 "name": f"User {i}", "provider": "office365", "category": "graph",
-                 "plugin": "microsoft-graph", "status": "invited", "row_digest": "x"} for i in ids])  # fmt: skip
-            session.execute(insert(Invite), [
-                {"id": i, "account_pk": i, "nonce": f"n{i}", "created_at": now,
-                 "expires_at": now + timedelta(days=14)} for i in ids])  # fmt: skip
-            preparer = MessagePreparer(app.config, plugin_registry(app))
+            session.execute(
+                insert(Account),
+                [
+                    {
+                        "id": i,
+                        "account_id": f"v2-{i}",
+                        "email": f"user{i}@example.com",
+                        "name": f"User {i}",
+                        "provider": "office365",
+                        "category": "graph",
+                        "plugin": "microsoft-graph",
+                        "status": "invited",
+                        "row_digest": "x",
+                    }
+                    for i in ids
+                ],
+            )
+            session.execute(
+                insert(Invite),
+                [
+                    {
+                        "id": i,
+                        "account_pk": i,
+                        "nonce": f"n{i}",
+                        "created_at": now,
+                        "expires_at": now + timedelta(days=14),
+                    }
+                    for i in ids
+                ],
+            )
+            settings = settings_of(app)
+            preparer = MessagePreparer(settings, plugin_registry(app))
             accounts = {
                 a.id: a for a in session.scalars(select(Account).where(Account.id >= first))
             }
             invites = {i.id: i for i in session.scalars(select(Invite).where(Invite.id >= first))}
             for i in ids:
                 queue_email(
-                    session, app.config, idempotency_key=f"invite:{i}:v1", account=accounts[i],
-                    invite=invites[i], template="invite", now=now, preparer=preparer,
-                )  # fmt: skip
+                    session,
+                    settings,
+                    idempotency_key=f"invite:{i}:v1",
+                    account=accounts[i],
+                    invite=invites[i],
+                    template="invite",
+                    now=now,
+                    preparer=preparer,
+                )
 
 
 def prepared_messages(app: Any) -> list[tuple[str, list[str], bytes]]:
@@ -111,7 +151,7 @@ def prepared_messages(app: Any) -> list[tuple[str, list[str], bytes]]:
             .where(OutboxMessage.status == "pending")
             .order_by(OutboxMessage.id)
         ).all()
-        sender = sender_address(app.config)
+        sender = sender_address(settings_of(app))
         return [(sender, [row.recipient], row.payload["wire"].encode("ascii")) for row in rows]
 
 
@@ -124,11 +164,17 @@ def baseline(port: int, messages: list[tuple[str, list[str], bytes]]) -> float:
     return len(messages) / (time.perf_counter() - started)
 
 
+def smtp_worker(app: Flask) -> Worker:
+    """A worker of the app sending through SMTP (call it in an app context)."""
+    settings = settings_of(app)
+    backend = SmtpBackend(settings)
+    return build_worker(settings, session_factory(app), plugin_registry(app), backend)
+
+
 def run_worker(config: dict[str, Any], barrier: Any = None) -> int:
     app = create_app(config, plugins=None)
     with app.app_context():
-        registry, backend = plugin_registry(app), SmtpBackend(app.config)
-        worker = build_worker(app.config, app.extensions[EXTENSION_KEY], registry, backend)
+        worker = smtp_worker(app)
         if barrier is not None:
             barrier.wait()
         return worker.run(once=True).sent
@@ -138,8 +184,7 @@ def timed_workers(config: dict[str, Any], processes: int, count: int) -> float:
     if processes == 1:
         app = create_app(config, plugins=None)
         with app.app_context():
-            registry, backend = plugin_registry(app), SmtpBackend(app.config)
-            worker = build_worker(app.config, app.extensions[EXTENSION_KEY], registry, backend)
+            worker = smtp_worker(app)
             started = time.perf_counter()
             sent = worker.run(once=True).sent
             elapsed = time.perf_counter() - started
@@ -159,7 +204,7 @@ def timed_workers(config: dict[str, Any], processes: int, count: int) -> float:
 
 
 def fresh_app(url: str, port: int, count: int) -> tuple[Any, dict[str, Any]]:
-    config = settings(url, port)
+    config = bench_config(url, port)
     app = create_app(config, plugins=None)
     seed(app, count)
     return app, config

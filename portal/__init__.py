@@ -11,12 +11,11 @@ from flask import Flask
 
 from portal.config import load_settings
 from portal.db import db
-from portal.plugins import Plugin, build_registry
+from portal.extensions import install_settings, settings_of
+from portal.plugins import Plugin, build_registry, install_registry
 from portal.resources import resource_dir
 from portal.routing import BaseUrlFlask
 from portal.web import init_web
-
-PLUGINS_EXTENSION = "reauth_plugins"
 
 
 def instance_folder() -> Path:
@@ -35,8 +34,9 @@ def create_app(
         static_folder=str(resource_dir("templates") / "static"),
     )
     app.config.update(load_settings(Path(app.instance_path), config))
+    settings = install_settings(app)
     db.init_app(app)
-    app.extensions[PLUGINS_EXTENSION] = build_registry(app.config["PLUGINS"], plugins)
+    install_registry(app, build_registry(settings.plugins, plugins))
     init_web(app)
     register_blueprints(app)
     return app
@@ -52,7 +52,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(nylas_webhooks.blueprint)
     app.register_blueprint(admin_blueprint())
     app.register_blueprint(api_blueprint)
-    if app.config["DEMO"]:  # the captured mailbox exists only in demo mode
+    if settings_of(app).demo:  # the captured mailbox exists only in demo mode
         from portal.views import devmail
 
         app.register_blueprint(devmail.blueprint)

@@ -71,14 +71,21 @@ def parse_list(value: Any) -> list[str]:
     return [item.strip() for item in str(value).split(",") if item.strip()]
 
 
-def choice(*allowed: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
+@dataclass(frozen=True)
+class Choice:
+    """Parse one of a few words, in any case; `Settings` types the setting as a Literal of them."""
+
+    allowed: tuple[str, ...]
+
+    def __call__(self, value: Any) -> str:
         text = str(value).strip().lower()
-        if text not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        if text not in self.allowed:
+            raise ValueError(f"expected one of {', '.join(self.allowed)}, got {value!r}")
         return text
 
-    return parse
+
+def choice(*allowed: str) -> Choice:
+    return Choice(allowed)
 
 
 def parse_http_url(value: Any) -> str:
@@ -242,6 +249,33 @@ SETTINGS: tuple[Setting, ...] = (
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 SECRET_SETTING_NAMES = frozenset(s.name for s in SETTINGS if s.secret)
+# Declared without a default, yet never None once loaded: apply_environment_rules fills them
+# in (or, in production, refuses to start without them).
+FILLED_AT_START_UP = frozenset(
+    {
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "NYLAS_API_KEY",
+        "NYLAS_CLIENT_ID",
+        "NYLAS_API_URI",
+        "MAIL_BACKEND",
+        "MAIL_FILE_DIR",
+    }
+)
+
+
+@dataclass(frozen=True)
+class DerivedSetting:
+    """A value apply_environment_rules computes from the settings; never configured."""
+
+    name: str
+    type: type
+    doc: str
+
+
+DERIVED_SETTINGS: tuple[DerivedSetting, ...] = (
+    DerivedSetting("OAUTH_REDIRECT_URI", str, "the OAuth redirect_uri: BASE_URL/oauth/callback"),
+)
 
 
 def read_instance_file(instance_path: Path) -> dict[str, Any]:

@@ -49,6 +49,13 @@ def begin_writer(session: Session) -> None:
     session.connection(execution_options={WRITER_OPTION: True})
 
 
+def session_factory(app: Flask | None = None) -> sessionmaker[Session]:
+    """The session factory of the given app, or of the current one (`db.init_app` made it)."""
+    factory = (app or current_app).extensions[EXTENSION_KEY]
+    assert isinstance(factory, sessionmaker)
+    return factory
+
+
 def app_sessions() -> sessionmaker[Session] | None:
     """The current app's session factory, or None outside an app context."""
     if not has_app_context():
@@ -97,8 +104,7 @@ class Database:
 
     @property
     def engine(self) -> Engine:
-        factory: sessionmaker[Session] = current_app.extensions[EXTENSION_KEY]
-        bind = factory.kw["bind"]
+        bind = session_factory().kw["bind"]
         assert isinstance(bind, Engine)
         return bind
 
@@ -106,14 +112,14 @@ class Database:
     def session(self) -> Session:
         """The session of the current app context, created on first use."""
         if "db_session" not in g:
-            g.db_session = current_app.extensions[EXTENSION_KEY]()
+            g.db_session = session_factory()()
         session: Session = g.db_session
         return session
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """Run a block in its own session and commit it, or roll everything back."""
-        session: Session = current_app.extensions[EXTENSION_KEY]()
+        session = session_factory()()
         try:
             with session.begin():
                 yield session

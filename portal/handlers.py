@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +30,7 @@ from portal.mail.prepare import MessagePreparer
 from portal.models import utcnow
 from portal.outbox.worker import IdleTask, KindHandler, Worker, WorkerStats
 from portal.plugins import PluginRegistry
+from portal.settings import Settings
 from portal.webhooks.app_out import AppWebhookHandler
 from portal.webhooks.nylas_in import process_pending
 
@@ -40,7 +40,7 @@ RECONCILE_EVERY = 30.0
 
 
 def handler_table(
-    config: Mapping[str, Any], registry: PluginRegistry, backend: MailBackend
+    config: Settings, registry: PluginRegistry, backend: MailBackend
 ) -> dict[str, KindHandler]:
     """The outbox kinds a worker handles: emails, app notifications, renewal requests."""
     return {
@@ -51,7 +51,7 @@ def handler_table(
 
 
 def idle_tasks(
-    config: Mapping[str, Any],
+    config: Settings,
     sessions: sessionmaker[Session],
     registry: PluginRegistry,
     handlers: Mapping[str, KindHandler],
@@ -67,7 +67,7 @@ def idle_tasks(
 
 
 def reminders_task(
-    config: Mapping[str, Any], sessions: sessionmaker[Session], preparer: MessagePreparer | None
+    config: Settings, sessions: sessionmaker[Session], preparer: MessagePreparer | None
 ) -> IdleTask:
     """Queue due reminders with the email handler's preparer, so they are queued ready to send."""
 
@@ -82,7 +82,7 @@ def reminders_task(
 
 
 def reconciliation_task(
-    config: Mapping[str, Any], sessions: sessionmaker[Session], registry: PluginRegistry
+    config: Settings, sessions: sessionmaker[Session], registry: PluginRegistry
 ) -> IdleTask:
     reconcile = reconciler_for(sessions, config, registry)
 
@@ -93,20 +93,20 @@ def reconciliation_task(
 
 
 def nylas_notifications_task(
-    config: Mapping[str, Any], sessions: sessionmaker[Session], registry: PluginRegistry
+    config: Settings, sessions: sessionmaker[Session], registry: PluginRegistry
 ) -> IdleTask:
     def process_notifications(now: datetime) -> int:
         counts = process_pending(sessions, config, registry)
         if counts["processed"] or counts["errors"]:
-            log.info("nylas notifications: processed %d, errors %d",
-                     counts["processed"], counts["errors"])  # fmt: skip
+            processed, errors = counts["processed"], counts["errors"]
+            log.info("nylas notifications: processed %d, errors %d", processed, errors)
         return counts["processed"] + counts["errors"]
 
     return IdleTask("nylas notifications", process_notifications)
 
 
 def build_worker(
-    config: Mapping[str, Any],
+    config: Settings,
     sessions: sessionmaker[Session],
     registry: PluginRegistry,
     backend: MailBackend,

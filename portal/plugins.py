@@ -23,6 +23,7 @@ from portal.scopes import split_scopes as split_scopes
 from portal.scopes import translate as translate
 
 ENTRY_POINT_GROUP = "reauth_portal.plugins"
+EXTENSION_KEY = "reauth_plugins"
 
 
 class AccountView(Protocol):
@@ -268,7 +269,13 @@ def unknown_plugins_message(unknown: Sequence[str], installed: Sequence[str]) ->
     )
 
 
+def install_registry(app: Flask, registry: PluginRegistry) -> None:
+    """Keep the app's enabled plugins where plugin_registry finds them."""
+    app.extensions[EXTENSION_KEY] = registry
+
+
 def plugin_registry(app: Flask | None = None) -> PluginRegistry:
     """The enabled plugins of the given app, or of the current one."""
-    registry: PluginRegistry = (app or current_app).extensions["reauth_plugins"]
+    registry = (app or current_app).extensions[EXTENSION_KEY]
+    assert isinstance(registry, PluginRegistry)
     return registry

@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 from flask import Flask, Request
 from werkzeug.routing import MapAdapter
 
+from portal.extensions import settings_of
+
 
 class BaseUrlFlask(Flask):
     """Flask whose URL map is bound to the configured public origin.
@@ -22,7 +24,7 @@ class BaseUrlFlask(Flask):
     def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
         adapter = super().create_url_adapter(request)
         if request is not None and adapter is not None:
-            origin = urlsplit(str(self.config["BASE_URL"]))
+            origin = urlsplit(settings_of(self).base_url)
             adapter.url_scheme = origin.scheme
             adapter.server_name = origin.netloc
         return adapter

@@ -18,9 +18,10 @@ import hmac
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from portal.settings import Settings
 
 INVITE_LINK_SALT = "reauth.invite-link.v1"
 ADMIN_CONSENT_SALT = "reauth.admin-consent-state.v1"
@@ -60,10 +61,8 @@ class LinkSigner:
         self.max_age = max_age
 
     @classmethod
-    def from_config(cls, config: Any) -> LinkSigner:
-        return cls(
-            config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS") or (), config["LINK_MAX_AGE"]
-        )
+    def from_settings(cls, settings: Settings) -> LinkSigner:
+        return cls(settings.secret_key, settings.secret_key_fallbacks, settings.link_max_age)
 
     def dumps(self, invite_id: int, nonce: str) -> str:
         return str(self.serializer.dumps({"i": invite_id, "n": nonce}))
@@ -97,8 +96,8 @@ class ConsentStateSigner:
         self.max_age = max_age
 
     @classmethod
-    def from_config(cls, config: Any) -> ConsentStateSigner:
-        return cls(config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS") or ())
+    def from_settings(cls, settings: Settings) -> ConsentStateSigner:
+        return cls(settings.secret_key, settings.secret_key_fallbacks)
 
     def dumps(self, tenant: str) -> str | None:
         """The state for this tenant; None when it would not fit Nylas' length limit."""

@@ -23,8 +23,9 @@ def csrf_token_from(html: str) -> str:
     return found.group(1)
 
 
-def make_admin(app: Flask, email: str = "ops@example.com", role: str = "operator",
-               password: str = PASSWORD) -> int:  # fmt: skip
+def make_admin(
+    app: Flask, email: str = "ops@example.com", role: str = "operator", password: str = PASSWORD
+) -> int:
     with app.app_context(), db.transaction() as session:
         admin = Admin(email=email, role=role, password_hash=hash_password(password))
         session.add(admin)
@@ -42,9 +43,15 @@ def make_token(app: Flask, name: str = "app") -> str:
 def login(client: FlaskClient, email: str = "ops@example.com", password: str = PASSWORD) -> Any:
     page = client.get("/admin/login")
     origin = client.application.config["BASE_URL"]  # a browser names the page's origin
-    return client.post("/admin/login", headers={"Origin": origin}, data={
-        "email": email, "password": password,
-        "csrf_token": csrf_token_from(page.get_data(as_text=True))})  # fmt: skip
+    return client.post(
+        "/admin/login",
+        headers={"Origin": origin},
+        data={
+            "email": email,
+            "password": password,
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+        },
+    )
 
 
 def page_token(client: FlaskClient, path: str = "/admin/") -> str:
@@ -53,10 +60,14 @@ def page_token(client: FlaskClient, path: str = "/admin/") -> str:
 
 def add_account(app: Flask, account_id: str = "v2-1", **fields: Any) -> int:
     values: dict[str, Any] = {
-        "email": f"{account_id}@contoso.example", "provider": "office365",
-        "category": "graph_consent", "plugin": "microsoft-graph", "status": "new",
-        "row_digest": "x" * 64, "tenant": "contoso.example",
-    }  # fmt: skip
+        "email": f"{account_id}@contoso.example",
+        "provider": "office365",
+        "category": "graph_consent",
+        "plugin": "microsoft-graph",
+        "status": "new",
+        "row_digest": "x" * 64,
+        "tenant": "contoso.example",
+    }
     values.update(fields)
     with app.app_context(), db.transaction() as session:
         account = Account(account_id=account_id, **values)

@@ -10,9 +10,15 @@ from typing import Any
 CHROMIUM = os.environ.get("REAUTH_TEST_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling Google's hosts, which this
 # machine's closed network refuses.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 try:
     from playwright.sync_api import sync_playwright

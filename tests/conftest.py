@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 
 from portal import create_app, migrate
 from portal.db import db
+from portal.extensions import install_settings
 
 # Registered here, before any test module imports it, so pytest rewrites its asserts.
 pytest_plugins = ["mail_fixtures"]
@@ -204,6 +205,12 @@ def upgraded(app: Flask) -> Flask:
     with app.app_context():
         migrate.upgrade(db.engine)
     return app
+
+
+def reconfigure(app: Flask, **changes: Any) -> None:
+    """Change settings of a running app: its config, and the typed settings built from it."""
+    app.config.update(changes)
+    install_settings(app)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from portal import migrate
 from portal.accounts.importer import import_accounts
 from portal.accounts.links import issue_invite, link_url
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account
 from portal.plugins import plugin_registry
 from portal.testing.emulator import EmulatorServer, complete_hosted_auth
@@ -28,11 +29,21 @@ ACCOUNTS = {
     "personal": "v2-pers-1,edsger@outlook.com,outlook,oauth,email,,,\n",
 }
 PLACEHOLDERS = [
-    {"id": "g-grace", "email": "grace@contoso.com", "provider": "microsoft",
-     "grant_status": "invalid", "account_id": "v2-graph-1"},
-    {"id": "g-alan", "email": "alan@corp.example.org", "provider": "ews",
-     "grant_status": "invalid", "account_id": "v2-ews-1"},
-]  # fmt: skip
+    {
+        "id": "g-grace",
+        "email": "grace@contoso.com",
+        "provider": "microsoft",
+        "grant_status": "invalid",
+        "account_id": "v2-graph-1",
+    },
+    {
+        "id": "g-alan",
+        "email": "alan@corp.example.org",
+        "provider": "ews",
+        "grant_status": "invalid",
+        "account_id": "v2-ews-1",
+    },
+]
 EWS_PASSWORD = "correct horse battery staple"
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -62,9 +73,9 @@ class Portal:
             account = db.session.scalars(
                 select(Account).where(Account.account_id == account_id)
             ).one()
-            invite = issue_invite(db.session, self.app.config, account, actor="test")
+            invite = issue_invite(db.session, settings_of(self.app), account, actor="test")
             db.session.commit()
-            return link_url(self.app.config, invite)
+            return link_url(settings_of(self.app), invite)
 
 
 def serve_portal(
@@ -81,9 +92,12 @@ def serve_portal(
 
     def build(url: str) -> Flask:
         app = make_app(
-            BASE_URL=url, NYLAS_API_URI=nylas_emulator.url, NYLAS_API_KEY=nylas_emulator.api_key,
-            NYLAS_CLIENT_ID=nylas_emulator.client_id, **config,
-        )  # fmt: skip
+            BASE_URL=url,
+            NYLAS_API_URI=nylas_emulator.url,
+            NYLAS_API_KEY=nylas_emulator.api_key,
+            NYLAS_CLIENT_ID=nylas_emulator.client_id,
+            **config,
+        )
         nylas_emulator.add_callback_uri(f"{url}/oauth/callback")
         built["app"] = app
         return app

@@ -61,8 +61,11 @@ def gunicorn(tmp_path: Path, **settings: str) -> Iterator[Gunicorn]:
     with access_log.open("wb") as out, error_log.open("wb") as err:
         process = subprocess.Popen(
             [str(script), "--config", str(GUNICORN_CONFIG), "wsgi:app"],
-            cwd=REPOSITORY, env=environ, stdout=out, stderr=err,
-        )  # fmt: skip
+            cwd=REPOSITORY,
+            env=environ,
+            stdout=out,
+            stderr=err,
+        )
     served = Gunicorn(url=f"http://{environ['REAUTH_BIND']}")
     try:
         wait_until_serving(served.url, process)

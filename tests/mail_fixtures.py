@@ -26,6 +26,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, AccountStatus, Invite, OutboxMessage, utcnow
 
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.MULTILINE | re.IGNORECASE)
@@ -64,8 +65,9 @@ class ScriptedHandler:
             return queue.popleft()
         return None
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          options: Any) -> str:  # fmt: skip
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
         step = self.next_step(address, "rcpt")
         if step is not None:
             return step.removeprefix("rcpt ")
@@ -124,60 +126,124 @@ def worker_env(app: Flask, server: SmtpServer, tmp_path: Path, **extra: str) -> 
     """The environment of a `reauth worker` subprocess sending through the loopback server."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("REAUTH_")}
     env.update(
-        REAUTH_ENV="testing", REAUTH_DATABASE_URL=app.config["DATABASE_URL"],
-        REAUTH_SECRET_KEY=TEST_SECRET_KEY, REAUTH_INSTANCE_PATH=str(tmp_path / "instance"),
-        REAUTH_BASE_URL=app.config["BASE_URL"], REAUTH_MAIL_FROM=app.config["MAIL_FROM"],
-        REAUTH_MAIL_BACKEND="smtp", REAUTH_SMTP_HOST=server.host, REAUTH_SMTP_PORT=str(server.port),
-        REAUTH_SMTP_STARTTLS="false", REAUTH_WORKER_POLL_SECONDS="0.2", **extra,
-    )  # fmt: skip
+        REAUTH_ENV="testing",
+        REAUTH_DATABASE_URL=app.config["DATABASE_URL"],
+        REAUTH_SECRET_KEY=TEST_SECRET_KEY,
+        REAUTH_INSTANCE_PATH=str(tmp_path / "instance"),
+        REAUTH_BASE_URL=app.config["BASE_URL"],
+        REAUTH_MAIL_FROM=app.config["MAIL_FROM"],
+        REAUTH_MAIL_BACKEND="smtp",
+        REAUTH_SMTP_HOST=server.host,
+        REAUTH_SMTP_PORT=str(server.port),
+        REAUTH_SMTP_STARTTLS="false",
+        REAUTH_WORKER_POLL_SECONDS="0.2",
+        **extra,
+    )
     return env
 
 
 def mail_settings(server: SmtpServer | None = None, **overrides: Any) -> dict[str, Any]:
     """Settings for an app that sends through the loopback server (or the file backend)."""
     settings: dict[str, Any] = {
-        "BASE_URL": BASE_URL, "MAIL_FROM": MAIL_FROM, "MAIL_BACKEND": "file",
-        "SMTP_STARTTLS": False, "MAIL_RETRY_BASE": 60, "WORKER_POLL_SECONDS": 0.1,
-    }  # fmt: skip
+        "BASE_URL": BASE_URL,
+        "MAIL_FROM": MAIL_FROM,
+        "MAIL_BACKEND": "file",
+        "SMTP_STARTTLS": False,
+        "MAIL_RETRY_BASE": 60,
+        "WORKER_POLL_SECONDS": 0.1,
+    }
     if server is not None:
         settings.update(MAIL_BACKEND="smtp", SMTP_HOST=server.host, SMTP_PORT=server.port)
     settings.update(overrides)
     return settings
 
 
-def add_account(session: Session, email: str, *, name: str | None = "Ada Lovelace",
-                plugin: str | None = "microsoft-graph", status: str = AccountStatus.NEW,
-                ) -> Account:  # fmt: skip
+def add_account(
+    session: Session,
+    email: str,
+    *,
+    name: str | None = "Ada Lovelace",
+    plugin: str | None = "microsoft-graph",
+    status: str = AccountStatus.NEW,
+) -> Account:
     """Add one classified account (flushed)."""
     account = Account(
-        account_id=f"acc-{secrets.token_hex(6)}", email=email, name=name, provider="office365",
-        category="graph", plugin=plugin, status=status, row_digest=secrets.token_hex(8),
-    )  # fmt: skip
+        account_id=f"acc-{secrets.token_hex(6)}",
+        email=email,
+        name=name,
+        provider="office365",
+        category="graph",
+        plugin=plugin,
+        status=status,
+        row_digest=secrets.token_hex(8),
+    )
     session.add(account)
     session.flush()
     return account
 
 
-def seed_queue(app: Flask, count: int, *, domain: str = "example.com", now: datetime | None = None,
-               ) -> list[int]:  # fmt: skip
+def seed_queue(
+    app: Flask,
+    count: int,
+    *,
+    domain: str = "example.com",
+    now: datetime | None = None,
+) -> list[int]:
     """Insert `count` invited accounts, their invites and pending invite emails; return ids."""
     now = now or utcnow()
     with app.app_context(), db.transaction() as session:
         first = (session.scalar(select(Account.id).order_by(Account.id.desc()).limit(1)) or 0) + 1
         ids = range(first, first + count)
-        session.execute(insert(Account), [
-            {"id": i, "account_id": f"v2-{i}", "email": f"user{i}@{domain}", "name": f"User {i}",
-             "provider": "office365", "category": "graph", "plugin": "microsoft-graph",
-             "status": AccountStatus.INVITED, "row_digest": "x", "invited_at": now}
-            for i in ids])  # fmt: skip
-        session.execute(insert(Invite), [
-            {"id": i, "account_pk": i, "nonce": f"n{i}", "created_at": now,
-             "expires_at": now + timedelta(days=14)} for i in ids])  # fmt: skip
-        session.execute(insert(OutboxMessage), [
-            {"kind": "email", "idempotency_key": f"invite:{i}:v1", "account_pk": i,
-             "invite_id": i, "recipient": f"user{i}@{domain}", "template": "invite",
-             "payload": {}, "status": "pending", "attempts": 0, "available_at": now,
-             "created_at": now} for i in ids])  # fmt: skip
+        session.execute(
+            insert(Account),
+            [
+                {
+                    "id": i,
+                    "account_id": f"v2-{i}",
+                    "email": f"user{i}@{domain}",
+                    "name": f"User {i}",
+                    "provider": "office365",
+                    "category": "graph",
+                    "plugin": "microsoft-graph",
+                    "status": AccountStatus.INVITED,
+                    "row_digest": "x",
+                    "invited_at": now,
+                }
+                for i in ids
+            ],
+        )
+        session.execute(
+            insert(Invite),
+            [
+                {
+                    "id": i,
+                    "account_pk": i,
+                    "nonce": f"n{i}",
+                    "created_at": now,
+                    "expires_at": now + timedelta(days=14),
+                }
+                for i in ids
+            ],
+        )
+        session.execute(
+            insert(OutboxMessage),
+            [
+                {
+                    "kind": "email",
+                    "idempotency_key": f"invite:{i}:v1",
+                    "account_pk": i,
+                    "invite_id": i,
+                    "recipient": f"user{i}@{domain}",
+                    "template": "invite",
+                    "payload": {},
+                    "status": "pending",
+                    "attempts": 0,
+                    "available_at": now,
+                    "created_at": now,
+                }
+                for i in ids
+            ],
+        )
     return list(ids)
 
 
@@ -194,14 +260,15 @@ def run_worker(app: Flask, *, clock: Clock | None = None, once: bool = True) -> 
 
     It is the worker `reauth worker` runs: the deployment's handlers and idle tasks.
     """
-    from portal.db import EXTENSION_KEY
+    from portal.db import session_factory
     from portal.handlers import build_worker
-    from portal.mail.backends import backend_from_config
+    from portal.mail.backends import backend_from_settings
     from portal.plugins import plugin_registry
 
+    settings = settings_of(app)
     with app.app_context():
-        sessions, backend = app.extensions[EXTENSION_KEY], backend_from_config(app.config)
+        backend = backend_from_settings(settings)
         worker = build_worker(
-            app.config, sessions, plugin_registry(app), backend, clock=clock or utcnow
+            settings, session_factory(app), plugin_registry(app), backend, clock=clock or utcnow
         )
         return worker.run(once=once)

@@ -75,21 +75,21 @@ class Certificates:
 
 def make_certificates(folder: Path) -> Certificates:
     folder.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "key.pem",
-                                                        "req.csr", "cert.pem"))  # fmt: skip
+    ca_key, ca, key, csr, cert = (
+        folder / n for n in ("ca.key", "ca.pem", "key.pem", "req.csr", "cert.pem")
+    )
     extensions = folder / "server.ext"
     extensions.write_text(
         f"subjectAltName=DNS:{PUBLIC_HOST},IP:127.0.0.1\n"
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
     )
-    openssl = ["openssl"]
-    run([*openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", ca_key, "-out", ca, "-subj", "/CN=reauth-portal test CA"])  # fmt: skip
-    run([*openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-         "-subj", f"/CN={PUBLIC_HOST}"])  # fmt: skip
-    run([*openssl, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-days", "2", "-out", cert, "-extfile", extensions])  # fmt: skip
+    self_signed = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    run([*self_signed, "-keyout", ca_key, "-out", ca, "-subj", "/CN=reauth-portal test CA"])
+    request = ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={PUBLIC_HOST}"]
+    run([*request, "-keyout", key, "-out", csr])
+    sign = ["openssl", "x509", "-req", "-CAcreateserial", "-days", "2"]
+    run([*sign, "-in", csr, "-CA", ca, "-CAkey", ca_key, "-out", cert, "-extfile", extensions])
     return Certificates(ca, cert, key)
 
 
@@ -191,14 +191,19 @@ def wait_for_port(
 
 
 @contextmanager
-def background(command: list[Any], log: Path, env: Mapping[str, str] | None = None,
-               cwd: Path = REPO) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+def background(
+    command: list[Any], log: Path, env: Mapping[str, str] | None = None, cwd: Path = REPO
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server process for the block; stop it with SIGTERM (SIGKILL if it lingers)."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(c) for c in command], stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-            env=dict(env) if env is not None else None, start_new_session=True,
-        )  # fmt: skip
+            [str(c) for c in command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
         try:
             yield process
         finally:
@@ -256,35 +261,44 @@ def mail_text(data: bytes) -> str:
     return str(body.get_content())
 
 
-def production_env(base_url: str, database_url: str, ports: StagePorts, smtp_port: int,
-                   certs: Certificates, instance: Path, emulator: EmulatorServer) -> dict[str, str]:  # fmt: skip
+def production_env(
+    base_url: str,
+    database_url: str,
+    ports: StagePorts,
+    smtp_port: int,
+    certs: Certificates,
+    instance: Path,
+    emulator: EmulatorServer,
+) -> dict[str, str]:
     """The environment of docs/deploy/env.example, filled in for this machine."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("REAUTH_")}
-    env.update({
-        "REAUTH_ENV": "production",
-        "REAUTH_BASE_URL": base_url,
-        "REAUTH_SECRET_KEY": secrets.token_urlsafe(48),
-        "REAUTH_DATABASE_URL": database_url,
-        "REAUTH_NYLAS_API_URI": f"https://127.0.0.1:{ports.nylas}",
-        "REAUTH_NYLAS_API_KEY": emulator.api_key,
-        "REAUTH_NYLAS_CLIENT_ID": emulator.client_id,
-        "REAUTH_MAIL_BACKEND": "smtp",
-        "REAUTH_SMTP_HOST": "127.0.0.1",
-        "REAUTH_SMTP_PORT": str(smtp_port),
-        "REAUTH_SMTP_STARTTLS": "false",
-        "REAUTH_MAIL_FROM": "Contoso IT <it-no-reply@contoso.com>",
-        "REAUTH_RATELIMIT_STORAGE_URI": REDIS_URL,
-        "REAUTH_PROXY_HOPS": "1",
-        "REAUTH_PLUGINS": "microsoft-graph,ews-password,microsoft-personal",
-        "REAUTH_COMPANY_NAME": "Contoso",
-        "REAUTH_REMINDER_DAYS": "none",
-        "REAUTH_INSTANCE_PATH": str(instance),
-        "REAUTH_BIND": f"127.0.0.1:{ports.gunicorn}",
-        "REAUTH_WEB_WORKERS": "3",
-        # The Nylas API is reached over TLS; this run's CA stands in for the public ones.
-        "REQUESTS_CA_BUNDLE": str(certs.ca),
-        "PYTHONUNBUFFERED": "1",
-    })  # fmt: skip
+    env.update(
+        {
+            "REAUTH_ENV": "production",
+            "REAUTH_BASE_URL": base_url,
+            "REAUTH_SECRET_KEY": secrets.token_urlsafe(48),
+            "REAUTH_DATABASE_URL": database_url,
+            "REAUTH_NYLAS_API_URI": f"https://127.0.0.1:{ports.nylas}",
+            "REAUTH_NYLAS_API_KEY": emulator.api_key,
+            "REAUTH_NYLAS_CLIENT_ID": emulator.client_id,
+            "REAUTH_MAIL_BACKEND": "smtp",
+            "REAUTH_SMTP_HOST": "127.0.0.1",
+            "REAUTH_SMTP_PORT": str(smtp_port),
+            "REAUTH_SMTP_STARTTLS": "false",
+            "REAUTH_MAIL_FROM": "Contoso IT <it-no-reply@contoso.com>",
+            "REAUTH_RATELIMIT_STORAGE_URI": REDIS_URL,
+            "REAUTH_PROXY_HOPS": "1",
+            "REAUTH_PLUGINS": "microsoft-graph,ews-password,microsoft-personal",
+            "REAUTH_COMPANY_NAME": "Contoso",
+            "REAUTH_REMINDER_DAYS": "none",
+            "REAUTH_INSTANCE_PATH": str(instance),
+            "REAUTH_BIND": f"127.0.0.1:{ports.gunicorn}",
+            "REAUTH_WEB_WORKERS": "3",
+            # The Nylas API is reached over TLS; this run's CA stands in for the public ones.
+            "REQUESTS_CA_BUNDLE": str(certs.ca),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 

@@ -45,9 +45,11 @@ def test_the_portals_own_lines_stay_one_line(caplog):
 
 def test_gunicorn_writes_one_escaped_access_line(tmp_path):
     with gunicorn(tmp_path) as served:
-        answer = raw_request(served.url, FORGING_PATH + "?code=s3cr3t-code", {
-            "Host": "127.0.0.1", "User-Agent": FORGING_AGENT,
-        })  # fmt: skip
+        answer = raw_request(
+            served.url,
+            FORGING_PATH + "?code=s3cr3t-code",
+            {"Host": "127.0.0.1", "User-Agent": FORGING_AGENT},
+        )
     assert answer.status == 404
 
     lines = served.stdout.splitlines()

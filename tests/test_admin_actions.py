@@ -15,6 +15,7 @@ from sqlalchemy import select
 from portal.admin.actions import ACTIONS
 from portal.admin.dashboard import build_dashboard
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, Admin, ApiToken, Attempt, Event, Invite, OutboxMessage, utcnow
 from portal.signing import digest
 
@@ -29,8 +30,9 @@ def operator(db_app: Flask):
 
 def act(client, account_id: str, action: str):
     token = page_token(client, f"/admin/accounts/{account_id}")
-    return client.post(f"/admin/accounts/{account_id}/action",
-                       data={"action": action, "csrf_token": token})  # fmt: skip
+    return client.post(
+        f"/admin/accounts/{account_id}/action", data={"action": action, "csrf_token": token}
+    )
 
 
 def events(app: Flask, kind: str) -> list[Event]:
@@ -55,8 +57,10 @@ def test_resend_reissues_the_link_and_queues_the_email(db_app, operator):
         message = db.session.scalars(select(OutboxMessage)).one()
     assert message.idempotency_key == f"invite:{invite.id}:{invite.nonce}"
     assert (message.kind, message.template, message.recipient) == (
-        "email", "invite", "v2-r@contoso.example",
-    )  # fmt: skip
+        "email",
+        "invite",
+        "v2-r@contoso.example",
+    )
     act(operator, "v2-r", "resend")
     with db_app.app_context():
         assert db.session.scalar(select(Invite.nonce)) != invite.nonce  # the old link is dead
@@ -77,22 +81,32 @@ def test_exclude_and_not_required_change_the_state_and_revoke_the_link(db_app, o
 
 
 def test_reclassify_uses_the_enabled_plugins(db_app, operator):
-    add_account(db_app, "v2-p", email="someone@hotmail.com", provider="hotmail",
-                category="wrong", plugin="microsoft-graph", status="excluded")  # fmt: skip
+    add_account(
+        db_app,
+        "v2-p",
+        email="someone@hotmail.com",
+        provider="hotmail",
+        category="wrong",
+        plugin="microsoft-graph",
+        status="excluded",
+    )
     act(operator, "v2-p", "reclassify")
     with db_app.app_context():
         account = db.session.scalar(select(Account))
         assert (account.category, account.plugin, account.status) == (
-            "personal", "microsoft-personal", "new",
-        )  # fmt: skip
+            "personal",
+            "microsoft-personal",
+            "new",
+        )
 
 
 def test_bulk_action_on_a_filter(db_app, operator):
     for n in range(4):
         add_account(db_app, f"v2-b{n}", status="new" if n < 3 else "invited")
     token = page_token(operator, "/admin/accounts")
-    response = operator.post("/admin/accounts/bulk",
-                             data={"action": "exclude", "status": "new", "csrf_token": token})  # fmt: skip
+    response = operator.post(
+        "/admin/accounts/bulk", data={"action": "exclude", "status": "new", "csrf_token": token}
+    )
     assert response.status_code == 303
     assert len(events(db_app, "admin.exclude")) == 3
     [summary] = events(db_app, "admin.bulk")
@@ -104,12 +118,26 @@ def test_bulk_action_on_a_filter(db_app, operator):
 def test_account_page_shows_the_timeline_with_raw_error_codes(db_app, operator):
     pk = add_account(db_app, "v2-t", status="failed")
     with db_app.app_context(), db.transaction() as session:
-        session.add(Attempt(account_pk=pk, plugin="microsoft-graph", state_digest="s",
-                            browser_digest="b", code_verifier="v", status="failed",
-                            error_code="provider_error:AADSTS65001",
-                            error_description="The user or administrator has not consented"))  # fmt: skip
-        session.add(Event(account_pk=pk, kind="attempt.failed", actor="user",
-                          detail={"error_code": "provider_error:AADSTS65001"}))  # fmt: skip
+        session.add(
+            Attempt(
+                account_pk=pk,
+                plugin="microsoft-graph",
+                state_digest="s",
+                browser_digest="b",
+                code_verifier="v",
+                status="failed",
+                error_code="provider_error:AADSTS65001",
+                error_description="The user or administrator has not consented",
+            )
+        )
+        session.add(
+            Event(
+                account_pk=pk,
+                kind="attempt.failed",
+                actor="user",
+                detail={"error_code": "provider_error:AADSTS65001"},
+            )
+        )
     page = operator.get("/admin/accounts/v2-t").get_data(as_text=True)
     assert "provider_error:AADSTS65001" in page and "attempt.failed" in page
     assert "has not consented" in page
@@ -130,17 +158,30 @@ def test_search_and_keyset_pages(db_app, operator):
 def test_dashboard_figures(db_app, operator):
     now = utcnow()
     for n, status in enumerate(["new", "invited", "completed", "completed", "failed", "excluded"]):
-        add_account(db_app, f"v2-d{n}", status=status, tenant=f"t{n % 2}",
-                    invited_at=now - timedelta(hours=10) if status != "new" else None,
-                    sent_at=now - timedelta(hours=9) if status != "new" else None,
-                    completed_at=now - timedelta(hours=n) if status == "completed" else None)  # fmt: skip
+        add_account(
+            db_app,
+            f"v2-d{n}",
+            status=status,
+            tenant=f"t{n % 2}",
+            invited_at=now - timedelta(hours=10) if status != "new" else None,
+            sent_at=now - timedelta(hours=9) if status != "new" else None,
+            completed_at=now - timedelta(hours=n) if status == "completed" else None,
+        )
     with db_app.app_context(), db.transaction() as session:
         pk = session.scalar(select(Account.id).where(Account.account_id == "v2-d4"))
-        session.add(Attempt(account_pk=pk, plugin="microsoft-graph", state_digest="s",
-                            browser_digest="b", code_verifier="v", status="failed",
-                            error_code="admin_consent_required"))  # fmt: skip
+        session.add(
+            Attempt(
+                account_pk=pk,
+                plugin="microsoft-graph",
+                state_digest="s",
+                browser_digest="b",
+                code_verifier="v",
+                status="failed",
+                error_code="admin_consent_required",
+            )
+        )
     with db_app.app_context():
-        board = build_dashboard(db.session, db_app.config)
+        board = build_dashboard(db.session, settings_of(db_app))
     assert board.overall.needs_reauth == 5 and board.overall.completed == 2
     assert dict(board.funnel)["invited"] == 4 and dict(board.funnel)["failed"] == 1
     assert sum(count for _, count in board.daily) == 2
@@ -172,8 +213,10 @@ def test_exports_escape_formulas_and_stream_json(db_app, operator):
 def test_admin_create_and_api_token_cli(db_app, db_runner):
     short = db_runner.invoke(args=["admin", "create", "a@example.com"], input="short\n")
     assert short.exit_code != 0 and "at least 12" in short.output
-    made = db_runner.invoke(args=["admin", "create", "A@Example.com", "--role", "operator"],
-                            input="a long enough password\n")  # fmt: skip
+    made = db_runner.invoke(
+        args=["admin", "create", "A@Example.com", "--role", "operator"],
+        input="a long enough password\n",
+    )
     assert made.exit_code == 0, made.output
     again = db_runner.invoke(args=["admin", "create", "a@example.com"], input="x" * 20 + "\n")
     assert again.exit_code != 0 and "already exists" in again.output

@@ -164,9 +164,15 @@ def test_password_change_ends_other_sessions_but_keeps_this_one(admin_app):
     login(this)
     login(other)
     new_password = "a much better passphrase"
-    response = this.post("/admin/password", data={
-        "csrf_token": page_token(this, "/admin/password"), "current_password": PASSWORD,
-        "new_password": new_password, "confirm_password": new_password})  # fmt: skip
+    response = this.post(
+        "/admin/password",
+        data={
+            "csrf_token": page_token(this, "/admin/password"),
+            "current_password": PASSWORD,
+            "new_password": new_password,
+            "confirm_password": new_password,
+        },
+    )
     assert response.status_code == 303
     assert this.get("/admin/").status_code == 200
     assert other.get("/admin/").status_code == 302
@@ -200,17 +206,25 @@ def test_viewer_reads_but_cannot_act(admin_app):
     page = client.get("/admin/accounts/v2-1")
     assert page.status_code == 200 and "Actions" not in page.get_data(as_text=True)
     token = csrf_token_from(page.get_data(as_text=True))
-    for path, data in (("/admin/accounts/v2-1/action", {"action": "exclude"}),
-                       ("/admin/accounts/bulk", {"action": "exclude", "status": "new"})):  # fmt: skip
+    for path, data in (
+        ("/admin/accounts/v2-1/action", {"action": "exclude"}),
+        ("/admin/accounts/bulk", {"action": "exclude", "status": "new"}),
+    ):
         assert client.post(path, data={**data, "csrf_token": token}).status_code == 403
 
 
 def test_next_parameter_stays_inside_admin(admin_app):
     client = admin_app.test_client()
     page = client.get("/admin/login?next=//evil.example/x")
-    response = client.post("/admin/login", data={
-        "email": "ops@example.com", "password": PASSWORD, "next": "//evil.example/x",
-        "csrf_token": csrf_token_from(page.get_data(as_text=True))})  # fmt: skip
+    response = client.post(
+        "/admin/login",
+        data={
+            "email": "ops@example.com",
+            "password": PASSWORD,
+            "next": "//evil.example/x",
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+        },
+    )
     assert response.headers["Location"] == "/admin/"
 
 
@@ -253,7 +267,13 @@ def test_no_password_token_or_session_reaches_the_logs(admin_app, caplog, runner
     client.get("/api/v1/stats", headers={"Authorization": f"Bearer {token}"})
     client.get("/api/v1/stats", headers={"Authorization": "Bearer not-a-real-token-abc"})
     logged = caplog.text
-    for secret in ("a-wrong-password-xyz", "another-secret-password", PASSWORD, token,
-                   "not-a-real-token-abc", session_text):  # fmt: skip
+    for secret in (
+        "a-wrong-password-xyz",
+        "another-secret-password",
+        PASSWORD,
+        token,
+        "not-a-real-token-abc",
+        session_text,
+    ):
         assert secret not in logged
     assert "admin login failed" in logged  # failures are logged, without their secrets

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from portal.admin.dashboard import admin_consent_link
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Attempt, Event
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
@@ -39,9 +40,17 @@ def tenant_waiting_for_consent(portal: Any, tenant: str) -> None:
     """An account of `tenant` whose sign-in failed because an admin must consent first."""
     pk = add_account(portal.app, f"v2-{tenant}", tenant=tenant, status="failed")
     with portal.app.app_context(), db.transaction() as session:
-        session.add(Attempt(account_pk=pk, plugin="microsoft-graph", state_digest="s",
-                            browser_digest="b", code_verifier="v", status="failed",
-                            error_code="admin_consent_required"))  # fmt: skip
+        session.add(
+            Attempt(
+                account_pk=pk,
+                plugin="microsoft-graph",
+                state_digest="s",
+                browser_digest="b",
+                code_verifier="v",
+                status="failed",
+                error_code="admin_consent_required",
+            )
+        )
 
 
 def dashboard_consent_link(portal: Any) -> str:
@@ -49,9 +58,16 @@ def dashboard_consent_link(portal: Any) -> str:
     make_admin(portal.app)
     browser = requests.Session()
     page = browser.get(f"{portal.url}/admin/login", timeout=10)
-    signed_in = browser.post(f"{portal.url}/admin/login", headers={"Origin": portal.url}, data={
-        "email": "ops@example.com", "password": "correct horse battery staple",
-        "csrf_token": csrf_token_from(page.text)}, timeout=10)  # fmt: skip
+    signed_in = browser.post(
+        f"{portal.url}/admin/login",
+        headers={"Origin": portal.url},
+        data={
+            "email": "ops@example.com",
+            "password": "correct horse battery staple",
+            "csrf_token": csrf_token_from(page.text),
+        },
+        timeout=10,
+    )
     assert signed_in.status_code == 200
     board = browser.get(f"{portal.url}/admin/", timeout=10).text
     [link] = CONSENT_LINK.findall(board)
@@ -63,9 +79,11 @@ def consent_at_the_emulator(portal: Any, link: str, tenant: str) -> str:
     page = requests.get(link, timeout=10)
     action = page.text.split('action="', 1)[1].split('"', 1)[0]
     answer = requests.post(
-        portal.emulator.url + action, data={"action": "accept", "tenant": tenant},
-        allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        portal.emulator.url + action,
+        data={"action": "accept", "tenant": tenant},
+        allow_redirects=False,
+        timeout=10,
+    )
     return str(answer.headers["Location"])
 
 
@@ -115,7 +133,7 @@ def test_consent_from_the_dashboard_link_is_thanked_and_recorded(portal):
 
 
 def test_a_refused_consent_says_so(portal):
-    state = ConsentStateSigner.from_config(portal.app.config).dumps("contoso.com")
+    state = ConsentStateSigner.from_settings(settings_of(portal.app)).dumps("contoso.com")
     assert state is not None
     shown = come_back(portal, state, error="access_denied")
     assert shown.status_code == 400
@@ -125,7 +143,7 @@ def test_a_refused_consent_says_so(portal):
 
 
 def test_states_the_portal_did_not_sign_for_consent_are_refused_and_write_nothing(portal):
-    genuine = ConsentStateSigner.from_config(portal.app.config).dumps("contoso.com")
+    genuine = ConsentStateSigner.from_settings(settings_of(portal.app)).dumps("contoso.com")
     assert genuine is not None
     head, _, signature = genuine.rpartition(".")
     fabrikam, _, _ = signed(TEST_SECRET_KEY, ADMIN_CONSENT_SALT, "fabrikam.com").rpartition(".")
@@ -156,14 +174,14 @@ def test_a_state_signed_before_a_key_rotation_still_counts(portal_with):
     shown = come_back(portal, before_rotation, admin_consent="True")
     assert shown.status_code == 200
     assert [event["tenant"] for event in consent_events(portal)] == ["contoso.com"]
-    link = admin_consent_link(portal.app.config, "contoso.com", None)
+    link = admin_consent_link(settings_of(portal.app), "contoso.com", None)
     assert link is not None
     state = parse_qs(urlsplit(link).query)["state"][0]
     assert ConsentStateSigner(new_key).loads(state) == "contoso.com"  # signed with the new key
 
 
 def test_consent_returns_are_rate_limited_per_client(portal):
-    state = ConsentStateSigner.from_config(portal.app.config).dumps("contoso.com")
+    state = ConsentStateSigner.from_settings(settings_of(portal.app)).dumps("contoso.com")
     assert state is not None
     answers = [come_back(portal, state, admin_consent="True") for _ in range(11)]
     assert [answer.status_code for answer in answers[:10]] == [200] * 10
@@ -177,6 +195,6 @@ def test_consent_returns_are_rate_limited_per_client(portal):
 
 
 def test_a_tenant_too_long_for_a_state_gets_no_link(app):
-    assert admin_consent_link(app.config, "contoso.com", None) is not None
+    assert admin_consent_link(settings_of(app), "contoso.com", None) is not None
     tenant = "t" + "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(120))
-    assert admin_consent_link(app.config, tenant, None) is None
+    assert admin_consent_link(settings_of(app), tenant, None) is None

@@ -8,8 +8,15 @@ from admin_support import add_account, login, make_admin
 
 from portal.admin.chart import bar_chart
 
-PAGES = ("/admin/", "/admin/accounts", "/admin/accounts/v2-1", "/admin/breakdown/tenant",
-         "/admin/breakdown/domain", "/admin/password", "/admin/login")  # fmt: skip
+PAGES = (
+    "/admin/",
+    "/admin/accounts",
+    "/admin/accounts/v2-1",
+    "/admin/breakdown/tenant",
+    "/admin/breakdown/domain",
+    "/admin/password",
+    "/admin/login",
+)
 
 
 def test_pages_have_no_script_and_no_inline_style(app):

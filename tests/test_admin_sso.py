@@ -27,10 +27,15 @@ def issuer() -> Iterator[tuple[LocalIssuer, str]]:
 @pytest.fixture
 def sso_app(make_app, issuer) -> Flask:
     local, url = issuer
-    return upgraded(make_app(
-        OIDC_ISSUER=url, OIDC_CLIENT_ID=local.client_id, OIDC_CLIENT_SECRET=local.client_secret,
-        OIDC_ALLOWED="boss@example.com,@ops.example", OIDC_ROLE="operator",
-    ))  # fmt: skip
+    return upgraded(
+        make_app(
+            OIDC_ISSUER=url,
+            OIDC_CLIENT_ID=local.client_id,
+            OIDC_CLIENT_SECRET=local.client_secret,
+            OIDC_ALLOWED="boss@example.com,@ops.example",
+            OIDC_ROLE="operator",
+        )
+    )
 
 
 def sign_in(app: Flask, client, issuer: LocalIssuer, user: dict) -> object:
@@ -45,10 +50,13 @@ def sign_in(app: Flask, client, issuer: LocalIssuer, user: dict) -> object:
     return client.get(f"{back.path}?{back.query}")
 
 
-@pytest.mark.parametrize("user", [
-    {"sub": "s-1", "email": "boss@example.com"},
-    {"sub": "s-2", "preferred_username": "Night.Shift@OPS.example"},  # Entra's usual claim
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"sub": "s-1", "email": "boss@example.com"},
+        {"sub": "s-2", "preferred_username": "Night.Shift@OPS.example"},  # Entra's usual claim
+    ],
+)
 def test_allowed_addresses_and_domains_get_in(sso_app, issuer, user):
     client = sso_app.test_client()
     response = sign_in(sso_app, client, issuer[0], user)
@@ -60,11 +68,14 @@ def test_allowed_addresses_and_domains_get_in(sso_app, issuer, user):
         assert admin.sso_subject.endswith(f"|{user['sub']}")
 
 
-@pytest.mark.parametrize("user", [
-    {"sub": "s-3", "email": "stranger@example.com"},
-    {"sub": "s-4", "email": "boss@example.com", "email_verified": False},
-    {"sub": "s-5", "email": "x@evil-ops.example"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"sub": "s-3", "email": "stranger@example.com"},
+        {"sub": "s-4", "email": "boss@example.com", "email_verified": False},
+        {"sub": "s-5", "email": "x@evil-ops.example"},
+    ],
+)
 def test_other_addresses_are_refused(sso_app, issuer, user, caplog):
     client = sso_app.test_client()
     response = sign_in(sso_app, client, issuer[0], user)

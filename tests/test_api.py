@@ -21,10 +21,16 @@ from portal.models import ApiToken, utcnow
 @pytest.fixture
 def api_app(db_app: Flask) -> Flask:
     for n in range(7):
-        add_account(db_app, f"v2-{n}", status="completed" if n % 2 else "invited",
-                    grant_id=f"grant-{n}", plugin=None if n == 6 else "microsoft-graph",
-                    tenant="fabrikam.example" if n > 4 else "contoso.example",
-                    outcome="updated" if n % 2 else None, completed_at=utcnow() if n % 2 else None)  # fmt: skip
+        add_account(
+            db_app,
+            f"v2-{n}",
+            status="completed" if n % 2 else "invited",
+            grant_id=f"grant-{n}",
+            plugin=None if n == 6 else "microsoft-graph",
+            tenant="fabrikam.example" if n > 4 else "contoso.example",
+            outcome="updated" if n % 2 else None,
+            completed_at=utcnow() if n % 2 else None,
+        )
     return db_app
 
 
@@ -114,8 +120,9 @@ def test_api_conforms_to_its_openapi_document(api_app, token):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def conforms(case):
             case.call_and_validate(headers=auth)
 

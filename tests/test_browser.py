@@ -23,9 +23,10 @@ from browser_support import (
 )
 from flow_support import EWS_PASSWORD
 
-from portal.db import db
+from portal.db import db, session_factory
+from portal.extensions import settings_of
 from portal.handlers import build_worker
-from portal.mail.backends import backend_from_config
+from portal.mail.backends import backend_from_settings
 from portal.mail.campaign import queue_invites
 from portal.models import Admin, AdminRole, utcnow
 from portal.plugins import plugin_registry
@@ -62,28 +63,39 @@ def mailbox_portal(make_app: Any, nylas_emulator: Any, tmp_path: Path) -> Iterat
 
     mail_dir = tmp_path / "mail"
     for portal in serve_portal(
-        nylas_emulator, make_app, tmp_path, DEMO=True, MAIL_BACKEND="file",
-        MAIL_FILE_DIR=str(mail_dir), COMPANY_NAME="Contoso", REMINDER_DAYS="none",
-    ):  # fmt: skip
+        nylas_emulator,
+        make_app,
+        tmp_path,
+        DEMO=True,
+        MAIL_BACKEND="file",
+        MAIL_FILE_DIR=str(mail_dir),
+        COMPANY_NAME="Contoso",
+        REMINDER_DAYS="none",
+    ):
         app = portal.app
         with app.app_context():
             from portal.admin.auth import hash_password
 
-            db.session.add(Admin(email=ADMIN_EMAIL, role=AdminRole.OPERATOR,
-                                 password_hash=hash_password(ADMIN_PASSWORD)))  # fmt: skip
+            db.session.add(
+                Admin(
+                    email=ADMIN_EMAIL,
+                    role=AdminRole.OPERATOR,
+                    password_hash=hash_password(ADMIN_PASSWORD),
+                )
+            )
             db.session.commit()
-            queue_invites(db.transaction, app.config, plugin_registry().names, limit=None,
-                          now=utcnow())  # fmt: skip
+            queue_invites(
+                db.transaction, settings_of(app), plugin_registry().names, limit=None, now=utcnow()
+            )
         send_mail(app)
         yield portal
 
 
 def send_mail(app: Any) -> None:
+    settings = settings_of(app)
     with app.app_context():
-        backend = backend_from_config(app.config)
-        build_worker(app.config, app.extensions["reauth_db"], plugin_registry(app), backend).run(
-            once=True
-        )
+        backend = backend_from_settings(settings)
+        build_worker(settings, session_factory(app), plugin_registry(app), backend).run(once=True)
 
 
 def shoot(page: Page, name: str) -> None:
@@ -111,8 +123,9 @@ def open_invitation(page: Page, portal: Any, email: str) -> None:
     ],
     ids=["microsoft-graph", "ews-password", "microsoft-personal"],
 )
-def test_invitation_to_success_page(page: Page, mailbox_portal: Any, email: str,
-                                    password: str | None, shot: str) -> None:  # fmt: skip
+def test_invitation_to_success_page(
+    page: Page, mailbox_portal: Any, email: str, password: str | None, shot: str
+) -> None:
     open_invitation(page, mailbox_portal, email)
     expect(page.get_by_text(email).first).to_be_visible()
     if shot == "graph":
@@ -129,12 +142,16 @@ def test_invitation_to_success_page(page: Page, mailbox_portal: Any, email: str,
 
 
 def account_id_for(email: str) -> str:
-    return {"grace@contoso.com": "v2-graph-1", "alan@corp.example.org": "v2-ews-1",
-            "edsger@outlook.com": "v2-pers-1"}[email]  # fmt: skip
+    return {
+        "grace@contoso.com": "v2-graph-1",
+        "alan@corp.example.org": "v2-ews-1",
+        "edsger@outlook.com": "v2-pers-1",
+    }[email]
 
 
-def test_expired_link_leads_to_the_renew_flow(make_app: Any, nylas_emulator: Any,
-                                              tmp_path: Path, page: Page) -> None:  # fmt: skip
+def test_expired_link_leads_to_the_renew_flow(
+    make_app: Any, nylas_emulator: Any, tmp_path: Path, page: Page
+) -> None:
     from flow_support import serve_portal
 
     for portal in serve_portal(nylas_emulator, make_app, tmp_path, LINK_MAX_AGE=1):

@@ -33,10 +33,15 @@ def post_login(app: Any, headers: dict[str, str], host: str = "portal.example.co
 def sign_in(client: Any, headers: dict[str, str], host: str) -> Any:
     page = client.get("/admin/login", base_url=f"https://{host}")
     return client.post(
-        "/admin/login", base_url=f"https://{host}", headers=headers,
-        data={"email": "ops@example.com", "password": PASSWORD,
-              "csrf_token": csrf_token_from(page.get_data(as_text=True))},
-    )  # fmt: skip
+        "/admin/login",
+        base_url=f"https://{host}",
+        headers=headers,
+        data={
+            "email": "ops@example.com",
+            "password": PASSWORD,
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+        },
+    )
 
 
 @pytest.mark.parametrize(
@@ -84,7 +89,12 @@ def test_plain_http_development_needs_no_origin(make_app: Any) -> None:
     make_admin(app)
     client = app.test_client()
     page = client.get("/admin/login")
-    answer = client.post("/admin/login", data={
-        "email": "ops@example.com", "password": PASSWORD,
-        "csrf_token": csrf_token_from(page.get_data(as_text=True))})  # fmt: skip
+    answer = client.post(
+        "/admin/login",
+        data={
+            "email": "ops@example.com",
+            "password": PASSWORD,
+            "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+        },
+    )
     assert answer.status_code == 303

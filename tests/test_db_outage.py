@@ -71,9 +71,11 @@ def test_a_callback_cut_while_exchanging_is_completed_by_reconciliation(
     proxy: DatabaseProxy, portal_with: Any, receiver: tuple[Receiver, str]
 ) -> None:
     portal = portal_with(
-        DATABASE_URL=proxy.database_url, APP_WEBHOOK_URL=receiver[1],
-        APP_WEBHOOK_SECRET=APP_SECRET, RECONCILE_GRACE_SECONDS=0,
-    )  # fmt: skip
+        DATABASE_URL=proxy.database_url,
+        APP_WEBHOOK_URL=receiver[1],
+        APP_WEBHOOK_SECRET=APP_SECRET,
+        RECONCILE_GRACE_SECONDS=0,
+    )
     browser = Browser()
     start = browser.press_continue(portal.invite_link("v2-graph-1"))
     params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
@@ -101,8 +103,10 @@ def test_a_callback_cut_while_exchanging_is_completed_by_reconciliation(
     assert result.exit_code == 0, result.output
     account = portal.account("v2-graph-1")
     assert (account.status, account.grant_id, account.outcome) == (
-        "completed", "g-grace", "updated",
-    )  # fmt: skip
+        "completed",
+        "g-grace",
+        "updated",
+    )
     count, queued = completions(portal)
     assert count == 1 and [row.status for row in queued] == ["sent"]
     (reconciled,) = events(portal, "attempt.reconciled")
@@ -188,9 +192,12 @@ def worker_env(app: Flask, server: SmtpServer, tmp_path: Path, **extra: str) -> 
 
 def start_worker(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], Output]:
     process = subprocess.Popen(
-        [REAUTH, "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [REAUTH, "worker", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     return process, Output(process.stderr)
 
 

@@ -49,14 +49,21 @@ def load_example() -> ModuleType:
 example = load_example()
 GoogleExamplePlugin = example.GoogleExamplePlugin
 ADA = sample_account(
-    "ada@gmail.com", "gmail", authentication_type="oauth", scopes="email",
-    grant_id="g-ada", grant_status="invalid",
-)  # fmt: skip
+    "ada@gmail.com",
+    "gmail",
+    authentication_type="oauth",
+    scopes="email",
+    grant_id="g-ada",
+    grant_status="invalid",
+)
 WORKSPACE = sample_account("Linus@Example.org", "google", authentication_type="oauth")
 READY = sample_account(
-    "ready@gmail.com", "gmail", scopes="https://www.googleapis.com/auth/gmail.modify",
-    grant_id="g-ready", grant_status="valid",
-)  # fmt: skip
+    "ready@gmail.com",
+    "gmail",
+    scopes="https://www.googleapis.com/auth/gmail.modify",
+    grant_id="g-ready",
+    grant_status="valid",
+)
 
 
 class TestGoogleExampleContract(PluginContract):

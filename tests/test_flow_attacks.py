@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import TEST_SECRET_KEY
+from conftest import TEST_SECRET_KEY, reconfigure
 from flow_support import (
     Browser,
     Portal,
@@ -28,6 +28,7 @@ from sqlalchemy import func, select, update
 
 from portal.accounts.links import link_url, reissue_invite, revoke_invite
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, Attempt, Event, Invite, utcnow
 from portal.signing import INVITE_LINK_SALT, LinkSigner, new_secret
 
@@ -145,7 +146,7 @@ def test_rotated_key_keeps_old_links_until_the_old_key_is_dropped(portal_with):
     assert browser.open(old_link).status_code == 200
     assert browser.press_continue(old_link).status_code == 303
 
-    portal.app.config["SECRET_KEY_FALLBACKS"] = []
+    reconfigure(portal.app, SECRET_KEY_FALLBACKS=[])
     assert_link_refused(portal, old_link, 404)
     assert Browser().open(new_link).status_code == 200
 
@@ -154,9 +155,9 @@ def test_superseded_and_revoked_links_are_gone(portal):
     first = portal.invite_link("v2-graph-1")
     with portal.app.app_context():
         invite = db.session.get_one(Invite, invite_of(portal, "v2-graph-1").id)
-        reissue_invite(db.session, portal.app.config, invite, actor="test")
+        reissue_invite(db.session, settings_of(portal.app), invite, actor="test")
         db.session.commit()
-        second = link_url(portal.app.config, invite)
+        second = link_url(settings_of(portal.app), invite)
     assert_link_refused(portal, first, 410)
     assert "replaced" in Browser().open(first).text
     assert Browser().open(second).status_code == 200
@@ -386,29 +387,44 @@ def test_no_response_redirects_off_site(portal):
     assert landing.status_code == 200
     assert_safe(portal, landing)
     start = browser.http.post(
-        link, data={"csrf_token": csrf_token(landing.text), "next": f"https://{EVIL}"},
-        headers=FORGED, allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        link,
+        data={"csrf_token": csrf_token(landing.text), "next": f"https://{EVIL}"},
+        headers=FORGED,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert start.status_code == 303
     assert_safe(portal, start)
     params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
 
     callback = browser.http.get(
-        f"{portal.url}/oauth/callback", params={**params, "next": f"https://{EVIL}/x"},
-        headers=FORGED, allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        f"{portal.url}/oauth/callback",
+        params={**params, "next": f"https://{EVIL}/x"},
+        headers=FORGED,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert callback.status_code == 303
     assert callback.headers["Location"] == "/r/result"
-    for path in ("/r/result?next=https://evil.example", "/r/result?next=//evil.example",
-                 "/r/renew?next=https://evil.example", "//evil.example/", "/r/"):  # fmt: skip
+    for path in (
+        "/r/result?next=https://evil.example",
+        "/r/result?next=//evil.example",
+        "/r/renew?next=https://evil.example",
+        "//evil.example/",
+        "/r/",
+    ):
         answer = browser.http.get(portal.url + path, headers=FORGED, allow_redirects=False)
         assert_safe(portal, answer)
     renew = browser.http.post(
         f"{portal.url}/r/renew?next=https://{EVIL}",
-        data={"csrf_token": csrf_token(browser.open(f"{portal.url}/r/renew").text),
-              "email": "grace@contoso.com"},
-        headers=FORGED, allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        data={
+            "csrf_token": csrf_token(browser.open(f"{portal.url}/r/renew").text),
+            "email": "grace@contoso.com",
+        },
+        headers=FORGED,
+        allow_redirects=False,
+        timeout=10,
+    )
     assert_safe(portal, renew)
 
 
@@ -417,9 +433,12 @@ def test_forged_host_changes_neither_redirect_uri_nor_links(portal):
     link = portal.invite_link("v2-graph-1")
     landing = browser.http.get(link, headers=FORGED, timeout=10)
     start = browser.http.post(
-        link, data={"csrf_token": csrf_token(landing.text)}, headers=FORGED,
-        allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        link,
+        data={"csrf_token": csrf_token(landing.text)},
+        headers=FORGED,
+        allow_redirects=False,
+        timeout=10,
+    )
     query = parse_qs(urlsplit(start.headers["Location"]).query)
     assert query["redirect_uri"] == [f"{portal.url}/oauth/callback"]
     params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
@@ -434,7 +453,7 @@ def test_forged_host_changes_neither_redirect_uri_nor_links(portal):
     with portal.app.test_request_context(
         "/r/renew", base_url=f"https://{EVIL}", headers={"X-Forwarded-Host": EVIL}
     ):
-        built = link_url(portal.app.config, invite)
+        built = link_url(settings_of(portal.app), invite)
     assert built.startswith(f"{portal.url}/r/")
 
 
@@ -445,9 +464,11 @@ def renew(portal: Portal, address: str) -> requests.Response:
     browser = Browser()
     form = browser.open(f"{portal.url}/r/renew")
     return browser.http.post(
-        f"{portal.url}/r/renew", data={"csrf_token": csrf_token(form.text), "email": address},
-        allow_redirects=False, timeout=10,
-    )  # fmt: skip
+        f"{portal.url}/r/renew",
+        data={"csrf_token": csrf_token(form.text), "email": address},
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def without_csrf(html: str) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from portal.accounts.links import link_url, reissue_invite
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Attempt, Invite
 
 NYLAS_WEBHOOK_SECRET = "nylas-webhook-secret-5f0c2a9e7d"
@@ -46,10 +47,13 @@ def request_log() -> Iterator[io.StringIO]:
 @pytest.fixture
 def logged_portal(nylas_emulator, make_app, tmp_path) -> Iterator[Portal]:
     yield from serve_portal(
-        nylas_emulator, make_app, tmp_path,
-        NYLAS_WEBHOOK_SECRETS=[NYLAS_WEBHOOK_SECRET], APP_WEBHOOK_SECRET=APP_WEBHOOK_SECRET,
+        nylas_emulator,
+        make_app,
+        tmp_path,
+        NYLAS_WEBHOOK_SECRETS=[NYLAS_WEBHOOK_SECRET],
+        APP_WEBHOOK_SECRET=APP_WEBHOOK_SECRET,
         APP_WEBHOOK_URL="http://127.0.0.1:9/hooks/reauth",
-    )  # fmt: skip
+    )
 
 
 class Secrets:
@@ -57,9 +61,12 @@ class Secrets:
 
     def __init__(self, portal: Portal) -> None:
         self.values: set[str] = {
-            portal.emulator.api_key, EWS_PASSWORD, NYLAS_WEBHOOK_SECRET, APP_WEBHOOK_SECRET,
+            portal.emulator.api_key,
+            EWS_PASSWORD,
+            NYLAS_WEBHOOK_SECRET,
+            APP_WEBHOOK_SECRET,
             TEST_SECRET_KEY,
-        }  # fmt: skip
+        }
 
     def link(self, link: str) -> str:
         self.values.add(link.rsplit("/r/", 1)[1])
@@ -110,18 +117,22 @@ def test_no_secret_reaches_any_log_line(logged_portal, caplog, request_log):
     other = sign_in(portal, secrets, browser, "v2-graph-1", email="grace@contoso.com")
     browser.finish(portal.url, {"code": other["code"], "state": params["state"]})
     params = sign_in(
-        portal, secrets, browser, "v2-graph-1", scenario="different_mailbox",
+        portal,
+        secrets,
+        browser,
+        "v2-graph-1",
+        scenario="different_mailbox",
         other_email="mallory@contoso.com",
-    )  # fmt: skip
+    )
     browser.finish(portal.url, params)
     browser.callback(portal.url, {"code": "x" * 40, "state": "y" * 40})
 
     stale = secrets.link(portal.invite_link("v2-graph-1"))
     with portal.app.app_context():
         invite = db.session.scalars(select(Invite).order_by(Invite.id.desc()).limit(1)).one()
-        reissue_invite(db.session, portal.app.config, invite, actor="test")
+        reissue_invite(db.session, settings_of(portal.app), invite, actor="test")
         db.session.commit()
-        secrets.link(link_url(portal.app.config, invite))
+        secrets.link(link_url(settings_of(portal.app), invite))
     assert browser.open(stale).status_code == 410
     assert browser.open(stale[:-5]).status_code == 404
     assert browser.http.post(stale, data={}, allow_redirects=False).status_code == 400

@@ -13,6 +13,7 @@ from mail_fixtures import add_account, mail_settings
 from sqlalchemy import func, select
 
 from portal.db import db
+from portal.extensions import settings_of
 from portal.mail.campaign import (
     in_quiet_hours,
     invite_account,
@@ -37,11 +38,15 @@ def campaign_app(
     database_url: str, make_app: Callable[..., Flask], nylas_emulator: EmulatorServer
 ) -> Flask:
     # database_url first: its schema is dropped after make_app disposed the engine.
-    app = upgraded(make_app(
-        DATABASE_URL=database_url, NYLAS_API_URI=nylas_emulator.url,
-        NYLAS_API_KEY=nylas_emulator.api_key, NYLAS_CLIENT_ID=nylas_emulator.client_id,
-        **mail_settings(),
-    ))  # fmt: skip
+    app = upgraded(
+        make_app(
+            DATABASE_URL=database_url,
+            NYLAS_API_URI=nylas_emulator.url,
+            NYLAS_API_KEY=nylas_emulator.api_key,
+            NYLAS_CLIENT_ID=nylas_emulator.client_id,
+            **mail_settings(),
+        )
+    )
     with app.app_context(), db.transaction() as session:
         for number in range(3):
             add_account(session, f"graph{number}@contoso.com")
@@ -53,9 +58,10 @@ def campaign_app(
 
 def ready(emulator: EmulatorServer) -> None:
     emulator.state.add_connector(
-        "microsoft", settings={"client_id": AZURE_APP, "client_secret": "s", "tenant": "common"},
+        "microsoft",
+        settings={"client_id": AZURE_APP, "client_secret": "s", "tenant": "common"},
         scope=GOOD_SCOPES,
-    )  # fmt: skip
+    )
     emulator.state.add_connector("ews", scope=["ews.messages", "ews.calendars"])
 
 
@@ -112,16 +118,16 @@ def sent_invite(app: Flask, status: str = "invited") -> int:
     """An account invited and mailed at T0; return the invite id."""
     with app.app_context(), db.transaction() as session:
         account = add_account(session, "ada@example.com")
-        invite_account(session, app.config, account, T0)
+        invite_account(session, settings_of(app), account, T0)
         invite = session.scalars(select(Invite)).one()
-        record_first_send(session, app.config, invite.id, account.id, T0)
+        record_first_send(session, settings_of(app), invite.id, account.id, T0)
         account.status = status
         return invite.id
 
 
 def remind(app: Flask, at: datetime) -> int:
     with app.app_context(), db.transaction() as session:
-        return queue_due_reminders(session, app.config, now=at)
+        return queue_due_reminders(session, settings_of(app), now=at)
 
 
 def test_reminders_follow_the_cadence_once_each(reminder_app: Callable[..., Flask]) -> None:
@@ -167,10 +173,10 @@ def test_quiet_hours_hold_reminders(reminder_app: Callable[..., Flask]) -> None:
     app = reminder_app(QUIET_HOURS="22-7", QUIET_TIMEZONE="Europe/Berlin")
     sent_invite(app)
     night = datetime(2026, 3, 5, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
-    assert in_quiet_hours(night, app.config)
+    assert in_quiet_hours(night, settings_of(app))
     assert remind(app, night) == 0
     morning = datetime(2026, 3, 6, 6, 30, tzinfo=UTC)  # 07:30 in Berlin
-    assert not in_quiet_hours(morning, app.config)
+    assert not in_quiet_hours(morning, settings_of(app))
     assert remind(app, morning) == 1
 
 

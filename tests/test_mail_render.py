@@ -14,14 +14,22 @@ from mail_fixtures import BASE_URL, add_account, mail_settings, run_worker
 from sqlalchemy import select
 
 from portal.db import db
+from portal.extensions import settings_of
 from portal.mail.campaign import invite_account
 from portal.mail.message import message_id_for, sanitize_header
 from portal.models import OutboxMessage, utcnow
 
 EXPECTED_HEADERS = {
-    "Subject", "From", "To", "Reply-To", "Date", "Message-ID", "Auto-Submitted",
-    "MIME-Version", "Content-Type",
-}  # fmt: skip
+    "Subject",
+    "From",
+    "To",
+    "Reply-To",
+    "Date",
+    "Message-ID",
+    "Auto-Submitted",
+    "MIME-Version",
+    "Content-Type",
+}
 
 
 @pytest.fixture
@@ -35,7 +43,7 @@ def file_app(make_app, tmp_path: Path) -> Flask:  # type: ignore[no-untyped-def]
 def send_one(app: Flask, tmp_path: Path, name: str, email: str = "ada@example.com") -> bytes:
     with app.app_context(), db.transaction() as session:
         account = add_account(session, email, name=name)
-        invite_account(session, app.config, account, utcnow())
+        invite_account(session, settings_of(app), account, utcnow())
     assert run_worker(app).sent == 1
     [path] = sorted((tmp_path / "mail").glob("*.eml"))
     return path.read_bytes()
@@ -100,7 +108,7 @@ def test_sanitize_header(raw: str | None, clean: str) -> None:
 def test_reminders_say_so_in_the_subject(file_app: Flask, tmp_path: Path) -> None:
     with file_app.app_context(), db.transaction() as session:
         account = add_account(session, "ada@example.com")
-        invite_account(session, file_app.config, account, utcnow())
+        invite_account(session, settings_of(file_app), account, utcnow())
     run_worker(file_app)
     run_worker(file_app, clock=lambda: utcnow() + timedelta(days=3, minutes=1))
     subjects = sorted(

@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from portal.accounts.links import issue_invite
 from portal.db import db
+from portal.extensions import settings_of
 from portal.mail.backends import Envelope, SmtpBackend
 from portal.mail.campaign import invite_account
 from portal.models import Account, Event, Invite, OutboxMessage, utcnow
@@ -36,7 +37,7 @@ def invite(app: Flask, *addresses: str, status: str = "new", created: Any = None
     with app.app_context(), db.transaction() as session:
         for address in addresses:
             account = add_account(session, address, status=status)
-            invite_account(session, app.config, account, created or utcnow())
+            invite_account(session, settings_of(app), account, created or utcnow())
 
 
 def later(hours: float) -> Callable[[], Any]:
@@ -120,14 +121,17 @@ def test_one_refused_recipient_fails_alone(mail_app: Flask, smtp_server: SmtpSer
     assert statuses["bad@example.com"] == "failed"
     assert {s for r, s in statuses.items() if r != "bad@example.com"} == {"sent"}
     assert sorted(r for item in smtp_server.handler.received for r in item.recipients) == [
-        "also-good@example.com", "good@example.com"]  # fmt: skip
+        "also-good@example.com",
+        "good@example.com",
+    ]
 
 
 def test_the_smtp_backend_returns_the_refused_part_of_a_partial_acceptance(
-    app: Flask, smtp_server: SmtpServer
+    make_app: Callable[..., Flask], smtp_server: SmtpServer
 ) -> None:
     smtp_server.handler.plan("bad@example.com", "rcpt 550 5.1.1 unknown")
-    backend = SmtpBackend(mail_settings(smtp_server, SMTP_USERNAME=None, SMTP_PASSWORD=None))
+    app = make_app(**mail_settings(smtp_server, SMTP_USERNAME=None, SMTP_PASSWORD=None))
+    backend = SmtpBackend(settings_of(app))
     message = __import__("email.message").message.EmailMessage()
     message["Message-ID"] = "<partial@test>"
     message.set_content("hello")
@@ -181,9 +185,16 @@ def test_mail_to_accounts_that_no_longer_need_it_is_skipped(
 def test_kinds_without_a_handler_are_left_alone(mail_app: Flask, smtp_server: SmtpServer) -> None:
     with mail_app.app_context(), db.transaction() as session:
         account = add_account(session, "ada@example.com")
-        session.add(OutboxMessage(kind="sms", idempotency_key="sms:1", recipient="+15550100",
-                                  account_pk=account.id, payload={}))  # fmt: skip
-        issue_invite(session, mail_app.config, account, actor="test")
+        session.add(
+            OutboxMessage(
+                kind="sms",
+                idempotency_key="sms:1",
+                recipient="+15550100",
+                account_pk=account.id,
+                payload={},
+            )
+        )
+        issue_invite(session, settings_of(mail_app), account, actor="test")
     run_worker(mail_app)
     [row] = outbox_rows(mail_app)
     assert (row.kind, row.status, row.attempts) == ("sms", "pending", 0)
@@ -254,12 +265,18 @@ def test_a_row_nobody_prepared_is_prepared_once_by_the_worker(
     smtp_server.handler.plan("ada@example.com", "drop")
     with mail_app.app_context(), db.transaction() as session:
         account = add_account(session, "ada@example.com", status="invited")
-        issued = issue_invite(session, mail_app.config, account, actor="test")
-        session.add(OutboxMessage(
-            kind="email", idempotency_key=f"invite:{issued.id}:{issued.nonce}",
-            account_pk=account.id, invite_id=issued.id, recipient=account.email,
-            template="invite", payload={"reason": "renew"},
-        ))  # fmt: skip
+        issued = issue_invite(session, settings_of(mail_app), account, actor="test")
+        session.add(
+            OutboxMessage(
+                kind="email",
+                idempotency_key=f"invite:{issued.id}:{issued.nonce}",
+                account_pk=account.id,
+                invite_id=issued.id,
+                recipient=account.email,
+                template="invite",
+                payload={"reason": "renew"},
+            )
+        )
     assert run_worker(mail_app).retried == 1  # dropped after DATA: the server has it
     row = stored(mail_app, "ada@example.com")
     wire = row.payload["wire"]
@@ -279,13 +296,13 @@ def test_a_link_reissued_after_queueing_is_rendered_again(
     before = stored(mail_app, "ada@example.com")
     with mail_app.app_context(), db.transaction() as session:
         current = session.scalars(select(Invite)).one()
-        reissue_invite(session, mail_app.config, current, actor="test")
+        reissue_invite(session, settings_of(mail_app), current, actor="test")
         nonce = current.nonce
     assert nonce != before.payload["nonce"]
     assert run_worker(mail_app).sent == 1
     [data] = received_by(smtp_server, "ada@example.com")
     assert not same_bytes(data, before.payload["wire"])
-    claims = LinkSigner.from_config(mail_app.config).loads(link_claims(data))
+    claims = LinkSigner.from_settings(settings_of(mail_app)).loads(link_claims(data))
     assert claims.nonce == nonce
     after = stored(mail_app, "ada@example.com")
     assert after.message_id == before.message_id and after.payload["nonce"] == nonce
@@ -308,7 +325,7 @@ def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
 ) -> None:
     from portal.db import EXTENSION_KEY
     from portal.handlers import handler_table
-    from portal.mail.backends import backend_from_config
+    from portal.mail.backends import backend_from_settings
     from portal.outbox.queue import SENT, DeliveryOutcome, claim_batch
     from portal.outbox.worker import Worker
     from portal.plugins import plugin_registry
@@ -316,9 +333,11 @@ def test_a_batch_with_a_lost_lease_records_only_the_rows_still_owned(
     invite(mail_app, "ada@example.com", "grace@example.com")
     with mail_app.app_context():
         factory = mail_app.extensions[EXTENSION_KEY]
-        handlers = handler_table(mail_app.config, plugin_registry(mail_app),
-                                 backend_from_config(mail_app.config))  # fmt: skip
-        worker = Worker(mail_app.config, factory, handlers, [])
+        settings = settings_of(mail_app)
+        handlers = handler_table(
+            settings, plugin_registry(mail_app), backend_from_settings(settings)
+        )
+        worker = Worker(settings, factory, handlers, [])
         with factory() as session:
             claims = claim_batch(session, kinds=["email"], limit=10, lease_seconds=60, now=utcnow())
         with factory.begin() as session:  # another worker re-claimed grace's row

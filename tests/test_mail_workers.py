@@ -62,8 +62,13 @@ def test_a_killed_worker_loses_nothing_and_duplicates_at_most_its_batch(
     seed_queue(queue_app, 300)
     smtp_server.handler.delay = 0.01
     batch = 40
-    env = worker_env(queue_app, smtp_server, tmp_path, REAUTH_MAIL_BATCH_SIZE=str(batch),
-                     REAUTH_OUTBOX_LEASE_SECONDS="2")  # fmt: skip
+    env = worker_env(
+        queue_app,
+        smtp_server,
+        tmp_path,
+        REAUTH_MAIL_BATCH_SIZE=str(batch),
+        REAUTH_OUTBOX_LEASE_SECONDS="2",
+    )
     victim = subprocess.Popen(
         [REAUTH, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

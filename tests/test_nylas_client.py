@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from html import unescape
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
 
+from portal.config import load_settings
 from portal.nylas import (
     NylasAuthError,
     NylasError,
@@ -23,6 +26,7 @@ from portal.nylas import (
     RetryPolicy,
     parse_retry_after,
 )
+from portal.settings import Settings
 from portal.testing.emulator import EmulatorServer
 
 REDIRECT_URI = "http://127.0.0.1:5000/oauth/callback"
@@ -455,16 +459,19 @@ def test_webhooks_create_list_rotate(gateway: NylasGateway, nylas_emulator: Emul
     assert rotated.webhook_secret and rotated.webhook_secret != first
 
 
-def test_from_config_reads_the_portal_settings(nylas_emulator: EmulatorServer) -> None:
-    gateway = NylasGateway.from_config(
-        {
-            "NYLAS_API_KEY": nylas_emulator.api_key,
-            "NYLAS_CLIENT_ID": nylas_emulator.client_id,
-            "NYLAS_API_URI": nylas_emulator.url + "/",
-            "NYLAS_TIMEOUT": 3,
-            "OAUTH_REDIRECT_URI": REDIRECT_URI,
-        }
+def test_from_settings_reads_the_portal_settings(
+    nylas_emulator: EmulatorServer, isolated_environment: Path
+) -> None:
+    loaded = Settings.from_config(load_settings(isolated_environment, {"ENV": "testing"}))
+    settings = replace(
+        loaded,
+        nylas_api_key=nylas_emulator.api_key,
+        nylas_client_id=nylas_emulator.client_id,
+        nylas_api_uri=nylas_emulator.url + "/",
+        nylas_timeout=3,
+        oauth_redirect_uri=REDIRECT_URI,
     )
+    gateway = NylasGateway.from_settings(settings)
     assert (gateway.api_uri, gateway.timeout, gateway.redirect_uri) == (
         nylas_emulator.url,
         3,

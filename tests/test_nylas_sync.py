@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from portal.accounts.sync import sync_grants
 from portal.db import db
+from portal.extensions import settings_of
 from portal.models import Account, Event
 from portal.nylas import NylasGateway
 from portal.testing.emulator import EmulatorServer
@@ -145,7 +146,7 @@ def test_sync_pages_through_many_grants(nylas_app: Flask, nylas_emulator: Emulat
     seed_import_grants(nylas_emulator)
     for number in range(45):
         nylas_emulator.state.add_grant(f"extra{number}@contoso.com", "microsoft", "valid")
-    gateway = NylasGateway.from_config(nylas_app.config)
+    gateway = NylasGateway.from_settings(settings_of(nylas_app))
     paged = PagedGateway(gateway, page_size=10)
     seen: list[int] = []
     with nylas_app.app_context():

@@ -9,18 +9,29 @@ from reauth_plugins.microsoft_personal import MicrosoftPersonalPlugin
 from portal.testing.contract import PluginContract, sample_account
 
 GRACE = sample_account(
-    "grace@contoso.com", "office365", authentication_type="oauth", scopes="email calendar",
-    grant_id="g-grace", grant_status="invalid",
-)  # fmt: skip
+    "grace@contoso.com",
+    "office365",
+    authentication_type="oauth",
+    scopes="email calendar",
+    grant_id="g-grace",
+    grant_status="invalid",
+)
 GRAPH_READY = sample_account(
-    "linus@contoso.com", "office365", authentication_type="oauth",
+    "linus@contoso.com",
+    "office365",
+    authentication_type="oauth",
     scopes="https://graph.microsoft.com/Mail.ReadWrite offline_access",
-    grant_id="g-linus", grant_status="valid",
-)  # fmt: skip
+    grant_id="g-linus",
+    grant_status="valid",
+)
 ALAN = sample_account(
-    "alan@corp.example.org", "exchange", authentication_type="password",
-    ews_host="mail.corp.example.org", grant_id="g-alan", grant_status="invalid",
-)  # fmt: skip
+    "alan@corp.example.org",
+    "exchange",
+    authentication_type="password",
+    ews_host="mail.corp.example.org",
+    grant_id="g-alan",
+    grant_status="invalid",
+)
 EDSGER = sample_account("edsger@outlook.com", "outlook", authentication_type="oauth")
 ADA = sample_account("ada@gmail.com", "gmail", authentication_type="oauth")
 

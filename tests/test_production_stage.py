@@ -55,10 +55,15 @@ EXTRA_ACCOUNTS = (
     "v2-graph-3,barbara@contoso.com,office365,oauth,email calendar,,g-barbara,invalid\n"
 )
 EXTRA_PLACEHOLDERS = [
-    {"id": f"g-{name}", "email": f"{name}@contoso.com", "provider": "microsoft",
-     "grant_status": "invalid", "account_id": account_id}
+    {
+        "id": f"g-{name}",
+        "email": f"{name}@contoso.com",
+        "provider": "microsoft",
+        "grant_status": "invalid",
+        "account_id": account_id,
+    }
     for name, account_id in (("linus", "v2-graph-2"), ("barbara", "v2-graph-3"))
-]  # fmt: skip
+]
 TOKEN_IN_PATH = re.compile(r"/r/(?!renew\b|result\b|\[redacted\])[A-Za-z0-9_.\-]{16,}")
 
 if sync_playwright is not None:
@@ -84,19 +89,27 @@ def stage(tmp_path_factory: pytest.TempPathFactory, postgres_server: str | None)
         smtp_relay() as (smtp_port, mail),
         private_schema() as database_url,
     ):
-        ports = StagePorts(https=free_port(), http=free_port(), gunicorn=free_port(),
-                           nylas=free_port(), emulator=urlsplit(emulator.url).port or 0)  # fmt: skip
+        ports = StagePorts(
+            https=free_port(),
+            http=free_port(),
+            gunicorn=free_port(),
+            nylas=free_port(),
+            emulator=urlsplit(emulator.url).port or 0,
+        )
         base_url = f"https://{PUBLIC_HOST}:{ports.https}"
         emulator.add_callback_uri(f"{base_url}/oauth/callback")
-        emulator.state.seed({
-            "grants": PLACEHOLDERS + EXTRA_PLACEHOLDERS,
-            "ews_passwords": {"alan@corp.example.org": EWS_PASSWORD},
-        })  # fmt: skip
+        emulator.state.seed(
+            {
+                "grants": PLACEHOLDERS + EXTRA_PLACEHOLDERS,
+                "ews_passwords": {"alan@corp.example.org": EWS_PASSWORD},
+            }
+        )
         set_up_connectors(emulator)
         logs = folder / "logs"
         logs.mkdir()
-        env = production_env(base_url, database_url, ports, smtp_port, certs, folder / "instance",
-                             emulator)  # fmt: skip
+        env = production_env(
+            base_url, database_url, ports, smtp_port, certs, folder / "instance", emulator
+        )
         stage = Stage(base_url, ports, env, database_url, certs, emulator, mail, logs)
         with serving(stage, folder / "nginx"):  # also the Nylas emulator's TLS front
             prepare_campaign(stage, folder)
@@ -106,9 +119,10 @@ def stage(tmp_path_factory: pytest.TempPathFactory, postgres_server: str | None)
 def set_up_connectors(emulator: EmulatorServer) -> None:
     """The Nylas application as seed steps 1-8 leave it: both connectors on Graph/EWS scopes."""
     emulator.state.add_connector(
-        "microsoft", settings={"client_id": "9a1f5c2e-4b7d-4e0a-8c3f-2d6b1e7a9c40", "tenant": "common"},
+        "microsoft",
+        settings={"client_id": "9a1f5c2e-4b7d-4e0a-8c3f-2d6b1e7a9c40", "tenant": "common"},
         scope=["Mail.ReadWrite", "Mail.Send", "Calendars.ReadWrite", "User.Read", "offline_access"],
-    )  # fmt: skip
+    )
     emulator.state.add_connector("ews", scope=["ews.messages", "ews.calendars"])
 
 
@@ -138,8 +152,9 @@ def browser(stage: Stage) -> Iterator[Browser]:
 
 def new_page(browser: Browser, **viewport: int) -> Iterator[Page]:
     # The certificate is signed by this run's own CA, which Chromium was not given.
-    context = browser.new_context(ignore_https_errors=True,
-                                  viewport={"width": 390, "height": 844, **viewport})  # fmt: skip
+    context = browser.new_context(
+        ignore_https_errors=True, viewport={"width": 390, "height": 844, **viewport}
+    )
     yield context.new_page()
     context.close()
 
@@ -186,9 +201,14 @@ def execute(stage: Stage, statement: str, **params: Any) -> None:
     ids=["microsoft-graph", "ews-password", "microsoft-personal"],
 )
 def test_each_plugin_from_the_email_to_all_done(
-    stage: Stage, phone: Page, account_id: str, email: str, password: str | None,
-    grant_id: str | None, outcome: str,
-) -> None:  # fmt: skip
+    stage: Stage,
+    phone: Page,
+    account_id: str,
+    email: str,
+    password: str | None,
+    grant_id: str | None,
+    outcome: str,
+) -> None:
     phone.goto(stage.link_for(email))
     expect(phone.get_by_text(email).first).to_be_visible()
     phone.get_by_role("button", name="Continue").click()  # the POST that failed behind TLS
@@ -207,8 +227,12 @@ def test_renew_mails_a_fresh_link_over_https(stage: Stage, phone: Page) -> None:
     address = "linus@contoso.com"
     old_link = stage.link_for(address)
     # The invitation went out moments ago; renewal mails at most one link per interval.
-    execute(stage, "UPDATE outbox SET created_at = created_at - :age WHERE recipient = :to",
-            age=timedelta(hours=1), to=address)  # fmt: skip
+    execute(
+        stage,
+        "UPDATE outbox SET created_at = created_at - :age WHERE recipient = :to",
+        age=timedelta(hours=1),
+        to=address,
+    )
     before = stage.mail_count(address)
 
     phone.goto(f"{stage.base_url}/r/renew")

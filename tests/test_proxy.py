@@ -18,9 +18,10 @@ def renew_statuses(app, forwarded_for: list[str]) -> list[int]:
     statuses = []
     for address in forwarded_for:
         answer = client.post(
-            "/r/renew", data={"csrf_token": token, "email": "nobody@contoso.com"},
+            "/r/renew",
+            data={"csrf_token": token, "email": "nobody@contoso.com"},
             headers={"X-Forwarded-For": address},
-        )  # fmt: skip
+        )
         statuses.append(answer.status_code)
     return statuses
 

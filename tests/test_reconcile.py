@@ -23,7 +23,8 @@ from sqlalchemy.engine import make_url
 from test_webhooks_inbound import SECRET, events, outbox, settle
 from test_webhooks_outbound import APP_SECRET, Receiver
 
-from portal.db import EXTENSION_KEY, WRITER_OPTION, db
+from portal.db import WRITER_OPTION, db, session_factory
+from portal.extensions import settings_of
 from portal.journey.flow import UNCONFIRMED, claim_attempt, lock_for_exchange, record_exchanged
 from portal.journey.reconcile import reconcile_stale
 from portal.models import Account, Attempt, utcnow
@@ -33,6 +34,8 @@ from portal.testing.serving import ThreadedServer
 from portal.webhooks.nylas_in import GRANT_TRIGGERS
 
 BROWSER_COOKIE = "reauth_browser"
+# (status, grant_id, outcome) of grace's account once her stuck attempt is recorded
+COMPLETED_BY_GRACE = ("completed", "g-grace", "updated")
 
 
 @dataclass
@@ -108,8 +111,9 @@ def reconcile_now(portal: Portal) -> Any:
 
 def completions(portal: Portal) -> tuple[int, list[Any]]:
     """account.completed events, and the account.completed notifications queued for the app."""
-    queued = [row for row in outbox(portal, "app_webhook") if ":account.completed:" in
-              row.idempotency_key]  # fmt: skip
+    queued = [
+        row for row in outbox(portal, "app_webhook") if ":account.completed:" in row.idempotency_key
+    ]
     return len(events(portal, "account.completed")), queued
 
 
@@ -142,9 +146,8 @@ def test_the_worker_completes_an_attempt_whose_outcome_was_never_recorded(
     reconcile_now(portal)
 
     account = portal.account("v2-graph-1")
-    assert (account.status, account.grant_id, account.outcome, account.completed_via) == (
-        "completed", "g-grace", "updated", "portal",
-    )  # fmt: skip
+    assert (account.status, account.grant_id, account.outcome) == COMPLETED_BY_GRACE
+    assert account.completed_via == "portal"
     attempt = attempt_row(portal, stuck.attempt_id)
     assert attempt.status == "completed" and attempt.grant_id == "g-grace"
     assert attempt.signed_in_email == "grace@contoso.com"
@@ -254,8 +257,10 @@ def test_a_real_result_arriving_after_an_unconfirmed_verdict_still_completes(
         result = current_gateway().exchange_code(stuck.params["code"], attempt.code_verifier)
         account = db.session.get_one(Account, attempt.account_pk)
         db.session.commit()
-        record_exchanged(db.session, portal.app.config, plugin_registry(), account, attempt,
-                         result, utcnow())  # fmt: skip
+        settings = settings_of(portal.app)
+        record_exchanged(
+            db.session, settings, plugin_registry(), account, attempt, result, utcnow()
+        )
 
     attempt = attempt_row(portal, stuck.attempt_id)
     assert attempt.status == "completed" and attempt.error_code is None
@@ -270,9 +275,10 @@ def notify_reauthentication(portal: Portal, email: str) -> None:
     """Nylas tells the portal's webhook that the mailbox signed in again (grant.updated)."""
     state = portal.emulator.state
     state.add_webhook(
-        webhook_url=f"{portal.url}/webhooks/nylas", trigger_types=list(GRANT_TRIGGERS),
+        webhook_url=f"{portal.url}/webhooks/nylas",
+        trigger_types=list(GRANT_TRIGGERS),
         webhook_secret=SECRET,
-    )  # fmt: skip
+    )
     grant = state.find_grant_by_email(email)
     assert grant is not None
     state.dispatcher.emit("grant.updated", dict(grant), reauthentication=True)
@@ -289,8 +295,7 @@ def test_a_grant_updated_notification_completes_a_stale_attempt(
     notify_reauthentication(portal, "grace@contoso.com")
 
     account = portal.account("v2-graph-1")
-    assert (account.status, account.grant_id, account.outcome) == ("completed", "g-grace",
-                                                                   "updated")  # fmt: skip
+    assert (account.status, account.grant_id, account.outcome) == COMPLETED_BY_GRACE
     attempt = attempt_row(portal, stuck.attempt_id)
     assert attempt.status == "completed"
     count, queued = completions(portal)
@@ -321,8 +326,11 @@ def test_a_grant_created_notification_completes_a_stale_attempt_of_a_new_mailbox
     stuck = leave_exchanging(portal, "v2-pers-1", "edsger@outlook.com")
     backdate_exchange(portal, stuck.attempt_id)
     state = portal.emulator.state
-    state.add_webhook(webhook_url=f"{portal.url}/webhooks/nylas",
-                      trigger_types=list(GRANT_TRIGGERS), webhook_secret=SECRET)  # fmt: skip
+    state.add_webhook(
+        webhook_url=f"{portal.url}/webhooks/nylas",
+        trigger_types=list(GRANT_TRIGGERS),
+        webhook_secret=SECRET,
+    )
     grant = state.find_grant_by_email("edsger@outlook.com")
     assert grant is not None
     state.dispatcher.emit("grant.created", dict(grant))
@@ -348,13 +356,14 @@ def recorders(portal: Portal, stuck: Stuck) -> dict[str, Callable[[], None]]:
             attempt = db.session.get_one(Attempt, stuck.attempt_id)
             account = db.session.get_one(Account, attempt.account_pk)
             db.session.commit()
-            record_exchanged(db.session, app.config, plugin_registry(), account, attempt,
-                             result, utcnow())  # fmt: skip
+            record_exchanged(
+                db.session, settings_of(app), plugin_registry(), account, attempt, result, utcnow()
+            )
 
     def worker() -> None:  # a worker's round reconciles it
         with app.app_context():
-            sessions = app.extensions[EXTENSION_KEY]
-            reconcile_stale(sessions, app.config, current_gateway(), plugin_registry(), utcnow())
+            settings, sessions = settings_of(app), session_factory(app)
+            reconcile_stale(sessions, settings, current_gateway(), plugin_registry(), utcnow())
 
     def nylas() -> None:  # the re-authentication notification reaches /webhooks/nylas
         notify_reauthentication(portal, "grace@contoso.com")
@@ -364,8 +373,7 @@ def recorders(portal: Portal, stuck: Stuck) -> dict[str, Callable[[], None]]:
 
 def recorded_once(portal: Portal, stuck: Stuck, receiver: Receiver) -> None:
     account = portal.account("v2-graph-1")
-    assert (account.status, account.grant_id, account.outcome) == ("completed", "g-grace",
-                                                                   "updated")  # fmt: skip
+    assert (account.status, account.grant_id, account.outcome) == COMPLETED_BY_GRACE
     assert attempt_row(portal, stuck.attempt_id).status == "completed"
     count, queued = completions(portal)
     assert count == 1 and len(queued) == 1
@@ -396,11 +404,16 @@ def waiting_on_locks(portal: Portal) -> int:
     if url.get_backend_name() != "postgresql":
         return -1
     with portal.app.app_context(), db.engine.connect() as connection:
-        return int(connection.scalar(
-            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
-                 "AND wait_event_type = 'Lock'"),
-            {"name": url.query["application_name"]},
-        ) or 0)  # fmt: skip
+        return int(
+            connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
+                    "AND wait_event_type = 'Lock'"
+                ),
+                {"name": url.query["application_name"]},
+            )
+            or 0
+        )
 
 
 def test_callback_reconciliation_and_notification_at_once_record_one_completion(
@@ -446,8 +459,11 @@ def test_whoever_records_first_the_others_record_nothing(
 
     ways.pop(first)()
     winner = events(portal, "attempt.reconciled")
-    assert [e.detail["via"] for e in winner] == {"callback": [], "worker": ["lookup"],
-                                                 "nylas": ["webhook"]}[first]  # fmt: skip
+    assert [e.detail["via"] for e in winner] == {
+        "callback": [],
+        "worker": ["lookup"],
+        "nylas": ["webhook"],
+    }[first]
     for later in ways.values():
         later()
 

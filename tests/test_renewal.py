@@ -24,6 +24,7 @@ from mail_fixtures import BASE_URL, SmtpServer, add_account, mail_settings, run_
 from sqlalchemy import event, func, select
 
 from portal.db import EXTENSION_KEY, db
+from portal.extensions import settings_of
 from portal.journey.renewal import RENEW_INTERVAL, RenewalHandler, request_fresh_link
 from portal.mail.campaign import invite_account
 from portal.models import Account, AccountStatus, Event, Invite, OutboxMessage, utcnow
@@ -49,9 +50,11 @@ class Renewer:
 
     def post(self, address: str) -> Any:
         return self.client.post(
-            "/r/renew", base_url=BASE_URL, headers={"Origin": BASE_URL},
+            "/r/renew",
+            base_url=BASE_URL,
+            headers={"Origin": BASE_URL},
             data={"csrf_token": self.token, "email": address},
-        )  # fmt: skip
+        )
 
 
 @contextmanager
@@ -101,19 +104,25 @@ def renewal_rows(app: Flask) -> list[tuple[Any, ...]]:
             tuple(row)
             for row in session.execute(
                 select(
-                    OutboxMessage.recipient, OutboxMessage.account_pk, OutboxMessage.invite_id,
-                    OutboxMessage.template, OutboxMessage.status, OutboxMessage.payload,
+                    OutboxMessage.recipient,
+                    OutboxMessage.account_pk,
+                    OutboxMessage.invite_id,
+                    OutboxMessage.template,
+                    OutboxMessage.status,
+                    OutboxMessage.payload,
                 )
                 .where(OutboxMessage.kind == "renewal")
                 .order_by(OutboxMessage.id)
             )
-        ]  # fmt: skip
+        ]
 
 
 SITUATIONS = {
-    "grace@contoso.com": "invited", "alan@contoso.com": "new",
-    "done@contoso.com": "completed", "bounced@contoso.com": "undeliverable",
-}  # fmt: skip
+    "grace@contoso.com": "invited",
+    "alan@contoso.com": "new",
+    "done@contoso.com": "completed",
+    "bounced@contoso.com": "undeliverable",
+}
 
 
 def seed_campaign(app: Flask, now: datetime) -> dict[str, int]:
@@ -122,7 +131,7 @@ def seed_campaign(app: Flask, now: datetime) -> dict[str, int]:
         accounts = {email: add_account(session, email) for email in SITUATIONS}
         for email, account in accounts.items():
             if SITUATIONS[email] != "new":
-                invite_account(session, app.config, account, now)
+                invite_account(session, settings_of(app), account, now)
         ids = {email: account.id for email, account in accounts.items()}
     run_worker(app, clock=lambda: now)
     with app.app_context(), db.transaction() as session:
@@ -202,8 +211,13 @@ def test_the_worker_mails_only_accounts_a_campaign_reached(
     invitations = links_mailed(smtp_server)
     assert sorted(invitations) == ["bounced@contoso.com", "done@contoso.com", "grace@contoso.com"]
     renewer = Renewer(renew_app)
-    for address in ("Grace@Contoso.com", "alan@contoso.com", "done@contoso.com",
-                    "bounced@contoso.com", "nobody@contoso.com"):  # fmt: skip
+    for address in (
+        "Grace@Contoso.com",
+        "alan@contoso.com",
+        "done@contoso.com",
+        "bounced@contoso.com",
+        "nobody@contoso.com",
+    ):
         assert renewer.post(address).status_code == 200
 
     later = now + RENEW_INTERVAL + timedelta(minutes=1)
@@ -220,8 +234,12 @@ def test_the_worker_mails_only_accounts_a_campaign_reached(
     with renew_app.app_context(), db.transaction() as session:
         alan = session.get_one(Account, ids["alan@contoso.com"])
         assert alan.status == "new"  # invited by the campaign, not by a stranger's request
-        assert session.scalar(select(func.count()).select_from(Invite)
-                              .where(Invite.account_pk == alan.id)) == 0  # fmt: skip
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Invite).where(Invite.account_pk == alan.id)
+            )
+            == 0
+        )
     assert [(row[0], row[4], row[5]) for row in renewal_rows(renew_app)] == [
         ("grace@contoso.com", "sent", {"mailed": 1}),
         ("alan@contoso.com", "sent", {"mailed": 0}),
@@ -249,8 +267,11 @@ def test_the_worker_mails_an_account_at_most_once_per_interval(
     run_worker(renew_app, clock=lambda: now + RENEW_INTERVAL + timedelta(seconds=1))
     mailed = links_mailed(smtp_server)["grace@contoso.com"]
     assert len(mailed) == 2 and mailed[0] == invitation
-    assert [row[5] for row in renewal_rows(renew_app)] == [{"mailed": 0}, {"mailed": 1},
-                                                           {"mailed": 0}]  # fmt: skip
+    assert [row[5] for row in renewal_rows(renew_app)] == [
+        {"mailed": 0},
+        {"mailed": 1},
+        {"mailed": 0},
+    ]
 
 
 # -- crashes and late workers ------------------------------------------------------------------
@@ -260,10 +281,10 @@ def queued_for(app: Flask, email: str, now: datetime) -> RenewalHandler:
     """An invited account (mailed an hour ago) and a renewal request for its address."""
     with app.app_context(), db.transaction() as session:
         account = add_account(session, email)
-        invite_account(session, app.config, account, now - timedelta(hours=1))
+        invite_account(session, settings_of(app), account, now - timedelta(hours=1))
     with app.app_context():
         assert request_fresh_link(db.session, email, now)
-    return RenewalHandler(app.config, app.extensions[EXTENSION_KEY])
+    return RenewalHandler(settings_of(app), app.extensions[EXTENSION_KEY])
 
 
 def claim_renewals(app: Flask, now: datetime) -> list[Any]:

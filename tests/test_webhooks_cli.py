@@ -45,8 +45,11 @@ def test_register_creates_the_destination_and_its_secret_is_accepted(
     (hook,) = portal.emulator.state.webhooks.values()
     assert hook["webhook_url"] == url and hook["status"] == "active"  # the challenge passed
     assert set(hook["trigger_types"]) == {
-        "grant.created", "grant.updated", "grant.deleted", "grant.expired",
-    }  # fmt: skip
+        "grant.created",
+        "grant.updated",
+        "grant.deleted",
+        "grant.expired",
+    }
     (stored,) = stored_destinations(portal)
     assert stored.secret == hook["webhook_secret"] and stored.nylas_webhook_id == hook["id"]
     assert hook["webhook_secret"] not in result.output  # only with --show-secret

@@ -20,12 +20,14 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import reconfigure
 from flow_support import Browser, Portal, db_snapshot, serve_portal
 from sqlalchemy import func, select
 
-from portal.db import db
+from portal.db import db, session_factory
+from portal.extensions import settings_of
 from portal.handlers import build_worker
-from portal.mail.backends import backend_from_config
+from portal.mail.backends import backend_from_settings
 from portal.mail.campaign import invite_account
 from portal.models import Account, Event, NylasNotification, OutboxMessage
 from portal.outbox.worker import WorkerStats
@@ -136,17 +138,17 @@ def post(
 
 def run_worker(portal: Portal) -> WorkerStats:
     """`reauth worker --once` in-process: emails to the file backend, app webhooks over HTTP."""
-    app = portal.app
+    app, settings = portal.app, settings_of(portal.app)
     with app.app_context():
-        backend = backend_from_config(app.config)
-        worker = build_worker(app.config, app.extensions["reauth_db"], plugin_registry(), backend)
+        backend = backend_from_settings(settings)
+        worker = build_worker(settings, session_factory(app), plugin_registry(), backend)
         return worker.run(once=True)
 
 
 def invite(portal: Portal, account_id: str) -> None:
     with portal.app.app_context():
         account = db.session.scalars(select(Account).where(Account.account_id == account_id)).one()
-        invite_account(db.session, portal.app.config, account, account.created_at)
+        invite_account(db.session, settings_of(portal.app), account, account.created_at)
         db.session.commit()
 
 
@@ -388,14 +390,24 @@ def flow_with_its_own_notification(hooked: Portal) -> None:
 
 
 def expired_body(grant_id: str = "g-grace", nid: str | None = None) -> bytes:
-    obj = {"code": 25009, "grant_id": grant_id, "provider": "microsoft",
-           "email": "grace@contoso.com", "grant_updated_at": int(time.time())}  # fmt: skip
+    obj = {
+        "code": 25009,
+        "grant_id": grant_id,
+        "provider": "microsoft",
+        "email": "grace@contoso.com",
+        "grant_updated_at": int(time.time()),
+    }
     return json.dumps(envelope("grant.expired", obj, nid)).encode()
 
 
 def reauth_body(nid: str | None = None) -> bytes:
-    obj = {"code": 25027, "grant_id": "g-grace", "provider": "microsoft",
-           "email": "grace@contoso.com", "reauthentication_flag": True}  # fmt: skip
+    obj = {
+        "code": 25027,
+        "grant_id": "g-grace",
+        "provider": "microsoft",
+        "email": "grace@contoso.com",
+        "reauthentication_flag": True,
+    }
     return json.dumps(envelope("grant.updated", obj, nid)).encode()
 
 
@@ -493,7 +505,7 @@ def test_rotation_overlap_then_the_old_secret_is_refused(
         assert post(portal, old, sign(old, OLD_SECRET)).status_code == 200
         assert post(portal, new, sign(new, SECRET)).status_code == 200
 
-        portal.app.config["NYLAS_WEBHOOK_SECRETS"] = [SECRET]  # the overlap is over
+        reconfigure(portal.app, NYLAS_WEBHOOK_SECRETS=[SECRET])  # the overlap is over
         settle(portal)
         before = everything(portal)
         late = expired_body()
@@ -515,7 +527,7 @@ def test_a_rotation_at_the_emulator_needs_the_new_secret(hooked: Portal) -> None
     assert {entry["status"] for entry in hooked.emulator.state.deliveries} == {401}
     assert everything(hooked) == before
 
-    hooked.app.config["NYLAS_WEBHOOK_SECRETS"] = [rotated, SECRET]
+    reconfigure(hooked.app, NYLAS_WEBHOOK_SECRETS=[rotated, SECRET])
     hooked.emulator.state.expire_grant("g-grace")
     settle(hooked)
     assert hooked.account("v2-graph-1").grant_status == "invalid"

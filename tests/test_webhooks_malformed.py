@@ -35,8 +35,13 @@ def hooked_db(
 
 
 def grant_payload(trigger: str = "grant.expired", **fields: Any) -> dict[str, Any]:
-    obj = {"code": 25009, "grant_id": "g-grace", "provider": "microsoft",
-           "email": "grace@contoso.com", **fields}  # fmt: skip
+    obj = {
+        "code": 25009,
+        "grant_id": "g-grace",
+        "provider": "microsoft",
+        "email": "grace@contoso.com",
+        **fields,
+    }
     return envelope(trigger, obj)
 
 
@@ -157,8 +162,18 @@ def test_a_malformed_delivery_from_nylas_is_not_retried(hooked_db: Portal) -> No
     """Through the emulator, which retries like Nylas (408, 429, 502, 503, 504, 507 only)."""
     state = hooked_db.emulator.state
     state.webhook_retry_delays = (0.0,)  # a retry, if any, would come at once
-    state.seed({"grants": [{"id": "g-nul\x00", "email": "nul@contoso.com",
-                            "provider": "microsoft", "grant_status": "valid"}]})  # fmt: skip
+    state.seed(
+        {
+            "grants": [
+                {
+                    "id": "g-nul\x00",
+                    "email": "nul@contoso.com",
+                    "provider": "microsoft",
+                    "grant_status": "valid",
+                }
+            ]
+        }
+    )
     before = everything(hooked_db)
 
     state.expire_grant("g-nul\x00")

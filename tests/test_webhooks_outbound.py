@@ -104,9 +104,13 @@ def notifying(
 ) -> Iterator[Portal]:
     """A hooked portal that notifies the receiver; retries are due at once (base 0)."""
     yield from hooked_portal(
-        nylas_emulator, make_app, tmp_path, APP_WEBHOOK_URL=receiver[1],
-        APP_WEBHOOK_SECRET=APP_SECRET, MAIL_RETRY_BASE=0,
-    )  # fmt: skip
+        nylas_emulator,
+        make_app,
+        tmp_path,
+        APP_WEBHOOK_URL=receiver[1],
+        APP_WEBHOOK_SECRET=APP_SECRET,
+        MAIL_RETRY_BASE=0,
+    )
 
 
 @pytest.fixture
@@ -119,9 +123,14 @@ def notifying_postgres(
 ) -> Iterator[Portal]:
     """As `notifying`, on PostgreSQL (what production runs): the tests that walk the flow."""
     yield from hooked_portal(
-        nylas_emulator, make_app, tmp_path, APP_WEBHOOK_URL=receiver[1],
-        APP_WEBHOOK_SECRET=APP_SECRET, MAIL_RETRY_BASE=0, DATABASE_URL=postgres_url,
-    )  # fmt: skip
+        nylas_emulator,
+        make_app,
+        tmp_path,
+        APP_WEBHOOK_URL=receiver[1],
+        APP_WEBHOOK_SECRET=APP_SECRET,
+        MAIL_RETRY_BASE=0,
+        DATABASE_URL=postgres_url,
+    )
 
 
 def complete_elsewhere(portal: Portal) -> None:
@@ -156,10 +165,15 @@ def test_a_completion_in_the_portal_is_delivered_signed(
     (payload,) = app.verified()
     assert payload["type"] == "account.completed"
     assert payload["account"] == {
-        "account_id": "v2-graph-1", "grant_id": "g-grace", "email": "grace@contoso.com",
-        "plugin": "microsoft-graph", "status": "completed", "outcome": "updated",
-        "external_id": None, "reason": None,
-    }  # fmt: skip
+        "account_id": "v2-graph-1",
+        "grant_id": "g-grace",
+        "email": "grace@contoso.com",
+        "plugin": "microsoft-graph",
+        "status": "completed",
+        "outcome": "updated",
+        "external_id": None,
+        "reason": None,
+    }
     (item,) = app.received
     assert item.headers["Content-Type"] == "application/json"
     assert item.headers["X-Reauth-Event-Id"].startswith(
@@ -212,8 +226,9 @@ def test_a_completion_elsewhere_is_delivered_after_a_503(
     assert (row.status, row.attempts) == ("sent", 2)
 
 
-@pytest.mark.parametrize(("status", "retried"), [(429, True), (408, True), (500, True),
-                                                 (400, False), (404, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "retried"), [(429, True), (408, True), (500, True), (400, False), (404, False)]
+)
 def test_retry_or_give_up_by_status(
     notifying: Portal, receiver: tuple[Receiver, str], status: int, retried: bool
 ) -> None:
@@ -237,9 +252,13 @@ def test_an_unreachable_receiver_is_retried_later(
     with ThreadedServer(lambda _url: Receiver()) as closed:
         url = closed.url  # the port is closed once the block ends
     for portal in hooked_portal(
-        nylas_emulator, make_app, tmp_path, APP_WEBHOOK_URL=url, APP_WEBHOOK_SECRET=APP_SECRET,
+        nylas_emulator,
+        make_app,
+        tmp_path,
+        APP_WEBHOOK_URL=url,
+        APP_WEBHOOK_SECRET=APP_SECRET,
         MAIL_RETRY_BASE=60,
-    ):  # fmt: skip
+    ):
         complete_elsewhere(portal)
         stats = run_worker(portal)
         (row,) = outbox(portal, "app_webhook")

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from portal.models import Account, OutboxKind, OutboxMessage
+from portal.settings import Settings
 
 
 def notification_body(account: Account, event_type: str, now: datetime) -> dict[str, Any]:
@@ -33,11 +34,15 @@ def notification_body(account: Account, event_type: str, now: datetime) -> dict[
 
 
 def queue_app_notification(
-    session: Session, config: Any, account: Account, event_type: str, cause_id: int | str,
+    session: Session,
+    settings: Settings,
+    account: Account,
+    event_type: str,
+    cause_id: int | str,
     now: datetime,
-) -> OutboxMessage | None:  # fmt: skip
+) -> OutboxMessage | None:
     """Queue one notification; the idempotency key makes a replayed cause queue nothing."""
-    url = config.get("APP_WEBHOOK_URL")
+    url = settings.app_webhook_url
     if not url:
         return None
     message = OutboxMessage(

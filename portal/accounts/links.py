@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,17 +10,18 @@ from sqlalchemy.orm import Session
 from portal.accounts import lifecycle
 from portal.accounts.history import record_event
 from portal.models import Account, Invite, utcnow
+from portal.settings import Settings
 from portal.signing import LinkSigner, new_nonce
 
 
-def link_url(config: Any, invite: Invite) -> str:
+def link_url(config: Settings, invite: Invite) -> str:
     """The link for an invite, always from REAUTH_BASE_URL, never from a request's Host."""
-    token = LinkSigner.from_config(config).dumps(invite.id, invite.nonce)
-    return f"{config['BASE_URL']}/r/{token}"
+    token = LinkSigner.from_settings(config).dumps(invite.id, invite.nonce)
+    return f"{config.base_url}/r/{token}"
 
 
-def expiry(config: Any, now: datetime) -> datetime:
-    return now + timedelta(seconds=config["LINK_MAX_AGE"])
+def expiry(config: Settings, now: datetime) -> datetime:
+    return now + timedelta(seconds=config.link_max_age)
 
 
 def live_invite(session: Session, account: Account) -> Invite | None:
@@ -35,7 +35,7 @@ def live_invite(session: Session, account: Account) -> Invite | None:
 
 
 def issue_invite(
-    session: Session, config: Any, account: Account, *, actor: str, now: datetime | None = None
+    session: Session, config: Settings, account: Account, *, actor: str, now: datetime | None = None
 ) -> Invite:
     """Create an invite (flushed, so it has an id) and mark the account invited.
 
@@ -56,7 +56,7 @@ def issue_invite(
 
 
 def reissue_invite(
-    session: Session, config: Any, invite: Invite, *, actor: str, now: datetime | None = None
+    session: Session, config: Settings, invite: Invite, *, actor: str, now: datetime | None = None
 ) -> Invite:
     """Give the invite a new nonce and a new lifetime: every older link to it stops working."""
     now = now or utcnow()

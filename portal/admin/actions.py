@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from flask import abort, current_app, flash, redirect, request, url_for
+from flask import abort, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,17 +24,19 @@ from portal.admin.auth import current_admin, operator_required
 from portal.admin.listing import AccountFilter, account_page
 from portal.admin.views import blueprint
 from portal.db import db
+from portal.extensions import current_settings
 from portal.mail.campaign import send_fresh_link
 from portal.models import Account, AccountStatus, utcnow
 from portal.plugins import plugin_registry
+from portal.settings import Settings
 
 BULK_LIMIT = 5000  # accounts per bulk request; the page says when more remain
 BULK_CHUNK = 500
 
-Action = Callable[[Session, Any, Account, str, datetime], dict[str, Any]]
+Action = Callable[[Session, Settings, Account, str, datetime], dict[str, Any]]
 
 
-def resend(session: Session, config: Any, account: Account, actor: str, now: datetime) -> dict:
+def resend(session: Session, config: Settings, account: Account, actor: str, now: datetime) -> dict:
     """Re-issue the link (older links stop working) and queue the invitation email again."""
     if account.status not in OPEN_STATUSES or account.plugin is None:
         return {"result": "skipped", "why": f"status {account.status}"}
@@ -42,7 +44,7 @@ def resend(session: Session, config: Any, account: Account, actor: str, now: dat
     return {"result": "queued", "invite_id": invite.id}
 
 
-def revoke(session: Session, config: Any, account: Account, actor: str, now: datetime) -> dict:
+def revoke(session: Session, config: Settings, account: Account, actor: str, now: datetime) -> dict:
     """Kill the account's live link without sending a new one."""
     invite = live_invite(session, account)
     if invite is None:
@@ -52,7 +54,9 @@ def revoke(session: Session, config: Any, account: Account, actor: str, now: dat
 
 
 def set_status(status: AccountStatus, reason: str) -> Action:
-    def act(session: Session, config: Any, account: Account, actor: str, now: datetime) -> dict:
+    def act(
+        session: Session, config: Settings, account: Account, actor: str, now: datetime
+    ) -> dict:
         if account.status == AccountStatus.COMPLETED:
             return {"result": "skipped", "why": "already completed"}
         invite = live_invite(session, account)
@@ -65,7 +69,9 @@ def set_status(status: AccountStatus, reason: str) -> Action:
     return act
 
 
-def reclassify(session: Session, config: Any, account: Account, actor: str, now: datetime) -> dict:
+def reclassify(
+    session: Session, config: Settings, account: Account, actor: str, now: datetime
+) -> dict:
     """Run the classification again with the plugins enabled now."""
     decided = classify(account, plugin_registry())
     before = {"category": account.category, "plugin": account.plugin}
@@ -93,7 +99,7 @@ ACTIONS: dict[str, AdminAction] = {
 def apply(session: Session, name: str, account: Account, actor: str, now: datetime) -> dict:
     """Run one action and record the audit event beside the change."""
     before = account.status
-    detail = ACTIONS[name].run(session, current_app.config, account, actor, now)
+    detail = ACTIONS[name].run(session, current_settings(), account, actor, now)
     detail.update(status_before=before, status_after=account.status)
     account.updated_at = now
     record_event(

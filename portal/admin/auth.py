@@ -22,6 +22,7 @@ from flask import abort, current_app, g, session
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from portal.extensions import current_settings
 from portal.models import Admin, AdminRole
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,13 @@ def session_admin(db_session: Session) -> Admin | None:
     if not isinstance(data, dict):
         return None
     now = clock()
-    config = current_app.config
+    settings = current_settings()
     try:
         admin_id, epoch = int(data["id"]), int(data["epoch"])
         issued, seen = float(data["iat"]), float(data["seen"])
     except (KeyError, TypeError, ValueError):
         return None
-    if now - seen > config["ADMIN_IDLE_TIMEOUT"] or now - issued > config["ADMIN_SESSION_LIFETIME"]:
+    if now - seen > settings.admin_idle_timeout or now - issued > settings.admin_session_lifetime:
         session.pop(SESSION_KEY, None)
         return None
     admin = db_session.get(Admin, admin_id)

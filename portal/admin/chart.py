@@ -44,10 +44,16 @@ def bar_chart(series: list[tuple[str, int]]) -> Chart:
     step = plot_width / max(len(series), MIN_SLOTS)
     for index, (day, count) in enumerate(series):
         height = plot_height * count / chart.peak
-        chart.bars.append(Bar(
-            x=round(LEFT + index * step + step * 0.1, 2), y=round(TOP + plot_height - height, 2),
-            width=round(max(step * 0.8, 1.0), 2), height=round(height, 2), label=day, count=count,
-        ))  # fmt: skip
+        chart.bars.append(
+            Bar(
+                x=round(LEFT + index * step + step * 0.1, 2),
+                y=round(TOP + plot_height - height, 2),
+                width=round(max(step * 0.8, 1.0), 2),
+                height=round(height, 2),
+                label=day,
+                count=count,
+            )
+        )
     # Whole-number ticks only, each once: a peak of 1 gets 0 and 1, not 0, 0 and 1.
     values = sorted({0, chart.peak // 2, chart.peak})
     chart.ticks = [(TOP + plot_height * (1 - value / chart.peak), str(value)) for value in values]

@@ -31,6 +31,7 @@ from portal.models import (
     TenantCredential,
 )
 from portal.models.base import UTCDateTime
+from portal.settings import Settings
 from portal.signing import ADMIN_CONSENT_MAX_AGE, ConsentStateSigner
 
 MEDIAN_SAMPLE = 10_000  # the most recent completions the median is taken over
@@ -66,14 +67,14 @@ class Dashboard:
     consent_link_days: int = ADMIN_CONSENT_MAX_AGE // (24 * 3600)
 
 
-def build_dashboard(db_session: Session, config: Any) -> Dashboard:
+def build_dashboard(db_session: Session, settings: Settings) -> Dashboard:
     board = Dashboard()
     summarize_accounts(db_session, board)
     board.daily = daily_completions(db_session)
     board.median_seconds, board.median_sample = median_time_to_complete(db_session)
     board.reasons = failure_reasons(db_session)
     board.funnel.append(("mismatched", mismatched_accounts(db_session)))
-    board.consent = consent_tenants(db_session, config)
+    board.consent = consent_tenants(db_session, settings)
     return board
 
 
@@ -81,11 +82,15 @@ def summarize_accounts(db_session: Session, board: Dashboard) -> None:
     """Totals, rates by category and plugin and the funnel, from one grouped pass."""
     rows = db_session.execute(
         select(
-            Account.category, Account.plugin, Account.status, func.count(),
-            func.count(Account.invited_at), func.count(Account.sent_at),
+            Account.category,
+            Account.plugin,
+            Account.status,
+            func.count(),
+            func.count(Account.invited_at),
+            func.count(Account.sent_at),
             func.count(Account.opened_at),
         ).group_by(Account.category, Account.plugin, Account.status)
-    ).all()  # fmt: skip
+    ).all()
     reached: Counter[str] = Counter()
     for category, plugin, status, count, invited, sent, opened in rows:
         board.total += count
@@ -188,7 +193,7 @@ def mismatched_accounts(db_session: Session) -> int:
     )
 
 
-def consent_tenants(db_session: Session, config: Any) -> list[dict[str, Any]]:
+def consent_tenants(db_session: Session, settings: Settings) -> list[dict[str, Any]]:
     """Tenants whose users were told an admin must consent, with the link for that admin."""
     rows = db_session.execute(
         select(Account.tenant, func.count(distinct(Account.id)))
@@ -210,8 +215,13 @@ def consent_tenants(db_session: Session, config: Any) -> list[dict[str, Any]]:
         if credential is not None and credential.admin_consent_at is not None:
             continue
         credential_id = credential.credential_id if credential else None
-        found.append({"tenant": tenant, "accounts": int(waiting),
-                      "link": admin_consent_link(config, str(tenant), credential_id)})  # fmt: skip
+        found.append(
+            {
+                "tenant": tenant,
+                "accounts": int(waiting),
+                "link": admin_consent_link(settings, str(tenant), credential_id),
+            }
+        )
     return found
 
 
@@ -226,26 +236,26 @@ def credentials_for(db_session: Session, tenants: list[str]) -> dict[str, Tenant
     return {credential.tenant: credential for credential in credentials}
 
 
-def admin_consent_link(config: Any, tenant: str, credential_id: str | None) -> str | None:
+def admin_consent_link(settings: Settings, tenant: str, credential_id: str | None) -> str | None:
     """Nylas hosted admin consent (response_type=adminconsent) for a tenant's administrator.
 
     The state is signed for this tenant (portal.signing.ConsentStateSigner) and expires, so
     the callback records only returns from links this dashboard made. None when the tenant's
     name is too long for a state Nylas accepts.
     """
-    state = ConsentStateSigner.from_config(config).dumps(tenant)
+    state = ConsentStateSigner.from_settings(settings).dumps(tenant)
     if state is None:
         return None
     params = {
-        "client_id": config["NYLAS_CLIENT_ID"],
-        "redirect_uri": config["OAUTH_REDIRECT_URI"],
+        "client_id": settings.nylas_client_id,
+        "redirect_uri": settings.oauth_redirect_uri,
         "response_type": "adminconsent",
         "provider": "microsoft",
     }
     if credential_id:
         params["credential_id"] = credential_id
     params["state"] = state
-    return f"{config['NYLAS_API_URI']}/v3/connect/auth?{urlencode(params)}"
+    return f"{settings.nylas_api_uri}/v3/connect/auth?{urlencode(params)}"
 
 
 def domain_of(db_session: Session) -> ColumnElement[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from flask import Response, abort, current_app, render_template, request, stream_with_context
+from flask import Response, abort, render_template, request, stream_with_context
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -17,6 +17,7 @@ from portal.admin.dashboard import breakdown, build_dashboard
 from portal.admin.listing import MAX_KEY, AccountFilter, account_json, account_page
 from portal.admin.views import blueprint
 from portal.db import db
+from portal.extensions import current_settings
 from portal.models import Account, AccountStatus, AdminRole, Attempt, Event, Invite
 from portal.plugins import plugin_registry
 
@@ -31,7 +32,7 @@ def can_act() -> bool:
 @blueprint.get("/")
 @viewer_required
 def dashboard() -> ResponseReturnValue:
-    board = build_dashboard(db.session, current_app.config)
+    board = build_dashboard(db.session, current_settings())
     return render_template("admin/dashboard.html", board=board, chart=bar_chart(board.daily))
 
 
@@ -51,10 +52,15 @@ def accounts() -> ResponseReturnValue:
         db.session, account_filter, min(int(after), MAX_KEY) if after.isdigit() else 0
     )
     return render_template(
-        "admin/accounts.html", accounts=rows, next_after=next_after, filter=account_filter,
-        statuses=[s.value for s in AccountStatus], plugins=plugin_registry().names,
-        actions=ACTIONS, can_act=can_act(),
-    )  # fmt: skip
+        "admin/accounts.html",
+        accounts=rows,
+        next_after=next_after,
+        filter=account_filter,
+        statuses=[s.value for s in AccountStatus],
+        plugins=plugin_registry().names,
+        actions=ACTIONS,
+        can_act=can_act(),
+    )
 
 
 @blueprint.get("/accounts/<account_id>")
@@ -66,9 +72,11 @@ def account(account_id: str) -> ResponseReturnValue:
     if found is None:
         abort(404)
     events = session.scalars(
-        select(Event).where(Event.account_pk == found.id).order_by(Event.id.desc())
+        select(Event)
+        .where(Event.account_pk == found.id)
+        .order_by(Event.id.desc())
         .limit(TIMELINE_LIMIT)
-    ).all()  # fmt: skip
+    ).all()
     attempts = session.scalars(
         select(Attempt).where(Attempt.account_pk == found.id).order_by(Attempt.id.desc())
     ).all()
@@ -76,9 +84,14 @@ def account(account_id: str) -> ResponseReturnValue:
         select(Invite).where(Invite.account_pk == found.id).order_by(Invite.id.desc())
     ).all()
     return render_template(
-        "admin/account.html", account=found, events=events, attempts=attempts, invites=invites,
-        actions=ACTIONS, can_act=can_act(),
-    )  # fmt: skip
+        "admin/account.html",
+        account=found,
+        events=events,
+        attempts=attempts,
+        invites=invites,
+        actions=ACTIONS,
+        can_act=can_act(),
+    )
 
 
 @blueprint.get("/export.csv")

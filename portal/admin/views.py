@@ -13,7 +13,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -39,6 +38,7 @@ from portal.admin.auth import (
 )
 from portal.admin.sso import SsoRefused, admin_for, init_sso, redirect_uri, sso_client, sso_enabled
 from portal.db import db
+from portal.extensions import current_settings
 from portal.models import utcnow
 from portal.web import limiter
 
@@ -69,7 +69,7 @@ def admin_headers(response: Response) -> Response:
     response.headers["Pragma"] = "no-cache"
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Robots-Tag"] = "noindex, nofollow"
-    if current_app.config["BASE_URL"].startswith("https://"):
+    if current_settings().base_url.startswith("https://"):
         response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     return response
 
@@ -87,7 +87,7 @@ def safe_next(target: str | None) -> str:
 
 
 def login_limit() -> str:
-    return str(current_app.config["ADMIN_LOGIN_RATE_LIMIT"])
+    return current_settings().admin_login_rate_limit
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
@@ -105,13 +105,13 @@ def login() -> ResponseReturnValue:
         flash("That email and password did not work, or the account is locked for a while.")
         status = 401
     return render_template(
-        "admin/login.html", sso=sso_enabled(current_app.config), next=request.values.get("next")
+        "admin/login.html", sso=sso_enabled(current_settings()), next=request.values.get("next")
     ), status
 
 
 @blueprint.get("/sso/login")
 def sso_login() -> ResponseReturnValue:
-    if not sso_enabled(current_app.config):
+    if not sso_enabled(current_settings()):
         abort(404)
     return sso_client().authorize_redirect(redirect_uri())
 
@@ -119,11 +119,11 @@ def sso_login() -> ResponseReturnValue:
 @blueprint.get("/sso/callback")
 def sso_callback() -> ResponseReturnValue:
     """Back from the identity provider: verified ID token -> allow-list -> a fresh session."""
-    if not sso_enabled(current_app.config):
+    if not sso_enabled(current_settings()):
         abort(404)
     try:
         token = sso_client().authorize_access_token()
-        admin = admin_for(db.session, dict(token.get("userinfo") or {}), current_app.config)
+        admin = admin_for(db.session, dict(token.get("userinfo") or {}), current_settings())
     except (OAuthError, SsoRefused, RequestException, ValueError, KeyError) as exc:
         db.session.rollback()
         log.warning("SSO sign-in failed: %s", type(exc).__name__)

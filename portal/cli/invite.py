@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from portal.db import db
+from portal.extensions import current_settings
 from portal.mail.campaign import count_invitable, queue_invites
 from portal.models import utcnow
 from portal.nylas import current_gateway
@@ -31,7 +31,7 @@ def chosen_plugins(name: str | None) -> list[str]:
 
 def preflight_passes() -> bool:
     """Run the preflight checks; print the failing ones when they fail."""
-    report = run_preflight(db.session, current_gateway(), current_app.config)
+    report = run_preflight(db.session, current_gateway(), current_settings())
     db.session.rollback()
     if not report.ok:
         for line in report_lines(report):
@@ -74,9 +74,13 @@ def invite_command(plugin_name: str | None, limit: int | None, dry_run: bool, fo
         return
     with invite_progress(counts.total()) as progress:
         report = queue_invites(
-            db.transaction, current_app.config, plugins, limit=limit, now=utcnow(),
+            db.transaction,
+            current_settings(),
+            plugins,
+            limit=limit,
+            now=utcnow(),
             progress=progress,
-        )  # fmt: skip
+        )
     click.echo(f"invited {report.queued} accounts{by_plugin(report.by_plugin)}")
     if report.queued:
         click.echo("run `reauth worker` to send the emails")

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Callable
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from portal.accounts.sync import report_lines as sync_lines
 from portal.accounts.sync import sync_grants
 from portal.db import db
+from portal.extensions import current_settings
 from portal.nylas import NylasError, current_gateway
 from portal.nylas.preflight import report_lines as preflight_lines
 from portal.nylas.preflight import run_preflight
@@ -56,7 +56,7 @@ def sync_command() -> None:
 @with_appcontext
 def preflight_command(as_json: bool) -> None:
     """Check connectors, scopes, callback URI and region before any email goes out."""
-    report = run_preflight(db.session, current_gateway(), current_app.config)
+    report = run_preflight(db.session, current_gateway(), current_settings())
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:

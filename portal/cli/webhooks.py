@@ -6,11 +6,11 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from portal.db import EXTENSION_KEY, db
+from portal.db import db, session_factory
+from portal.extensions import current_settings
 from portal.models import OutboxKind, OutboxMessage, WebhookDestination, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.outbox.queue import enqueue_id
@@ -39,7 +39,7 @@ def parse_when(value: str, now: datetime) -> datetime:
 
 
 def webhook_url() -> str:
-    return f"{current_app.config['BASE_URL']}/webhooks/nylas"
+    return f"{current_settings().base_url}/webhooks/nylas"
 
 
 @click.group("webhooks")
@@ -119,7 +119,7 @@ def replay_command(since: str, dry_run: bool) -> None:
     """
     now = utcnow()
     start = parse_when(since, now)
-    url = current_app.config.get("APP_WEBHOOK_URL")
+    url = current_settings().app_webhook_url
     originals = db.session.scalars(
         select(OutboxMessage)
         .where(OutboxMessage.kind == OutboxKind.APP_WEBHOOK, OutboxMessage.created_at >= start)
@@ -133,11 +133,14 @@ def replay_command(since: str, dry_run: bool) -> None:
     queued = 0
     for original in originals:
         replay_id = enqueue_id(
-            db.session, kind=OutboxKind.APP_WEBHOOK,
+            db.session,
+            kind=OutboxKind.APP_WEBHOOK,
             idempotency_key=f"{event_id(original.idempotency_key)}{REPLAY_MARK}{stamp}",
-            recipient=url or original.recipient, account_pk=original.account_pk,
-            payload=original.payload, now=now,
-        )  # fmt: skip
+            recipient=url or original.recipient,
+            account_pk=original.account_pk,
+            payload=original.payload,
+            now=now,
+        )
         queued += replay_id is not None
     db.session.commit()
     click.echo(
@@ -151,9 +154,7 @@ def replay_command(since: str, dry_run: bool) -> None:
 @with_appcontext
 def process_command(limit: int) -> None:
     """Apply stored Nylas notifications that are still pending (normally done at once)."""
-    counts = process_pending(
-        current_app.extensions[EXTENSION_KEY], current_app.config, plugin_registry(), limit=limit
-    )
+    counts = process_pending(session_factory(), current_settings(), plugin_registry(), limit=limit)
     click.echo(
         f"processed {counts['processed']}, errors {counts['errors']}, "
         f"taken by another process {counts['taken']}"

@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from portal.db import EXTENSION_KEY, database_unreachable, db, discard
+from portal.db import database_unreachable, db, discard, session_factory
+from portal.extensions import current_settings
 from portal.handlers import handler_table, idle_tasks
-from portal.mail.backends import backend_from_config
+from portal.mail.backends import backend_from_settings
 from portal.models import OutboxMessage, utcnow
 from portal.outbox.queue import claimable
 from portal.outbox.worker import DatabaseGaveUp, Worker, WorkerStats
@@ -67,15 +67,15 @@ def worker_command(once: bool) -> None:
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = current_app.config
-    backend = backend_from_config(config)
+    settings = current_settings()
+    backend = backend_from_settings(settings)
     registry = plugin_registry()
-    sessions = current_app.extensions[EXTENSION_KEY]
-    handlers = handler_table(config, registry, backend)
-    tasks = idle_tasks(config, sessions, registry, handlers)
+    sessions = session_factory()
+    handlers = handler_table(settings, registry, backend)
+    tasks = idle_tasks(settings, sessions, registry, handlers)
     total = due_now(list(handlers)) if once else 0
     with worker_progress(total) as progress:
-        worker = Worker(config, sessions, handlers, tasks, progress=progress)
+        worker = Worker(settings, sessions, handlers, tasks, progress=progress)
         try:
             stats = worker.run(once=once)
         except DatabaseGaveUp as exc:

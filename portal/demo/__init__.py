@@ -21,10 +21,11 @@ from werkzeug.serving import make_server
 from portal import create_app, migrate
 from portal.accounts.importer import import_accounts
 from portal.admin.auth import hash_password
-from portal.db import EXTENSION_KEY, db
+from portal.db import db, session_factory
 from portal.demo.data import DEMO_PASSWORD, demo_csv, demo_rows, emulator_seed
+from portal.extensions import settings_of
 from portal.handlers import build_worker
-from portal.mail.backends import backend_from_config
+from portal.mail.backends import backend_from_settings
 from portal.mail.campaign import queue_invites
 from portal.models import Admin, AdminRole, utcnow
 from portal.outbox.worker import Worker
@@ -44,18 +45,24 @@ class DemoOptions:
 
 def demo_app(options: DemoOptions) -> Flask:
     base = f"http://{options.host}:{options.port}"
-    return create_app({
-        "DEMO": True, "BASE_URL": base, "MAIL_BACKEND": "file",
-        "NYLAS_API_URI": f"http://{options.host}:{options.emulator_port}",
-        "PRODUCT_NAME": "Mailbox reconnection (demo)", "COMPANY_NAME": "Contoso Demo",
-        "SUPPORT_CONTACT": "help@demo.example.com", "REMINDER_DAYS": "none",
-    })  # fmt: skip
+    return create_app(
+        {
+            "DEMO": True,
+            "BASE_URL": base,
+            "MAIL_BACKEND": "file",
+            "NYLAS_API_URI": f"http://{options.host}:{options.emulator_port}",
+            "PRODUCT_NAME": "Mailbox reconnection (demo)",
+            "COMPANY_NAME": "Contoso Demo",
+            "SUPPORT_CONTACT": "help@demo.example.com",
+            "REMINDER_DAYS": "none",
+        }
+    )
 
 
 def start_emulator(app: Flask, options: DemoOptions) -> EmulatorServer:
-    config = app.config
-    state = EmulatorState(config["NYLAS_API_KEY"], config["NYLAS_CLIENT_ID"], [])
-    state.seed(emulator_seed(demo_rows(), config["OAUTH_REDIRECT_URI"]))
+    settings = settings_of(app)
+    state = EmulatorState(settings.nylas_api_key, settings.nylas_client_id, [])
+    state.seed(emulator_seed(demo_rows(), settings.oauth_redirect_uri))
     return EmulatorServer(state, options.host, options.emulator_port).start()
 
 
@@ -64,13 +71,16 @@ def prepare(app: Flask, say: Callable[[str], None]) -> None:
     with app.app_context():
         migrate.upgrade(db.engine)
         report = import_accounts(
-            db.session, io.BytesIO(demo_csv(demo_rows())), "csv", plugin_registry(),
+            db.session,
+            io.BytesIO(demo_csv(demo_rows())),
+            "csv",
+            plugin_registry(),
             source_name="demo",
-        )  # fmt: skip
+        )
         say(f"accounts: {report.imported} imported, {report.unchanged} already there")
         ensure_demo_admin(say)
         enabled = plugin_registry().names
-        invited = queue_invites(db.transaction, app.config, enabled, limit=None, now=utcnow())
+        invited = queue_invites(db.transaction, settings_of(app), enabled, limit=None, now=utcnow())
         say(f"invitations queued: {invited.queued}")
 
 
@@ -78,17 +88,22 @@ def ensure_demo_admin(say: Callable[[str], None]) -> None:
     """An operator the person trying the demo can sign in as (the password is printed)."""
     exists = db.session.scalar(select(Admin.id).where(Admin.email == DEMO_ADMIN_EMAIL))
     if exists is None:
-        db.session.add(Admin(email=DEMO_ADMIN_EMAIL, role=AdminRole.OPERATOR,
-                             password_hash=hash_password(DEMO_ADMIN_PASSWORD)))  # fmt: skip
+        db.session.add(
+            Admin(
+                email=DEMO_ADMIN_EMAIL,
+                role=AdminRole.OPERATOR,
+                password_hash=hash_password(DEMO_ADMIN_PASSWORD),
+            )
+        )
         db.session.commit()
     say(f"demo admin: {DEMO_ADMIN_EMAIL} / {DEMO_ADMIN_PASSWORD}")
 
 
 def start_worker(app: Flask) -> tuple[Worker, threading.Thread]:
+    settings, sessions = settings_of(app), session_factory(app)
     with app.app_context():
-        sessions = app.extensions[EXTENSION_KEY]
-        backend = backend_from_config(app.config)
-        worker = build_worker(app.config, sessions, plugin_registry(app), backend)
+        backend = backend_from_settings(settings)
+        worker = build_worker(settings, sessions, plugin_registry(app), backend)
     thread = threading.Thread(target=run_in_context, args=(app, worker), daemon=True)
     thread.start()
     return worker, thread
@@ -100,7 +115,7 @@ def run_in_context(app: Flask, worker: Worker) -> None:
 
 
 def banner(app: Flask, options: DemoOptions) -> list[str]:
-    base = app.config["BASE_URL"]
+    base = settings_of(app).base_url
     return [
         "",
         f"  portal      {base}/healthz",

@@ -9,11 +9,30 @@ from typing import Any
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105  (the Exchange password of every demo mailbox)
 AZURE_APP_ID = "6c1f4b52-8f0e-4c1b-9a43-2a9f0c7d1e55"  # a made-up Azure app for the emulator
-GRAPH_SCOPES = ["Mail.ReadWrite", "Mail.Send", "Calendars.ReadWrite", "Contacts.ReadWrite",
-                "People.Read", "User.Read", "offline_access"]  # fmt: skip
-COLUMNS = ("account_id", "email", "provider", "authentication_type", "scopes", "ews_host",
-           "grant_id", "grant_status", "tenant", "name", "locale", "external_id",
-           "service_account")  # fmt: skip
+GRAPH_SCOPES = [
+    "Mail.ReadWrite",
+    "Mail.Send",
+    "Calendars.ReadWrite",
+    "Contacts.ReadWrite",
+    "People.Read",
+    "User.Read",
+    "offline_access",
+]
+COLUMNS = (
+    "account_id",
+    "email",
+    "provider",
+    "authentication_type",
+    "scopes",
+    "ews_host",
+    "grant_id",
+    "grant_status",
+    "tenant",
+    "name",
+    "locale",
+    "external_id",
+    "service_account",
+)
 FIRST = [
     "Ada",
     "Alan",
@@ -52,39 +71,48 @@ LAST = [
     "Perlman",
     "Goldwasser",
 ]
-# (situation, how many, provider, auth, scopes, domain, ews_host, grant_status)
+EWS_SCOPE = "https://outlook.office365.com/EWS.AccessAsUser.All"
+# (situation, how many, provider, scopes, domain, grant_status). Exchange (on-premises)
+# mailboxes sign in with a password at mail.<domain>; the others with OAuth.
 PLAN = [
-    ("graph_ready", 40, "office365", "oauth", " ".join(GRAPH_SCOPES), "contoso.com", "", "valid"),
-    ("graph_consent", 60, "office365", "oauth", "email calendar contacts", "contoso.com", "",
-     "invalid"),
-    ("graph_consent_eas", 10, "eas", "oauth",
-     "https://outlook.office365.com/EWS.AccessAsUser.All", "northwind.onmicrosoft.com", "",
-     "invalid"),
-    ("exchange_onprem", 40, "exchange", "password", "email calendar", "fabrikam.com",
-     "mail.fabrikam.com", "invalid"),
-    ("personal", 40, "outlook", "oauth", "email calendar", "outlook.com", "", ""),
-    ("service_account", 5, "exchange", "password", "", "fabrikam.com", "mail.fabrikam.com", ""),
-    ("other", 5, "gmail", "oauth", "email", "gmail.com", "", ""),
-]  # fmt: skip
+    ("graph_ready", 40, "office365", " ".join(GRAPH_SCOPES), "contoso.com", "valid"),
+    ("graph_consent", 60, "office365", "email calendar contacts", "contoso.com", "invalid"),
+    ("graph_consent_eas", 10, "eas", EWS_SCOPE, "northwind.onmicrosoft.com", "invalid"),
+    ("exchange_onprem", 40, "exchange", "email calendar", "fabrikam.com", "invalid"),
+    ("personal", 40, "outlook", "email calendar", "outlook.com", ""),
+    ("service_account", 5, "exchange", "", "fabrikam.com", ""),
+    ("other", 5, "gmail", "email", "gmail.com", ""),
+]
 
 
 def demo_rows(seed: int = 2026) -> list[dict[str, str]]:
     """Deterministic sample accounts; grant ids are set where the Nylas import made one."""
     rng = random.Random(seed)
     rows: list[dict[str, str]] = []
-    for situation, count, provider, auth, scopes, domain, host, status in PLAN:
+    for situation, count, provider, scopes, domain, status in PLAN:
+        exchange = provider == "exchange"
+        auth, host = ("password", f"mail.{domain}") if exchange else ("oauth", "")
         for index in range(count):
             first, last = rng.choice(FIRST), rng.choice(LAST)
             number = len(rows) + 1
             local = f"{first}.{last}{number}".lower()
-            rows.append({
-                "account_id": f"v2acc{number:04d}{situation[:3]}", "email": f"{local}@{domain}",
-                "provider": provider, "authentication_type": auth, "scopes": scopes,
-                "ews_host": host, "grant_id": f"grant-{number:04d}" if status else "",
-                "grant_status": status, "tenant": domain if provider != "gmail" else "",
-                "name": f"{first} {last}", "locale": "en", "external_id": f"user-{number:05d}",
-                "service_account": "true" if situation == "service_account" else "false",
-            })  # fmt: skip
+            rows.append(
+                {
+                    "account_id": f"v2acc{number:04d}{situation[:3]}",
+                    "email": f"{local}@{domain}",
+                    "provider": provider,
+                    "authentication_type": auth,
+                    "scopes": scopes,
+                    "ews_host": host,
+                    "grant_id": f"grant-{number:04d}" if status else "",
+                    "grant_status": status,
+                    "tenant": domain if provider != "gmail" else "",
+                    "name": f"{first} {last}",
+                    "locale": "en",
+                    "external_id": f"user-{number:05d}",
+                    "service_account": "true" if situation == "service_account" else "false",
+                }
+            )
             del index
     return rows
 
@@ -100,11 +128,16 @@ def demo_csv(rows: list[dict[str, str]]) -> bytes:
 def emulator_seed(rows: list[dict[str, str]], callback_uri: str) -> dict[str, Any]:
     """What the Nylas import would have left: grants (valid or placeholders) and connectors."""
     grants = [
-        {"id": row["grant_id"], "email": row["email"],
-         "provider": "ews" if row["ews_host"] else "microsoft",
-         "grant_status": row["grant_status"], "account_id": row["account_id"]}
-        for row in rows if row["grant_id"]
-    ]  # fmt: skip
+        {
+            "id": row["grant_id"],
+            "email": row["email"],
+            "provider": "ews" if row["ews_host"] else "microsoft",
+            "grant_status": row["grant_status"],
+            "account_id": row["account_id"],
+        }
+        for row in rows
+        if row["grant_id"]
+    ]
     onprem = [row["email"] for row in rows if row["ews_host"] and row["service_account"] != "true"]
     return {
         "callback_uris": [callback_uri],

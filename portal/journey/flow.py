@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,6 +41,7 @@ from portal.models import (
 )
 from portal.nylas import NylasError, NylasGateway, NylasOAuthError
 from portal.plugins import AuthResult, HostedAuthRequest, Plugin, PluginRegistry, Verdict
+from portal.settings import Settings
 from portal.signing import LinkExpired, LinkSigner, digest, new_secret
 
 ATTEMPT_MAX_AGE = timedelta(minutes=30)
@@ -82,11 +82,11 @@ class LinkContext:
 
 
 def resolve_link(
-    session: Session, config: Any, registry: PluginRegistry, token: str, now: datetime
+    session: Session, config: Settings, registry: PluginRegistry, token: str, now: datetime
 ) -> LinkContext:
     """Check a link token against the database; raise FlowProblem('link_expired' etc.)."""
     try:
-        claims = LinkSigner.from_config(config).loads(token)
+        claims = LinkSigner.from_settings(config).loads(token)
     except LinkExpired:
         raise FlowProblem("link_expired") from None
     except Exception:
@@ -198,7 +198,7 @@ def exchange(gateway: NylasGateway, code_verifier: str, code: str) -> AuthResult
 
 
 def finish_attempt(
-    session: Session, config: Any, gateway: NylasGateway, registry: PluginRegistry,
+    session: Session, config: Settings, gateway: NylasGateway, registry: PluginRegistry,
     params: dict[str, str], browser: str | None, now: datetime,
 ) -> Attempt:  # fmt: skip
     """Handle Nylas' redirect back; return the attempt whose stored result the user sees.
@@ -216,7 +216,7 @@ def finish_attempt(
 
 
 def exchange_and_record(
-    session: Session, config: Any, gateway: NylasGateway, registry: PluginRegistry,
+    session: Session, config: Settings, gateway: NylasGateway, registry: PluginRegistry,
     attempt: Attempt, params: dict[str, str], now: datetime,
 ) -> Attempt:  # fmt: skip
     """Spend the code once and record what came of it, unless someone else already did."""
@@ -238,7 +238,7 @@ def exchange_and_record(
 
 
 def record_exchanged(
-    session: Session, config: Any, registry: PluginRegistry, account: Account, attempt: Attempt,
+    session: Session, config: Settings, registry: PluginRegistry, account: Account, attempt: Attempt,
     outcome: AuthResult | CallbackError, now: datetime,
 ) -> None:  # fmt: skip
     """Record what spending the code gave, unless another tab, reconciliation or a
@@ -276,7 +276,7 @@ def may_record(account: Account, attempt: Attempt, outcome: AuthResult | Callbac
 
 
 def settle_exchange(
-    session: Session, config: Any, registry: PluginRegistry, account: Account, attempt: Attempt,
+    session: Session, config: Settings, registry: PluginRegistry, account: Account, attempt: Attempt,
     outcome: AuthResult | CallbackError, now: datetime,
 ) -> None:  # fmt: skip
     """Record an exchanged attempt's outcome; the caller holds the account's row lock.
@@ -291,7 +291,7 @@ def settle_exchange(
 
 
 def record_outcome(
-    session: Session, config: Any, registry: PluginRegistry, account: Account, attempt: Attempt,
+    session: Session, config: Settings, registry: PluginRegistry, account: Account, attempt: Attempt,
     outcome: AuthResult | CallbackError, now: datetime,
 ) -> None:  # fmt: skip
     """Record the failure, the mismatch or the completion that the callback came to."""

@@ -16,6 +16,7 @@ from portal.accounts.app_events import queue_app_notification
 from portal.accounts.lifecycle import Cause
 from portal.models import Account, Attempt, AttemptStatus
 from portal.plugins import AuthResult
+from portal.settings import Settings
 
 USER_ACTOR = "user"
 ADMIN_CONSENT_CODES = ("AADSTS65001", "AADSTS90094", "AADSTS90008")
@@ -43,7 +44,7 @@ def user_cause(attempt: Attempt, now: datetime, **detail: Any) -> Cause:
 
 
 def record_completed(
-    session: Session, config: Any, account: Account, attempt: Attempt, result: AuthResult,
+    session: Session, config: Settings, account: Account, attempt: Attempt, result: AuthResult,
     now: datetime,
 ) -> None:  # fmt: skip
     """The right mailbox came back: the ledger maps the v2 account to this grant."""
@@ -55,7 +56,7 @@ def record_completed(
 
 
 def record_mismatch(
-    session: Session, config: Any, account: Account, attempt: Attempt, result: AuthResult,
+    session: Session, config: Settings, account: Account, attempt: Attempt, result: AuthResult,
     reason: str, now: datetime,
 ) -> None:  # fmt: skip
     """Another mailbox (or too few scopes) came back: not done; admins see the stray grant."""
@@ -71,7 +72,7 @@ def record_mismatch(
 
 
 def record_failure(
-    session: Session, config: Any, account: Account, attempt: Attempt, now: datetime
+    session: Session, config: Settings, account: Account, attempt: Attempt, now: datetime
 ) -> None:
     """The sign-in failed (provider error, refused exchange): the person may try again."""
     attempt.status = AttemptStatus.FAILED

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
 from nylas.models.grants import Grant
 from sqlalchemy import ColumnElement, and_, func, select
@@ -41,6 +40,7 @@ from portal.models import Account, Attempt, AttemptStatus, GrantStatus
 from portal.nylas import NylasError, NylasGateway
 from portal.nylas.errors import NylasNotFound
 from portal.plugins import AuthResult, PluginRegistry
+from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciliation"
@@ -53,44 +53,40 @@ ROUND_LIMIT = 20
 NYLAS_UNAVAILABLE = "nylas unavailable"
 
 
-def grace_period(config: Mapping[str, Any]) -> timedelta:
-    seconds = config.get("RECONCILE_GRACE_SECONDS")
-    return timedelta(seconds=DEFAULT_GRACE_SECONDS if seconds is None else int(seconds))
-
-
 def exchange_began(attempt: Attempt) -> datetime:
     """When the callback began spending the code (rows from before that was kept: Continue)."""
     return attempt.exchange_started_at or attempt.created_at
 
 
-def is_stale(attempt: Attempt, config: Mapping[str, Any], now: datetime) -> bool:
+def is_stale(attempt: Attempt, settings: Settings, now: datetime) -> bool:
     """An attempt still `exchanging` a grace period after its exchange began."""
     return (
         attempt.status == AttemptStatus.EXCHANGING
-        and exchange_began(attempt) + grace_period(config) <= now
+        and exchange_began(attempt) + settings.reconcile_grace_seconds <= now
     )
 
 
-def stale(config: Mapping[str, Any], now: datetime) -> ColumnElement[bool]:
+def stale(settings: Settings, now: datetime) -> ColumnElement[bool]:
     """is_stale as SQL: `exchanging`, and its exchange began a grace period ago or more."""
     began = func.coalesce(Attempt.exchange_started_at, Attempt.created_at)
-    return and_(Attempt.status == AttemptStatus.EXCHANGING, began <= now - grace_period(config))
+    grace = settings.reconcile_grace_seconds
+    return and_(Attempt.status == AttemptStatus.EXCHANGING, began <= now - grace)
 
 
 def stale_attempt_ids(
-    session: Session, config: Mapping[str, Any], now: datetime, limit: int = ROUND_LIMIT
+    session: Session, settings: Settings, now: datetime, limit: int = ROUND_LIMIT
 ) -> list[int]:
-    statement = select(Attempt.id).where(stale(config, now)).order_by(Attempt.id).limit(limit)
+    statement = select(Attempt.id).where(stale(settings, now)).order_by(Attempt.id).limit(limit)
     return list(session.scalars(statement))
 
 
 def stale_attempt_of(
-    session: Session, config: Mapping[str, Any], account: Account, now: datetime
+    session: Session, settings: Settings, account: Account, now: datetime
 ) -> Attempt | None:
     """The account's oldest attempt left in `exchanging` past the grace period, if any."""
     return session.scalars(
         select(Attempt)
-        .where(Attempt.account_pk == account.id, stale(config, now))
+        .where(Attempt.account_pk == account.id, stale(settings, now))
         .order_by(Attempt.id)
         .limit(1)
     ).first()
@@ -163,13 +159,17 @@ def judge_grants(attempt: Attempt, grants: Iterable[Grant]) -> AuthResult | Call
 
 
 def reconcile_attempt(
-    sessions: sessionmaker[Session], config: Mapping[str, Any], gateway: NylasGateway,
-    registry: PluginRegistry, attempt_id: int, now: datetime,
-) -> str:  # fmt: skip
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    gateway: NylasGateway,
+    registry: PluginRegistry,
+    attempt_id: int,
+    now: datetime,
+) -> str:
     """Look one stale attempt up at Nylas and record its outcome; return what happened."""
     with sessions() as session:
         attempt = session.get(Attempt, attempt_id)
-        if attempt is None or not is_stale(attempt, config, now):
+        if attempt is None or not is_stale(attempt, settings, now):
             return "not stale"
         lookup = lookup_for(session.get_one(Account, attempt.account_pk), attempt, registry)
     try:
@@ -184,7 +184,7 @@ def reconcile_attempt(
         if attempt.status != AttemptStatus.EXCHANGING:
             return "finished meanwhile"
         outcome = judge_grants(attempt, grants)
-        settle_exchange(session, config, registry, account, attempt, outcome, now)
+        settle_exchange(session, settings, registry, account, attempt, outcome, now)
         result = str(attempt.status)
         grant_id = outcome.grant_id if isinstance(outcome, AuthResult) else None
         detail = {"attempt_id": attempt.id, "via": "lookup", "status": result, "grant_id": grant_id}
@@ -202,19 +202,23 @@ def reconcile_attempt(
 
 
 def reconcile_stale(
-    sessions: sessionmaker[Session], config: Mapping[str, Any], gateway: NylasGateway,
-    registry: PluginRegistry, now: datetime, limit: int = ROUND_LIMIT,
-) -> Counter[str]:  # fmt: skip
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    gateway: NylasGateway,
+    registry: PluginRegistry,
+    now: datetime,
+    limit: int = ROUND_LIMIT,
+) -> Counter[str]:
     """Reconcile up to `limit` stale attempts, oldest first; count the results.
 
     The round ends at the first attempt Nylas does not answer for: the others would wait
     through the same retries, holding up the worker's mail.
     """
     with sessions() as session:
-        ids = stale_attempt_ids(session, config, now, limit)
+        ids = stale_attempt_ids(session, settings, now, limit)
     counts: Counter[str] = Counter()
     for attempt_id in ids:
-        result = reconcile_attempt(sessions, config, gateway, registry, attempt_id, now)
+        result = reconcile_attempt(sessions, settings, gateway, registry, attempt_id, now)
         counts[result] += 1
         if result == NYLAS_UNAVAILABLE:
             break
@@ -222,7 +226,8 @@ def reconcile_stale(
 
 
 def reconciler_for(
-    sessions: sessionmaker[Session], config: Mapping[str, Any], registry: PluginRegistry
+    sessions: sessionmaker[Session], settings: Settings, registry: PluginRegistry
 ) -> Callable[[datetime], Counter[str]]:
     """What a worker calls every round: reconcile_stale with this app's database and Nylas."""
-    return partial(reconcile_stale, sessions, config, NylasGateway.from_config(config), registry)
+    gateway = NylasGateway.from_settings(settings)
+    return partial(reconcile_stale, sessions, settings, gateway, registry)

@@ -9,7 +9,6 @@ has already reached, at most once per RENEW_INTERVAL per account.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +22,7 @@ from portal.db import app_sessions, begin_writer
 from portal.mail.campaign import send_fresh_link
 from portal.models import Account, OutboxKind, OutboxMessage
 from portal.outbox.queue import OUTBOX, RETRY, SENT, ClaimedRow, DeliveryOutcome, enqueue_id
+from portal.settings import Settings
 from portal.signing import new_secret
 
 # Per client address (Flask-Limiter); per account a fresh link at most every RENEW_INTERVAL.
@@ -47,7 +47,7 @@ def request_fresh_link(session: Session, address: str, now: datetime) -> bool:
     return True
 
 
-def resolve_renewal(session: Session, config: Mapping[str, Any], email: str, now: datetime) -> int:
+def resolve_renewal(session: Session, config: Settings, email: str, now: datetime) -> int:
     """Re-issue and mail the link of every reached account with this address; return how many.
 
     The accounts are locked (PostgreSQL), so two workers resolving requests for one address
@@ -68,9 +68,7 @@ def resolve_renewal(session: Session, config: Mapping[str, Any], email: str, now
     return sum(renew_account(session, config, account, now) for account in accounts)
 
 
-def renew_account(
-    session: Session, config: Mapping[str, Any], account: Account, now: datetime
-) -> bool:
+def renew_account(session: Session, config: Settings, account: Account, now: datetime) -> bool:
     """Mail the account a fresh link unless one went out within RENEW_INTERVAL."""
     invite = live_invite(session, account)
     if invite is not None and mailed_recently(session, invite.id, now):
@@ -97,9 +95,7 @@ class RenewalHandler:
     only finished by the next one, never resolved twice.
     """
 
-    def __init__(
-        self, config: Mapping[str, Any], sessions: sessionmaker[Session] | None = None
-    ) -> None:
+    def __init__(self, config: Settings, sessions: sessionmaker[Session] | None = None) -> None:
         self.config = config
         self.sessions = sessions or app_sessions()
 

@@ -12,13 +12,14 @@ import smtplib
 import ssl
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from portal.mail.message import wire_bytes
+from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 SMTP_TIMEOUT = 30.0
@@ -87,12 +88,12 @@ def smtp_error(code: int, response: bytes | str, stage: str) -> DeliveryError:
 class SmtpBackend:
     """Send over one SMTP connection, opened on first use and reused for the worker's run."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.host: str = config["SMTP_HOST"]
-        self.port: int = config["SMTP_PORT"]
-        self.username: str | None = config.get("SMTP_USERNAME")
-        self.password: str | None = config.get("SMTP_PASSWORD")
-        self.starttls: bool = config["SMTP_STARTTLS"]
+    def __init__(self, settings: Settings) -> None:
+        self.host = settings.smtp_host
+        self.port = settings.smtp_port
+        self.username = settings.smtp_username
+        self.password = settings.smtp_password
+        self.starttls = settings.smtp_starttls
         self.connection: smtplib.SMTP | None = None
 
     def connect(self) -> smtplib.SMTP:
@@ -203,11 +204,10 @@ class FileBackend:
         """Nothing to close."""
 
 
-def backend_from_config(config: Mapping[str, Any]) -> MailBackend:
+def backend_from_settings(settings: Settings) -> MailBackend:
     """Build the backend REAUTH_MAIL_BACKEND names."""
-    name = config["MAIL_BACKEND"]
-    if name == "smtp":
-        return SmtpBackend(config)
-    if name == "console":
+    if settings.mail_backend == "smtp":
+        return SmtpBackend(settings)
+    if settings.mail_backend == "console":
         return ConsoleBackend()
-    return FileBackend(config["MAIL_FILE_DIR"])
+    return FileBackend(settings.mail_file_dir)

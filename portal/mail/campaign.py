@@ -7,7 +7,7 @@ the idempotency key `invite:<invite id>:v1`, so a crash leaves either both or ne
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +22,7 @@ from portal.accounts.links import issue_invite, live_invite, reissue_invite
 from portal.mail.prepare import MessagePreparer, current_preparer, store
 from portal.models import Account, AccountStatus, Invite, OutboxKind
 from portal.outbox.queue import enqueue_id
+from portal.settings import Settings
 
 INVITE_ACTOR = "reauth invite"
 REMINDER_ACTOR = "reminders"
@@ -59,7 +60,7 @@ def count_invitable(session: Session, plugins: list[str], limit: int | None) -> 
 
 def queue_email(
     session: Session,
-    config: Mapping[str, Any],
+    settings: Settings,
     *,
     idempotency_key: str,
     account: Account,
@@ -75,63 +76,91 @@ def queue_email(
     prepares it when it first claims it. False when the idempotency key was already queued.
     """
     outbox_id = enqueue_id(
-        session, kind=OutboxKind.EMAIL, idempotency_key=idempotency_key,
-        recipient=account.email, account_pk=account.id, invite_id=invite.id,
-        template=template, payload=payload, now=now,
-    )  # fmt: skip
+        session,
+        kind=OutboxKind.EMAIL,
+        idempotency_key=idempotency_key,
+        recipient=account.email,
+        account_pk=account.id,
+        invite_id=invite.id,
+        template=template,
+        payload=payload,
+        now=now,
+    )
     if outbox_id is None:
         return False
-    preparer = preparer or current_preparer(config)
+    preparer = preparer or current_preparer(settings)
     if preparer is not None:
         prepared = preparer.prepare(
-            outbox_id=outbox_id, idempotency_key=idempotency_key, template=template,
-            recipient=account.email, payload=payload or {}, account=account, invite=invite,
+            outbox_id=outbox_id,
+            idempotency_key=idempotency_key,
+            template=template,
+            recipient=account.email,
+            payload=payload or {},
+            account=account,
+            invite=invite,
             now=now,
-        )  # fmt: skip
+        )
         store(session, outbox_id, prepared)
     return True
 
 
 def invite_account(
     session: Session,
-    config: Mapping[str, Any],
+    settings: Settings,
     account: Account,
     now: datetime,
     *,
     preparer: MessagePreparer | None = None,
 ) -> bool:
     """Issue an invite and queue its (prepared) email in the caller's transaction."""
-    invite = issue_invite(session, config, account, actor=INVITE_ACTOR, now=now)
+    invite = issue_invite(session, settings, account, actor=INVITE_ACTOR, now=now)
     return queue_email(
-        session, config, idempotency_key=f"invite:{invite.id}:v1", account=account,
-        invite=invite, template="invite", now=now, preparer=preparer,
-    )  # fmt: skip
+        session,
+        settings,
+        idempotency_key=f"invite:{invite.id}:v1",
+        account=account,
+        invite=invite,
+        template="invite",
+        now=now,
+        preparer=preparer,
+    )
 
 
 def send_fresh_link(
-    session: Session, config: Mapping[str, Any], account: Account, *, actor: str, reason: str,
+    session: Session,
+    settings: Settings,
+    account: Account,
+    *,
+    actor: str,
+    reason: str,
     now: datetime,
-) -> Invite:  # fmt: skip
+) -> Invite:
     """Re-issue the account's link (or issue one) and queue the invitation with it.
 
     Older links stop working; used by `/r/renew` and the admin's resend action.
     """
     invite = live_invite(session, account)
     if invite is None:
-        invite = issue_invite(session, config, account, actor=actor, now=now)
+        invite = issue_invite(session, settings, account, actor=actor, now=now)
     else:
-        invite = reissue_invite(session, config, invite, actor=actor, now=now)
+        invite = reissue_invite(session, settings, invite, actor=actor, now=now)
     session.flush()
     queue_email(
-        session, config, idempotency_key=f"invite:{invite.id}:{invite.nonce}", account=account,
-        invite=invite, template="invite", now=now, payload={"reason": reason},
-    )  # fmt: skip
+        session,
+        settings,
+        idempotency_key=f"invite:{invite.id}:{invite.nonce}",
+        account=account,
+        invite=invite,
+        template="invite",
+        now=now,
+        payload={"reason": reason},
+    )
     return invite
 
 
 def queue_invites(
     transaction: Transaction,
-    config: Mapping[str, Any],
+    settings: Settings,
     plugins: list[str],
     *,
     limit: int | None,
@@ -141,7 +170,7 @@ def queue_invites(
 ) -> InviteReport:
     """Invite new accounts in chunks, one transaction per chunk; return what was queued."""
     report = InviteReport()
-    preparer = preparer or current_preparer(config)
+    preparer = preparer or current_preparer(settings)
     while limit is None or report.queued < limit:
         size = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - report.queued)
         with transaction() as session:
@@ -150,7 +179,7 @@ def queue_invites(
                 invitable(plugins).limit(size).with_for_update(skip_locked=True, of=Account)
             ).all()
             for account in accounts:
-                invite_account(session, config, account, now, preparer=preparer)
+                invite_account(session, settings, account, now, preparer=preparer)
                 report.by_plugin[str(account.plugin)] += 1
         report.queued += len(accounts)
         if progress is not None:
@@ -160,25 +189,25 @@ def queue_invites(
     return report
 
 
-def reminder_at(first_sent_at: datetime, index: int, config: Mapping[str, Any]) -> datetime | None:
+def reminder_at(first_sent_at: datetime, index: int, settings: Settings) -> datetime | None:
     """Return when reminder number `index + 1` is due, or None when there is none."""
-    days: list[int] = config["REMINDER_DAYS"]
+    days = settings.reminder_days
     if index >= len(days):
         return None
     due = first_sent_at + timedelta(days=days[index])
-    deadline = config["REMINDER_DEADLINE"]
+    deadline = settings.reminder_deadline
     if deadline and due > first_sent_at + timedelta(days=deadline):
         return None
     return due
 
 
-def in_quiet_hours(now: datetime, config: Mapping[str, Any]) -> bool:
+def in_quiet_hours(now: datetime, settings: Settings) -> bool:
     """Tell whether `now` falls in QUIET_HOURS (e.g. 22-7) in QUIET_TIMEZONE."""
-    hours = config.get("QUIET_HOURS") or ""
+    hours = settings.quiet_hours
     if not hours:
         return False
     start, _, end = hours.partition("-")
-    hour = now.astimezone(ZoneInfo(config["QUIET_TIMEZONE"])).hour
+    hour = now.astimezone(ZoneInfo(settings.quiet_timezone)).hour
     first, last = int(start), int(end)
     if first <= last:
         return first <= hour < last
@@ -203,31 +232,31 @@ def due_reminders(limit: int, now: datetime) -> Select[Invite, Account]:
 
 def queue_due_reminders(
     session: Session,
-    config: Mapping[str, Any],
+    settings: Settings,
     *,
     now: datetime,
     limit: int = CHUNK_SIZE,
     preparer: MessagePreparer | None = None,
 ) -> int:
     """Queue the reminders due at `now` (none in quiet hours); the caller commits."""
-    if not config["REMINDER_DAYS"] or in_quiet_hours(now, config):
+    if not settings.reminder_days or in_quiet_hours(now, settings):
         return 0
     queued = 0
     due = session.execute(due_reminders(limit, now)).all()
     if due:
-        preparer = preparer or current_preparer(config)
+        preparer = preparer or current_preparer(settings)
     for invite, account in due:
-        queued += queue_reminder(session, config, invite, account, now, preparer=preparer)
+        queued += queue_reminder(session, settings, invite, account, now, preparer=preparer)
     # Invites past every reminder drop out of the due set through next_reminder_at = None.
     return queued
 
 
-def reminder_number(invite: Invite, config: Mapping[str, Any], now: datetime) -> int:
+def reminder_number(invite: Invite, settings: Settings, now: datetime) -> int:
     """Return the number of the reminder to send; late workers skip stale ones, never stack."""
     assert invite.first_sent_at is not None
     passed = 0
-    for index in range(len(config["REMINDER_DAYS"])):
-        due = reminder_at(invite.first_sent_at, index, config)
+    for index in range(len(settings.reminder_days)):
+        due = reminder_at(invite.first_sent_at, index, settings)
         if due is not None and due <= now:
             passed = index + 1
     return max(invite.reminders_sent + 1, passed)
@@ -235,7 +264,7 @@ def reminder_number(invite: Invite, config: Mapping[str, Any], now: datetime) ->
 
 def queue_reminder(
     session: Session,
-    config: Mapping[str, Any],
+    settings: Settings,
     invite: Invite,
     account: Account,
     now: datetime,
@@ -244,12 +273,12 @@ def queue_reminder(
 ) -> int:
     """Queue one reminder; 0 when another worker did it first or none is due any more."""
     assert invite.first_sent_at is not None
-    deadline = config["REMINDER_DEADLINE"]
+    deadline = settings.reminder_deadline
     current = live_invite(session, account)
     stale = current is None or current.id != invite.id
     past_deadline = deadline and now > invite.first_sent_at + timedelta(days=deadline)
-    number = reminder_number(invite, config, now)
-    if stale or past_deadline or reminder_at(invite.first_sent_at, number - 1, config) is None:
+    number = reminder_number(invite, settings, now)
+    if stale or past_deadline or reminder_at(invite.first_sent_at, number - 1, settings) is None:
         invite.next_reminder_at = None
         return 0
     taken = session.execute(
@@ -257,40 +286,49 @@ def queue_reminder(
         .where(Invite.id == invite.id, Invite.reminders_sent == invite.reminders_sent)
         .values(
             reminders_sent=number,
-            next_reminder_at=reminder_at(invite.first_sent_at, number, config),
+            next_reminder_at=reminder_at(invite.first_sent_at, number, settings),
         )
         .execution_options(synchronize_session="fetch")
     )
     if not getattr(taken, "rowcount", 0):
         return 0
     if invite.expires_at <= now + MIN_LINK_LIFETIME:
-        reissue_invite(session, config, invite, actor=REMINDER_ACTOR, now=now)
-    return int(queue_email(
-        session, config, idempotency_key=f"reminder:{invite.id}:{number}:v1", account=account,
-        invite=invite, template="reminder", payload={"number": number}, now=now,
-        preparer=preparer,
-    ))  # fmt: skip
+        reissue_invite(session, settings, invite, actor=REMINDER_ACTOR, now=now)
+    return int(
+        queue_email(
+            session,
+            settings,
+            idempotency_key=f"reminder:{invite.id}:{number}:v1",
+            account=account,
+            invite=invite,
+            template="reminder",
+            payload={"number": number},
+            now=now,
+            preparer=preparer,
+        )
+    )
 
 
 def record_first_send(
     session: Session,
-    config: Mapping[str, Any],
+    settings: Settings,
     invite_id: int | None,
     account_pk: int | None,
     now: datetime,
 ) -> None:
     """Mark the first email of an account and invite as sent and schedule the first reminder."""
     record_first_sends(
-        session, config,
+        session,
+        settings,
         invite_ids=[] if invite_id is None else [invite_id],
         account_pks=[] if account_pk is None else [account_pk],
         now=now,
-    )  # fmt: skip
+    )
 
 
 def record_first_sends(
     session: Session,
-    config: Mapping[str, Any],
+    settings: Settings,
     *,
     invite_ids: Collection[int],
     account_pks: Collection[int],
@@ -313,5 +351,5 @@ def record_first_sends(
         connection.execute(
             update(invites)
             .where(invites.c.id.in_(sorted(invite_ids)), invites.c.first_sent_at.is_(None))
-            .values(first_sent_at=now, next_reminder_at=reminder_at(now, 0, config))
+            .values(first_sent_at=now, next_reminder_at=reminder_at(now, 0, settings))
         )

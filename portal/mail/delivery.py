@@ -7,7 +7,6 @@ only for rows whose fenced update matched, so a late worker changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from portal.mail.prepare import MessagePreparer, Prepared, store
 from portal.models import Account, AccountStatus, Invite, utcnow
 from portal.outbox.queue import FAILED, RETRY, SENT, WIRE, ClaimedRow, DeliveryOutcome
 from portal.plugins import PluginRegistry
+from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 WORKER_ACTOR = "worker"
@@ -50,9 +50,7 @@ class EmailHandler:
     attempt (a retry, or another worker after a crash) sends the same bytes.
     """
 
-    def __init__(
-        self, config: Mapping[str, Any], registry: PluginRegistry, backend: MailBackend
-    ) -> None:
+    def __init__(self, config: Settings, registry: PluginRegistry, backend: MailBackend) -> None:
         self.config = config
         self.registry = registry
         self.backend = backend

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import default
 from email.utils import format_datetime, parseaddr
-from typing import Any
 
 from portal.mail.render import RenderedEmail
+from portal.settings import Settings
 
 # CR, LF and NUL would start new headers; other C0/C1 controls have no business in a header.
 HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -28,14 +27,14 @@ def sanitize_header(value: str | None) -> str:
     return " ".join(HEADER_UNSAFE.sub(" ", value).split())
 
 
-def sender_address(config: Mapping[str, Any]) -> str:
+def sender_address(settings: Settings) -> str:
     """Return the bare envelope sender of MAIL_FROM."""
-    return parseaddr(config["MAIL_FROM"])[1]
+    return parseaddr(settings.mail_from)[1]
 
 
-def sender_domain(config: Mapping[str, Any]) -> str:
+def sender_domain(settings: Settings) -> str:
     """Return the domain of MAIL_FROM, used on the right of every Message-ID."""
-    return sender_address(config).rpartition("@")[2] or "localhost"
+    return sender_address(settings).rpartition("@")[2] or "localhost"
 
 
 def message_id_for(outbox_id: int, idempotency_key: str, domain: str) -> str:
@@ -61,16 +60,16 @@ def build_message(
     recipient: str,
     recipient_name: str | None,
     message_id: str,
-    config: Mapping[str, Any],
+    settings: Settings,
     now: datetime,
 ) -> EmailMessage:
     """Assemble the multipart (text + HTML) message for one recipient."""
     message = EmailMessage(policy=default)
     message["Subject"] = sanitize_header(rendered.subject)
-    message["From"] = configured_mailbox(config["MAIL_FROM"])
+    message["From"] = configured_mailbox(settings.mail_from)
     message["To"] = mailbox(recipient_name, recipient)
-    if config.get("MAIL_REPLY_TO"):
-        message["Reply-To"] = configured_mailbox(config["MAIL_REPLY_TO"])
+    if settings.mail_reply_to:
+        message["Reply-To"] = configured_mailbox(settings.mail_reply_to)
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"

@@ -28,20 +28,17 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from portal.accounts.links import link_url
+from portal.extensions import current_settings
 from portal.mail.message import build_message, message_id_for, sender_domain, wire_bytes
 from portal.mail.render import render_email
 from portal.models import Account, Invite
 from portal.outbox.queue import OUTBOX, WIRE
 from portal.plugins import PluginRegistry, plugin_registry
 from portal.resources import resource_dir
+from portal.settings import Settings
 
 NONCE, TAG = "nonce", "tag"
 EXTENSION_KEY = "reauth_mail_preparer"
-# Settings that show in a rendered message; a change means pending rows are rendered again.
-RENDER_SETTINGS = (
-    "BASE_URL", "MAIL_FROM", "MAIL_REPLY_TO", "PRODUCT_NAME", "COMPANY_NAME", "SUPPORT_CONTACT",
-    "LOGO_URL",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,12 +64,28 @@ def template_digest() -> bytes:
     return digest.digest()
 
 
-def render_tag(config: Mapping[str, Any]) -> str:
+def rendered_settings(settings: Settings) -> dict[str, str | None]:
+    """The settings that show in a rendered message, under their configuration names.
+
+    The tag hashes names and values: a change to one renders pending rows again.
+    """
+    return {
+        "BASE_URL": settings.base_url,
+        "MAIL_FROM": settings.mail_from,
+        "MAIL_REPLY_TO": settings.mail_reply_to,
+        "PRODUCT_NAME": settings.product_name,
+        "COMPANY_NAME": settings.company_name,
+        "SUPPORT_CONTACT": settings.support_contact,
+        "LOGO_URL": settings.logo_url,
+    }
+
+
+def render_tag(settings: Settings) -> str:
     """Fingerprint what a rendered message depends on (the signing key only through an HMAC)."""
     digest = hashlib.sha256(template_digest())
-    for key in RENDER_SETTINGS:
-        digest.update(f"{key}={config.get(key)!r}\0".encode())
-    key_tag = hmac.new(str(config["SECRET_KEY"]).encode(), b"reauth.mail.render-tag", "sha256")
+    for key, value in rendered_settings(settings).items():
+        digest.update(f"{key}={value!r}\0".encode())
+    key_tag = hmac.new(settings.secret_key.encode(), b"reauth.mail.render-tag", "sha256")
     digest.update(key_tag.digest())
     return digest.hexdigest()[:16]
 
@@ -80,11 +93,11 @@ def render_tag(config: Mapping[str, Any]) -> str:
 class MessagePreparer:
     """Render and serialise email rows for one configuration and plugin registry."""
 
-    def __init__(self, config: Mapping[str, Any], registry: PluginRegistry) -> None:
-        self.config = config
+    def __init__(self, settings: Settings, registry: PluginRegistry) -> None:
+        self.settings = settings
         self.registry = registry
-        self.domain = sender_domain(config)
-        self.tag = render_tag(config)
+        self.domain = sender_domain(settings)
+        self.tag = render_tag(settings)
 
     def message_id(self, outbox_id: int, idempotency_key: str) -> str:
         """The row's Message-ID: derived from its id and key, the same on every attempt."""
@@ -117,14 +130,18 @@ class MessagePreparer:
             template or "invite",
             account=account,
             plugin=self.registry.get(account.plugin),
-            link=link_url(self.config, invite),
+            link=link_url(self.settings, invite),
             expires_at=invite.expires_at,
-            config=self.config,
+            settings=self.settings,
         )
         message = build_message(
-            rendered, recipient=recipient, recipient_name=account.name, message_id=message_id,
-            config=self.config, now=now,
-        )  # fmt: skip
+            rendered,
+            recipient=recipient,
+            recipient_name=account.name,
+            message_id=message_id,
+            settings=self.settings,
+            now=now,
+        )
         wire = wire_bytes(message).decode("ascii")
         stored = {**payload, WIRE: wire, NONCE: invite.nonce, TAG: self.tag}
         return Prepared(wire, message_id, stored)
@@ -142,13 +159,13 @@ def store(
     return bool(result.rowcount)
 
 
-def current_preparer(config: Mapping[str, Any] | None = None) -> MessagePreparer | None:
+def current_preparer(settings: Settings | None = None) -> MessagePreparer | None:
     """The current app's preparer (built once per app); None outside an app context."""
     if not has_app_context():
         return None
     extensions = current_app.extensions
     preparer: MessagePreparer | None = extensions.get(EXTENSION_KEY)
-    if preparer is None or (config is not None and preparer.config is not config):
-        preparer = MessagePreparer(config or current_app.config, plugin_registry())
+    if preparer is None or (settings is not None and preparer.settings is not settings):
+        preparer = MessagePreparer(settings or current_settings(), plugin_registry())
         extensions[EXTENSION_KEY] = preparer
     return preparer

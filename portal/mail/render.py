@@ -6,7 +6,6 @@ user or an import is compiled as a template. HTML templates autoescape, text one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -16,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from portal.plugins import Plugin, Wording
 from portal.resources import resource_dir
+from portal.settings import Settings
 
 EMAIL_KINDS = ("invite", "reminder")
 REMINDER_PREFIX = "Reminder: "
@@ -62,14 +62,14 @@ def subject_for(kind: str, wording: Wording) -> str:
     return wording.email_subject
 
 
-def branding(config: Mapping[str, Any]) -> dict[str, Any]:
+def branding(settings: Settings) -> dict[str, Any]:
     """Collect the configured names and contacts every email shows."""
     return {
-        "product_name": config["PRODUCT_NAME"],
-        "company_name": config["COMPANY_NAME"],
-        "support_contact": config.get("SUPPORT_CONTACT"),
-        "logo_url": config.get("LOGO_URL"),
-        "base_url": config["BASE_URL"],
+        "product_name": settings.product_name,
+        "company_name": settings.company_name,
+        "support_contact": settings.support_contact,
+        "logo_url": settings.logo_url,
+        "base_url": settings.base_url,
     }
 
 
@@ -80,14 +80,14 @@ def render_email(
     plugin: Plugin | None,
     link: str,
     expires_at: datetime | None,
-    config: Mapping[str, Any],
+    settings: Settings,
 ) -> RenderedEmail:
     """Render one email of `kind` (invite or reminder) for an account and its link."""
     if kind not in EMAIL_KINDS:
         raise ValueError(f"unknown email kind {kind!r}")
     wording = plugin.wording(account) if plugin is not None else GENERIC_WORDING
     context = {
-        **branding(config),
+        **branding(settings),
         "kind": kind,
         "name": account.name or "",
         "email": account.email,

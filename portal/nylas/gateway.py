@@ -27,6 +27,7 @@ from nylas.models.errors import NylasOAuthError as SdkOAuthError
 from nylas.models.grants import Grant
 from nylas.models.webhooks import Webhook, WebhookWithSecret
 
+from portal.extensions import settings_of
 from portal.nylas.errors import (
     NylasError,
     map_error,
@@ -34,6 +35,7 @@ from portal.nylas.errors import (
 from portal.nylas.retry import RetryPolicy, is_retryable
 from portal.plugins import AuthResult
 from portal.scopes import split_scopes
+from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,14 +84,14 @@ class NylasGateway:
         self._client = Client(api_key=api_key, api_uri=self.api_uri, timeout=timeout)  # type: ignore[arg-type]
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], **options: Any) -> NylasGateway:
+    def from_settings(cls, settings: Settings, **options: Any) -> NylasGateway:
         """Build a gateway from the portal's settings (NYLAS_* and OAUTH_REDIRECT_URI)."""
         return cls(
-            api_key=config["NYLAS_API_KEY"],
-            client_id=config["NYLAS_CLIENT_ID"],
-            api_uri=config["NYLAS_API_URI"],
-            timeout=config.get("NYLAS_TIMEOUT") or 15,
-            redirect_uri=config.get("OAUTH_REDIRECT_URI"),
+            api_key=settings.nylas_api_key,
+            client_id=settings.nylas_client_id,
+            api_uri=settings.nylas_api_uri,
+            timeout=settings.nylas_timeout or 15,
+            redirect_uri=settings.oauth_redirect_uri,
             **options,
         )
 
@@ -377,6 +379,6 @@ def current_gateway() -> NylasGateway:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     gateway = app.extensions.get(EXTENSION_KEY)
     if gateway is None:
-        gateway = app.extensions[EXTENSION_KEY] = NylasGateway.from_config(app.config)
+        gateway = app.extensions[EXTENSION_KEY] = NylasGateway.from_settings(settings_of(app))
     assert isinstance(gateway, NylasGateway)
     return gateway

@@ -7,7 +7,7 @@ fix. docs/nylas-client.md says how each is decided.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from portal.scopes import (
     split_scopes,
     translate,
 )
+from portal.settings import Settings
 
 GRAPH_PLUGINS = ("microsoft-graph", "microsoft-personal")
 EWS_PLUGIN = "ews-password"
@@ -142,7 +143,7 @@ def no_connector(name: str, found: Connectors) -> Check:
     return Check(name, FAIL, "not checked: there is no Microsoft connector", "Create it first.")
 
 
-def check_microsoft_connector(found: Connectors, config: Mapping[str, Any]) -> Check:
+def check_microsoft_connector(found: Connectors, settings: Settings) -> Check:
     name = "microsoft_connector"
     if found.error:
         return Check(name, FAIL, f"Nylas could not be asked: {found.error}", api_fix(found.error))
@@ -153,7 +154,7 @@ def check_microsoft_connector(found: Connectors, config: Mapping[str, Any]) -> C
             "there is no Microsoft connector",
             "Create it in the Nylas dashboard with your new Azure app's client id and secret.",
         )
-    reason = unconfigured_reason(found.microsoft, str(config.get("NYLAS_CLIENT_ID") or ""))
+    reason = unconfigured_reason(found.microsoft, settings.nylas_client_id)
     if reason:
         return Check(
             name,
@@ -289,20 +290,18 @@ def api_fix(error: NylasError) -> str:
     return "Check REAUTH_NYLAS_API_URI and your network, then run preflight again."
 
 
-def run_preflight(
-    session: Session, gateway: NylasGateway, config: Mapping[str, Any]
-) -> PreflightReport:
+def run_preflight(session: Session, gateway: NylasGateway, settings: Settings) -> PreflightReport:
     """Run every check; Nylas is asked for each connector once."""
     found = fetch_connectors(gateway)
     plugins = plugins_in_use(session)
     steps: list[Callable[[], Check]] = [
-        lambda: check_microsoft_connector(found, config),
+        lambda: check_microsoft_connector(found, settings),
         lambda: check_graph_scopes(found),
         lambda: check_scope_coverage(found, session),
         lambda: check_offline_access(found),
         lambda: check_ews_connector(found, plugins),
-        lambda: check_callback_uri(gateway, config["OAUTH_REDIRECT_URI"]),
-        lambda: check_region(config["NYLAS_API_URI"], config["NYLAS_REGION"]),
+        lambda: check_callback_uri(gateway, settings.oauth_redirect_uri),
+        lambda: check_region(settings.nylas_api_uri, settings.nylas_region),
     ]
     return PreflightReport([step() for step in steps])
 

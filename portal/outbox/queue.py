@@ -77,11 +77,18 @@ def enqueue_id(
     Return the new row's id, or None when the key was taken (nothing is queued twice).
     """
     values = {
-        "kind": kind, "idempotency_key": idempotency_key, "recipient": recipient,
-        "account_pk": account_pk, "invite_id": invite_id, "template": template,
-        "payload": payload or {}, "status": OutboxStatus.PENDING, "attempts": 0,
-        "available_at": now, "created_at": now,
-    }  # fmt: skip
+        "kind": kind,
+        "idempotency_key": idempotency_key,
+        "recipient": recipient,
+        "account_pk": account_pk,
+        "invite_id": invite_id,
+        "template": template,
+        "payload": payload or {},
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "available_at": now,
+        "created_at": now,
+    }
     dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
     statement = (
         dialect.insert(OutboxMessage)

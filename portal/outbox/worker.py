@@ -42,6 +42,7 @@ from portal.outbox.queue import (
     finish_values,
     release,
 )
+from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 # Stop sending from a batch once this share of its lease is used up; the rest goes back.
@@ -210,7 +211,7 @@ class Worker:
 
     def __init__(
         self,
-        config: Mapping[str, Any],
+        config: Settings,
         sessions: sessionmaker[Session],
         handlers: Mapping[str, KindHandler],
         idle_tasks: Sequence[IdleTask],
@@ -227,7 +228,7 @@ class Worker:
         self.idle_tasks = list(idle_tasks)
         self.clock = clock
         self.progress = progress
-        self.throttle = Throttle(config["MAIL_RATE_PER_SECOND"], config["MAIL_RATE_PER_DOMAIN"])
+        self.throttle = Throttle(config.mail_rate_per_second, config.mail_rate_per_domain)
         self.stats = WorkerStats()
         self.stopping = False
         self.outage = Outage()
@@ -284,7 +285,7 @@ class Worker:
         """Back off before the next try; `once` gives up after its patience."""
         delay = self.outage.failed(exc)
         if once:
-            left = float(self.config.get("WORKER_ONCE_DB_PATIENCE", 60)) - self.outage.lasted()
+            left = self.config.worker_once_db_patience.total_seconds() - self.outage.lasted()
             if left <= 0:
                 raise DatabaseGaveUp(
                     f"database unreachable for {self.outage.lasted():.0f} s ({describe(exc)})"
@@ -340,8 +341,8 @@ class Worker:
         """ClaimedRow the next batch of rows of the kinds this worker handles."""
         with self.sessions() as session:
             return claim_batch(
-                session, kinds=list(self.handlers), limit=self.config["MAIL_BATCH_SIZE"],
-                lease_seconds=self.config["OUTBOX_LEASE_SECONDS"], now=self.clock(),
+                session, kinds=list(self.handlers), limit=self.config.mail_batch_size,
+                lease_seconds=self.config.outbox_lease_seconds, now=self.clock(),
             )  # fmt: skip
 
     def process(self, batch: list[ClaimedRow]) -> None:
@@ -373,7 +374,7 @@ class Worker:
     ) -> tuple[list[DeliveryOutcome], list[ClaimedRow]]:
         """Send until done, stopped, or the lease is nearly used up."""
         started = time.monotonic()
-        budget = self.config["OUTBOX_LEASE_SECONDS"] * LEASE_SAFETY
+        budget = self.config.outbox_lease_seconds * LEASE_SAFETY
         outcomes: list[DeliveryOutcome] = []
         for index, claim in enumerate(claims):
             if self.stopping or time.monotonic() - started > budget:
@@ -404,7 +405,7 @@ class Worker:
         by row, so only rows still ours change and only their effects are recorded.
         """
         now = self.clock()
-        retry_base, max_age = self.config["MAIL_RETRY_BASE"], self.config["MAIL_MAX_AGE"]
+        retry_base, max_age = self.config.mail_retry_base, self.config.mail_max_age
         finishing = [
             (outcome, finish_values(outcome, now=now, retry_base=retry_base, max_age=max_age))
             for outcome in outcomes
@@ -443,7 +444,7 @@ class Worker:
     def idle(self) -> None:
         """Close idle connections and wait for the next poll, waking up for a stop."""
         self.close()
-        self.pause(self.config["WORKER_POLL_SECONDS"])
+        self.pause(self.config.worker_poll_seconds)
 
     def pause(self, seconds: float) -> None:
         """Sleep, waking up at once for a stop."""

@@ -130,9 +130,12 @@ def seed_placeholder(plugin: Plugin, account: SampleAccount, emulator: EmulatorS
     """An account that names a grant gets that grant in the emulator (a migrated placeholder)."""
     if account.grant_id:
         emulator.state.add_grant(
-            account.email, plugin.nylas_provider, account.grant_status or "invalid",
-            id=account.grant_id, account_id=account.account_id,
-        )  # fmt: skip
+            account.email,
+            plugin.nylas_provider,
+            account.grant_status or "invalid",
+            id=account.grant_id,
+            account_id=account.account_id,
+        )
 
 
 def import_line(account: SampleAccount) -> bytes:
@@ -149,13 +152,19 @@ def build_portal(plugin_class: type[Plugin], emulator: EmulatorServer, workdir: 
 
     app = create_app(
         {
-            "ENV": "testing", "TESTING": True, "SECRET_KEY": CONTRACT_SECRET_KEY,
-            "DATABASE_URL": f"sqlite:///{workdir / 'contract.sqlite3'}", "PLUGINS": "",
-            "BASE_URL": url, "NYLAS_API_URI": emulator.url, "NYLAS_API_KEY": emulator.api_key,
-            "NYLAS_CLIENT_ID": emulator.client_id, "MAIL_BACKEND": "console",
+            "ENV": "testing",
+            "TESTING": True,
+            "SECRET_KEY": CONTRACT_SECRET_KEY,
+            "DATABASE_URL": f"sqlite:///{workdir / 'contract.sqlite3'}",
+            "PLUGINS": "",
+            "BASE_URL": url,
+            "NYLAS_API_URI": emulator.url,
+            "NYLAS_API_KEY": emulator.api_key,
+            "NYLAS_CLIENT_ID": emulator.client_id,
+            "MAIL_BACKEND": "console",
         },
         plugins=[plugin_class],
-    )  # fmt: skip
+    )
     emulator.add_callback_uri(f"{url}/oauth/callback")
     with app.app_context():
         migrate.upgrade(db.engine)
@@ -167,6 +176,7 @@ def import_and_invite(app: Flask, account: SampleAccount) -> str:
     from portal.accounts.importer import import_accounts
     from portal.accounts.links import issue_invite, link_url
     from portal.db import db
+    from portal.extensions import settings_of
     from portal.models import Account
     from portal.plugins import plugin_registry
 
@@ -178,9 +188,9 @@ def import_and_invite(app: Flask, account: SampleAccount) -> str:
             select(Account).where(Account.account_id == account.account_id)
         ).one()
         assert stored.status == "new", f"imported as {stored.status}: {stored.status_reason}"
-        invite = issue_invite(db.session, app.config, stored, actor="contract-kit")
+        invite = issue_invite(db.session, settings_of(app), stored, actor="contract-kit")
         db.session.commit()
-        return link_url(app.config, invite)
+        return link_url(settings_of(app), invite)
 
 
 def stored_account(app: Flask, account_id: str) -> Any:
@@ -234,9 +244,14 @@ def run_flow(
         auth_params, result = walk(link, server.url, sign_in, account.email)
         stored = stored_account(built["app"], account.account_id)
     return FlowReport(
-        auth_params, result.status_code, result.text, str(stored.status), stored.outcome,
-        stored.grant_id, account.grant_id,
-    )  # fmt: skip
+        auth_params,
+        result.status_code,
+        result.text,
+        str(stored.status),
+        stored.outcome,
+        stored.grant_id,
+        account.grant_id,
+    )
 
 
 # -- the contract ---------------------------------------------------------------------------

@@ -105,8 +105,13 @@ class LocalIssuer:
 
     def id_token(self, grant: Grant) -> str:
         now = int(time.time())
-        claims = {"iss": self.url, "aud": grant.client_id, "iat": now, "exp": now + 300,
-                  **grant.user}  # fmt: skip
+        claims = {
+            "iss": self.url,
+            "aud": grant.client_id,
+            "iat": now,
+            "exp": now + 300,
+            **grant.user,
+        }
         if grant.nonce:
             claims["nonce"] = grant.nonce
         return jwt.encode({"alg": "RS256", "kid": "k1"}, claims, self.key)

@@ -8,9 +8,11 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, abort, render_template
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
+
+from portal.extensions import current_settings
 
 blueprint = Blueprint("devmail", __name__, url_prefix="/dev/mail")
 MESSAGE_NAME = re.compile(r"outbox-\d+\.eml")
@@ -18,7 +20,7 @@ URL = re.compile(r"https?://[^\s<>\"]+")
 
 
 def mail_folder() -> Path:
-    return Path(current_app.config["MAIL_FILE_DIR"])
+    return Path(current_settings().mail_file_dir)
 
 
 def read_message(path: Path) -> EmailMessage:

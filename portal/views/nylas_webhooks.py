@@ -23,7 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from portal.db import EXTENSION_KEY, db
+from portal.db import db, session_factory
+from portal.extensions import current_settings, settings_of
 from portal.models import NylasNotification, WebhookDestination, utcnow
 from portal.plugins import plugin_registry
 from portal.signing import verify_nylas_signature
@@ -43,7 +44,7 @@ AFTER_RESPONSE_SWEEP = 10
 
 def accepted_secrets() -> list[str]:
     """REAUTH_NYLAS_WEBHOOK_SECRETS (rotation overlap) plus the secrets `register` stored."""
-    configured = list(current_app.config.get("NYLAS_WEBHOOK_SECRETS") or [])
+    configured = list(current_settings().nylas_webhook_secrets)
     stored = db.session.scalars(select(WebhookDestination.secret)).all()
     # End the read transaction: on SQLite a later write in the same transaction could not
     # wait for the lock (a stale snapshot cannot be upgraded) and would fail at once.
@@ -52,7 +53,7 @@ def accepted_secrets() -> list[str]:
 
 
 def max_body() -> int:
-    return int(current_app.config.get("WEBHOOK_MAX_BODY") or 1024 * 1024)
+    return current_settings().webhook_max_body or 1024 * 1024
 
 
 def gunzip(raw: bytes, limit: int) -> bytes:
@@ -137,9 +138,12 @@ def process_after_response(app: Flask, pk: int) -> None:
     try:
         with app.app_context():
             process_pending(
-                app.extensions[EXTENSION_KEY], app.config, plugin_registry(app),
-                limit=AFTER_RESPONSE_SWEEP, first=pk,
-            )  # fmt: skip
+                session_factory(app),
+                settings_of(app),
+                plugin_registry(app),
+                limit=AFTER_RESPONSE_SWEEP,
+                first=pk,
+            )
     except Exception:
         # It stays pending for the worker or `reauth webhooks process`.
         log.exception("nylas notification %d: processing after the response failed", pk)

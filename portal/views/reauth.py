@@ -7,7 +7,6 @@ import logging
 from flask import (
     Blueprint,
     Response,
-    current_app,
     redirect,
     render_template,
     request,
@@ -19,6 +18,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from portal.accounts.history import record_event
 from portal.db import database_unreachable, db, discard
+from portal.extensions import current_settings
 from portal.journey.flow import (
     FlowProblem,
     RecordingInterrupted,
@@ -64,7 +64,7 @@ def private_page(response: Response) -> Response:
 def landing(token: str) -> ResponseReturnValue:
     """Show who is asking and why, with a Continue button. Changes nothing (mail scanners)."""
     try:
-        context = resolve_link(db.session, current_app.config, plugin_registry(), token, utcnow())
+        context = resolve_link(db.session, current_settings(), plugin_registry(), token, utcnow())
     except FlowProblem as problem:
         return link_problem(problem.kind)
     wording = context.plugin.wording(context.account) if context.plugin else None
@@ -79,7 +79,7 @@ def continue_(token: str) -> ResponseReturnValue:
     now = utcnow()
     browser = request.cookies.get(BROWSER_COOKIE) or new_secret()
     try:
-        context = resolve_link(db.session, current_app.config, plugin_registry(), token, now)
+        context = resolve_link(db.session, current_settings(), plugin_registry(), token, now)
         url = start_attempt(db.session, current_gateway(), context, browser, now)
     except FlowProblem as problem:
         db.session.rollback()
@@ -102,7 +102,7 @@ def callback() -> ResponseReturnValue:
     params["error_description"] = request.args.get("error_description", "")
     try:
         attempt = finish_attempt(
-            db.session, current_app.config, current_gateway(), plugin_registry(), params,
+            db.session, current_settings(), current_gateway(), plugin_registry(), params,
             request.cookies.get(BROWSER_COOKIE), utcnow(),
         )  # fmt: skip
     except FlowProblem as problem:
@@ -143,7 +143,7 @@ def result() -> ResponseReturnValue:
     status = 200 if kind in ("completed", "in_progress") else 400
     return render_template(
         "reauth/result.html", kind=kind, attempt=attempt, account=account,
-        retry_link=None, support=current_app.config.get("SUPPORT_CONTACT"),
+        retry_link=None, support=current_settings().support_contact,
     ), status  # fmt: skip
 
 
@@ -177,7 +177,7 @@ def admin_consent_return() -> ResponseReturnValue:
     other gets a plain refusal and writes nothing.
     """
     try:
-        tenant = ConsentStateSigner.from_config(current_app.config).loads(
+        tenant = ConsentStateSigner.from_settings(current_settings()).loads(
             request.args.get("state", "")
         )
     except ConsentStateRefused:
@@ -216,7 +216,7 @@ def finishing_page() -> ResponseReturnValue:
 
 def set_browser_cookie(response: BaseResponse, value: str) -> None:
     """A random value naming this browser; attempts store only its digest."""
-    secure = current_app.config["BASE_URL"].startswith("https://")
+    secure = current_settings().base_url.startswith("https://")
     response.set_cookie(
         BROWSER_COOKIE, value, max_age=30 * 24 * 3600, httponly=True, samesite="Lax",
         secure=secure,

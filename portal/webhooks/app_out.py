@@ -20,6 +20,7 @@ import requests
 from sqlalchemy.orm import Session
 
 from portal.outbox.queue import FAILED, RETRY, SENT, ClaimedRow, DeliveryOutcome
+from portal.settings import Settings
 from portal.signing import app_webhook_signature
 
 log = logging.getLogger(__name__)
@@ -57,17 +58,17 @@ def judge_status(claim: ClaimedRow, status: int) -> DeliveryOutcome:
 class AppWebhookHandler:
     """The KindHandler of `app_webhook` rows (see portal.outbox.worker.KindHandler)."""
 
-    def __init__(self, config: Mapping[str, Any], http: requests.Session | None = None) -> None:
+    def __init__(self, config: Settings, http: requests.Session | None = None) -> None:
         self.config = config
         self.http = http or requests.Session()
-        timeout = float(config.get("APP_WEBHOOK_TIMEOUT") or 10)
+        timeout = float(config.app_webhook_timeout or 10)
         self.timeout = (min(5.0, timeout), timeout)
 
     def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Nothing to load: each row carries its URL and payload."""
 
     def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome:
-        secret = self.config.get("APP_WEBHOOK_SECRET")
+        secret = self.config.app_webhook_secret
         if not secret:
             return DeliveryOutcome(
                 claim, RETRY, "REAUTH_APP_WEBHOOK_SECRET is not set; not sent unsigned"

@@ -51,6 +51,7 @@ from portal.models import (
     utcnow,
 )
 from portal.plugins import AuthResult, Plugin, PluginRegistry, Verdict
+from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 ACTOR = "nylas"
@@ -96,7 +97,7 @@ class Context:
     """What an effect needs: the transaction, settings, plugins, the notification, the time."""
 
     session: Session
-    config: Mapping[str, Any]
+    config: Settings
     registry: PluginRegistry
     notification: NylasNotification
     now: datetime
@@ -203,7 +204,7 @@ def grant_expired(ctx: Context, info: GrantInfo) -> str:
         else:
             result = f"account {account.account_id}: stays {previous}"
     if (
-        ctx.config.get("AUTO_INVITE")
+        ctx.config.auto_invite
         and account.status == AccountStatus.NEW
         and account.plugin in ctx.registry
     ):
@@ -330,7 +331,7 @@ def apply(ctx: Context) -> str:
 
 
 def process_one(
-    sessions: sessionmaker[Session], config: Mapping[str, Any], registry: PluginRegistry,
+    sessions: sessionmaker[Session], config: Settings, registry: PluginRegistry,
     pk: int, now: datetime | None = None,
 ) -> str | None:  # fmt: skip
     """Apply one notification unless another processor has; return its result or None."""
@@ -373,7 +374,7 @@ def pending_ids(session: Session, limit: int) -> list[int]:
 
 
 def process_pending(
-    sessions: sessionmaker[Session], config: Mapping[str, Any], registry: PluginRegistry,
+    sessions: sessionmaker[Session], config: Settings, registry: PluginRegistry,
     *, limit: int = SWEEP_LIMIT, first: int | None = None,
 ) -> Counter[str]:  # fmt: skip
     """Process up to `limit` pending notifications, oldest first (`first` before them all).
