@@ -37,7 +37,7 @@ from portal.accounts.links import issue_invite, link_url
 from portal.db import db
 from portal.extensions import settings_of
 from portal.models import Account, Invite
-from portal.plugins import plugin_registry
+from portal.plugins import HostedAuthRequest, plugin_registry
 from portal.resources import resource_dir
 from portal.signing import INVITE_LINK_SALT
 from portal.testing.emulator import EmulatorServer, EmulatorState, complete_hosted_auth
@@ -154,9 +154,8 @@ def nylas_only(emulator: EmulatorServer, callback: str) -> Callable[[int], None]
     )
 
     def once(index: int) -> None:
-        auth = gateway.auth_url(
-            provider="microsoft", login_hint=f"user{index}@contoso.com", state="s"
-        )
+        request = HostedAuthRequest("microsoft", login_hint=f"user{index}@contoso.com")
+        auth = gateway.auth_url(request, state="s")
         params = complete_hosted_auth(auth.url)
         gateway.exchange_code(params["code"], auth.code_verifier)
 

@@ -26,6 +26,7 @@ from portal.nylas import (
     RetryPolicy,
     parse_retry_after,
 )
+from portal.plugins import HostedAuthRequest
 from portal.settings import Settings
 from portal.testing.emulator import EmulatorServer
 
@@ -101,14 +102,14 @@ def sign_in(auth_url: str, email: str) -> dict[str, list[str]]:
 def test_auth_url_carries_nylas_style_pkce_and_the_plugin_parameters(
     gateway: NylasGateway,
 ) -> None:
-    auth = gateway.auth_url(
+    request = HostedAuthRequest(
         provider="microsoft",
         scopes=["Mail.Read", "offline_access"],
         login_hint="ada@contoso.com",
-        state="s-123",
         credential_id="cred-1",
         extra_params={"prompt": "select_provider"},
     )
+    auth = gateway.auth_url(request, state="s-123")
     query = parse_qs(urlsplit(auth.url).query)
     assert auth.url.startswith(f"{gateway.api_uri}/v3/connect/auth?")
     assert query["client_id"] == [gateway.client_id]
@@ -127,7 +128,9 @@ def test_auth_url_refuses_extra_params_that_would_override_the_core(
     gateway: NylasGateway,
 ) -> None:
     with pytest.raises(ValueError, match="redirect_uri"):
-        gateway.auth_url(provider="microsoft", extra_params={"redirect_uri": "https://evil"})
+        gateway.auth_url(
+            HostedAuthRequest("microsoft", extra_params={"redirect_uri": "https://evil"})
+        )
 
 
 def test_browser_sign_in_then_exchange_gives_the_grant(
@@ -136,12 +139,10 @@ def test_browser_sign_in_then_exchange_gives_the_grant(
     placeholder = nylas_emulator.state.add_grant(
         "grace@contoso.com", "microsoft", "invalid", account_id="a2ewsscopes00002"
     )
-    auth = gateway.auth_url(
-        provider="microsoft",
-        scopes=["Mail.ReadWrite", "offline_access"],
-        login_hint="grace@contoso.com",
-        state="state-1",
+    request = HostedAuthRequest(
+        "microsoft", scopes=["Mail.ReadWrite", "offline_access"], login_hint="grace@contoso.com"
     )
+    auth = gateway.auth_url(request, state="state-1")
     redirect = sign_in(auth.url, "Grace@contoso.com")
     assert redirect["state"] == ["state-1"]
 
@@ -157,7 +158,7 @@ def test_browser_sign_in_then_exchange_gives_the_grant(
 def test_reused_code_is_an_oauth_error_and_is_not_retried(
     gateway: NylasGateway, nylas_emulator: EmulatorServer, sleeps: SleepRecorder
 ) -> None:
-    auth = gateway.auth_url(provider="microsoft")
+    auth = gateway.auth_url(HostedAuthRequest("microsoft"))
     code = sign_in(auth.url, "new.person@contoso.com")["code"][0]
     gateway.exchange_code(code, auth.code_verifier)
 
@@ -173,7 +174,7 @@ def test_reused_code_is_an_oauth_error_and_is_not_retried(
 
 
 def test_wrong_verifier_is_an_oauth_error(gateway: NylasGateway) -> None:
-    auth = gateway.auth_url(provider="microsoft")
+    auth = gateway.auth_url(HostedAuthRequest("microsoft"))
     code = sign_in(auth.url, "someone@contoso.com")["code"][0]
     with pytest.raises(NylasOAuthError):
         gateway.exchange_code(code, "not-the-verifier")
@@ -182,7 +183,7 @@ def test_wrong_verifier_is_an_oauth_error(gateway: NylasGateway) -> None:
 def test_exchange_is_not_retried_on_500(
     gateway: NylasGateway, nylas_emulator: EmulatorServer, sleeps: SleepRecorder
 ) -> None:
-    auth = gateway.auth_url(provider="microsoft")
+    auth = gateway.auth_url(HostedAuthRequest("microsoft"))
     code = sign_in(auth.url, "someone@contoso.com")["code"][0]
     nylas_emulator.state.add_fault("server_error", path_prefix="/v3/connect/token")
     with pytest.raises(NylasUnavailable):
@@ -394,7 +395,7 @@ def test_log_lines_carry_no_secret(
 ) -> None:
     gateway = make_gateway()
     caplog.set_level(logging.INFO, logger="portal.nylas")
-    auth = gateway.auth_url(provider="microsoft")
+    auth = gateway.auth_url(HostedAuthRequest("microsoft"))
     code = sign_in(auth.url, "ada@contoso.com")["code"][0]
     gateway.exchange_code(code, auth.code_verifier)
     with pytest.raises(NylasAuthError):

@@ -111,15 +111,17 @@ def start_attempt(
         raise FlowProblem("not_available")
     state = new_secret()
     request = with_tenant_credential(session, account, plugin.hosted_auth_request(account))
-    auth = gateway.auth_url(
-        provider=request.provider, scopes=request.scopes, login_hint=request.login_hint,
-        state=state, credential_id=request.credential_id, extra_params=request.extra_params,
-    )  # fmt: skip
-    session.add(Attempt(
-        account_pk=account.id, invite_id=context.invite.id, plugin=plugin.name,
-        state_digest=digest(state), browser_digest=digest(browser),
-        code_verifier=auth.code_verifier, created_at=now,
-    ))  # fmt: skip
+    auth = gateway.auth_url(request, state=state)
+    attempt = Attempt(
+        account_pk=account.id,
+        invite_id=context.invite.id,
+        plugin=plugin.name,
+        state_digest=digest(state),
+        browser_digest=digest(browser),
+        code_verifier=auth.code_verifier,
+        created_at=now,
+    )
+    session.add(attempt)
     lifecycle.mark_opened(account, now)
     detail = {"plugin": plugin.name}
     record_event(

@@ -33,7 +33,7 @@ from portal.nylas.errors import (
     map_error,
 )
 from portal.nylas.retry import RetryPolicy, is_retryable
-from portal.plugins import AuthResult
+from portal.plugins import AuthResult, HostedAuthRequest
 from portal.scopes import split_scopes
 from portal.settings import Settings
 
@@ -99,26 +99,26 @@ class NylasGateway:
 
     def auth_url(
         self,
+        request: HostedAuthRequest,
         *,
-        provider: str,
-        scopes: Sequence[str] = (),
-        login_hint: str | None = None,
         state: str | None = None,
-        credential_id: str | None = None,
-        extra_params: Mapping[str, str] | None = None,
         redirect_uri: str | None = None,
     ) -> AuthUrl:
-        """Build a hosted-auth URL with Nylas-style PKCE; no network call."""
-        clash = RESERVED_AUTH_PARAMS.intersection(extra_params or {})
+        """Build a hosted-auth URL with Nylas-style PKCE for a plugin's request; no network call."""
+        clash = RESERVED_AUTH_PARAMS.intersection(request.extra_params)
         if clash:
             raise ValueError(f"extra params may not set {', '.join(sorted(clash))}")
-        config: dict[str, Any] = dict(extra_params or {})
+        config: dict[str, Any] = dict(request.extra_params)
         config.update(client_id=self.client_id, redirect_uri=self._redirect_uri(redirect_uri))
-        config["provider"] = provider
-        optional = {"login_hint": login_hint, "state": state, "credential_id": credential_id}
+        config["provider"] = request.provider
+        optional = {
+            "login_hint": request.login_hint,
+            "state": state,
+            "credential_id": request.credential_id,
+        }
         config.update({key: value for key, value in optional.items() if value})
-        if scopes:
-            config["scope"] = list(scopes)
+        if request.scopes:
+            config["scope"] = list(request.scopes)
         pkce = self._client.auth.url_for_oauth2_pkce(config)  # type: ignore[arg-type]
         return AuthUrl(url=pkce.url, code_verifier=pkce.secret)
 
