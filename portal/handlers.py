@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from portal.journey.reconcile import reconciler_for
 from portal.journey.renewal import RenewalHandler
+from portal.journey.services import Services
 from portal.mail.backends import MailBackend
 from portal.mail.campaign import queue_due_reminders
 from portal.mail.delivery import EmailHandler
@@ -59,10 +60,11 @@ def idle_tasks(
     """The idle tasks of a worker sending through `handlers` (see the module's docstring)."""
     email = handlers.get("email")
     preparer = email.preparer if isinstance(email, EmailHandler) else None
+    services = Services.standalone(config, registry)  # the worker's own Nylas client
     return [
         reminders_task(config, sessions, preparer),
-        reconciliation_task(config, sessions, registry),
-        nylas_notifications_task(config, sessions, registry),
+        reconciliation_task(sessions, services),
+        nylas_notifications_task(sessions, services),
     ]
 
 
@@ -81,10 +83,8 @@ def reminders_task(
     return IdleTask("reminders", queue_reminders, every_round=True)
 
 
-def reconciliation_task(
-    config: Settings, sessions: sessionmaker[Session], registry: PluginRegistry
-) -> IdleTask:
-    reconcile = reconciler_for(sessions, config, registry)
+def reconciliation_task(sessions: sessionmaker[Session], services: Services) -> IdleTask:
+    reconcile = reconciler_for(sessions, services)
 
     def reconcile_stale(now: datetime) -> int:
         return sum(reconcile(now).values())
@@ -92,11 +92,9 @@ def reconciliation_task(
     return IdleTask("reconciliation", reconcile_stale, every=RECONCILE_EVERY, every_round=True)
 
 
-def nylas_notifications_task(
-    config: Settings, sessions: sessionmaker[Session], registry: PluginRegistry
-) -> IdleTask:
+def nylas_notifications_task(sessions: sessionmaker[Session], services: Services) -> IdleTask:
     def process_notifications(now: datetime) -> int:
-        counts = process_pending(sessions, config, registry)
+        counts = process_pending(sessions, services)
         if counts["processed"] or counts["errors"]:
             processed, errors = counts["processed"], counts["errors"]
             log.info("nylas notifications: processed %d, errors %d", processed, errors)

@@ -199,21 +199,28 @@ def app_config(key: str) -> str:
 def csrf_failed(error: CSRFError) -> ResponseReturnValue:
     if path_errors(request.path) is not None:
         return http_error(error)
-    return render_template("errors/error.html", title="Please try again", message=(
-        "This page was open for too long or came from somewhere else. Go back, reload the "
-        "page and press the button again."), status=400), 400  # fmt: skip
+    return plain_error_page("Please try again", CSRF_MESSAGE, 400)
 
 
 def too_many_requests(error: HTTPException) -> ResponseReturnValue:
     """Flask-Limiter's own text ("5 per 15 minute") means nothing to a person; say what to do."""
     if request.path.startswith(PROGRAM_PATHS):
         return http_error(error)
-    return render_template("errors/error.html", title="Too many requests", message=(
-        "You have asked several times in a short while. Please wait 15 minutes and try "
-        "again."), status=429), 429  # fmt: skip
+    return plain_error_page("Too many requests", RATE_LIMITED_MESSAGE, 429)
 
 
 PROGRAM_PATHS = ("/api/", "/webhooks/")
+CSRF_MESSAGE = (
+    "This page was open for too long or came from somewhere else. Go back, reload the "
+    "page and press the button again."
+)
+RATE_LIMITED_MESSAGE = (
+    "You have asked several times in a short while. Please wait 15 minutes and try again."
+)
+UNEXPECTED_MESSAGE = (
+    "We could not finish this request. Please try again in a few minutes; if it keeps "
+    "happening, contact support."
+)
 PATH_ERRORS_KEY = "reauth_path_errors"
 
 
@@ -255,11 +262,7 @@ def http_error(error: HTTPException) -> ResponseReturnValue:
 
 
 def error_page(error: HTTPException) -> ResponseReturnValue:
-    status = error.code or 500
-    page = render_template(
-        "errors/error.html", title=error.name, message=error.description, status=status
-    )
-    return page, status
+    return plain_error_page(error.name, error.description or "", error.code or 500)
 
 
 def with_headers_of(error: HTTPException, response: Response) -> Response:
@@ -282,6 +285,9 @@ def unexpected_error(error: Exception) -> ResponseReturnValue:
     if owner is not None:
         return owner.unexpected(error)
     log.exception("unexpected error on %s %s", request.method, redact(request.path))
-    return render_template("errors/error.html", title="Something went wrong", message=(
-        "We could not finish this request. Please try again in a few minutes; if it keeps "
-        "happening, contact support."), status=500), 500  # fmt: skip
+    return plain_error_page("Something went wrong", UNEXPECTED_MESSAGE, 500)
+
+
+def plain_error_page(title: str, message: str, status: int) -> ResponseReturnValue:
+    """The plain error page a person sees: what happened and what to do, never a trace."""
+    return render_template("errors/error.html", title=title, message=message, status=status), status

@@ -26,11 +26,23 @@ PLUGIN_DIRS = (ROOT / "plugins", ROOT / "tests" / "example_plugin", ROOT / "exam
 # entry covers the module of that name and, for a package other than `portal` itself, every
 # module in it; the longest entry that covers a module gives its layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", (
-        "portal.config", "portal.config_docs", "portal.settings", "portal.resources",
-        "portal.signing", "portal.db", "portal.migrate", "portal.models", "portal.plugins",
-        "portal.scopes", "portal.web", "portal.routing",
-    )),
+    (
+        "foundation",
+        (
+            "portal.config",
+            "portal.config_docs",
+            "portal.settings",
+            "portal.resources",
+            "portal.signing",
+            "portal.db",
+            "portal.migrate",
+            "portal.models",
+            "portal.plugins",
+            "portal.scopes",
+            "portal.web",
+            "portal.routing",
+        ),
+    ),
     ("outbox", ("portal.outbox",)),  # the queue and the worker loop, which is given its work
     ("nylas", ("portal.nylas",)),  # the only package that talks to Nylas
     ("accounts", ("portal.accounts", "portal.accounts.lifecycle")),
@@ -41,7 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("app factory", ("portal",)),
     ("demo and testing", ("portal.demo", "portal.testing")),
     ("cli", ("portal.cli",)),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -246,8 +258,8 @@ def test_importing_a_submodule_runs_its_package_first() -> None:
         "portal.pkg.leaf": [],
         "portal.pkg.other": [Import("portal.x", 1, False)],
     }
-    assert find_cycle(runtime_edges(graph)) == ["portal.pkg", "portal.pkg.other", "portal.x",
-                                                 "portal.pkg"]  # fmt: skip
+    cycle = ["portal.pkg", "portal.pkg.other", "portal.x", "portal.pkg"]
+    assert find_cycle(runtime_edges(graph)) == cycle
 
 
 def test_imports_inside_functions_count() -> None:

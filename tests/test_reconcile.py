@@ -24,12 +24,12 @@ from test_webhooks_inbound import SECRET, events, outbox, settle
 from test_webhooks_outbound import APP_SECRET, Receiver
 
 from portal.db import WRITER_OPTION, db, session_factory
-from portal.extensions import settings_of
 from portal.journey.flow import UNCONFIRMED, claim_attempt, lock_for_exchange, record_exchanged
 from portal.journey.reconcile import reconcile_stale
+from portal.journey.services import current_services
 from portal.models import Account, Attempt, utcnow
 from portal.nylas import current_gateway
-from portal.plugins import AuthResult, plugin_registry
+from portal.plugins import AuthResult
 from portal.testing.serving import ThreadedServer
 from portal.webhooks.nylas_in import GRANT_TRIGGERS
 
@@ -257,10 +257,7 @@ def test_a_real_result_arriving_after_an_unconfirmed_verdict_still_completes(
         result = current_gateway().exchange_code(stuck.params["code"], attempt.code_verifier)
         account = db.session.get_one(Account, attempt.account_pk)
         db.session.commit()
-        settings = settings_of(portal.app)
-        record_exchanged(
-            db.session, settings, plugin_registry(), account, attempt, result, utcnow()
-        )
+        record_exchanged(db.session, current_services(), account, attempt, result, utcnow())
 
     attempt = attempt_row(portal, stuck.attempt_id)
     assert attempt.status == "completed" and attempt.error_code is None
@@ -356,14 +353,11 @@ def recorders(portal: Portal, stuck: Stuck) -> dict[str, Callable[[], None]]:
             attempt = db.session.get_one(Attempt, stuck.attempt_id)
             account = db.session.get_one(Account, attempt.account_pk)
             db.session.commit()
-            record_exchanged(
-                db.session, settings_of(app), plugin_registry(), account, attempt, result, utcnow()
-            )
+            record_exchanged(db.session, current_services(), account, attempt, result, utcnow())
 
     def worker() -> None:  # a worker's round reconciles it
         with app.app_context():
-            settings, sessions = settings_of(app), session_factory(app)
-            reconcile_stale(sessions, settings, current_gateway(), plugin_registry(), utcnow())
+            reconcile_stale(session_factory(app), current_services(), utcnow())
 
     def nylas() -> None:  # the re-authentication notification reaches /webhooks/nylas
         notify_reauthentication(portal, "grace@contoso.com")

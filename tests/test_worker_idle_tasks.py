@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from conftest import reconfigure
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from portal.db import EXTENSION_KEY, db
+from portal.db import db, session_factory
+from portal.extensions import settings_of
 from portal.handlers import build_worker
-from portal.mail.backends import backend_from_config
+from portal.mail.backends import backend_from_settings
 from portal.models import utcnow
 from portal.outbox.queue import SENT, ClaimedRow, DeliveryOutcome, enqueue_id
 from portal.outbox.worker import IdleTask, Worker
@@ -51,14 +53,14 @@ def noted(log: list[str], name: str, *, every: float = 0.0, every_round: bool = 
 def queue_notes(app: Flask, *recipients: str) -> None:
     with app.app_context(), db.transaction() as session:
         for recipient in recipients:
-            enqueue_id(session, kind="note", idempotency_key=f"note:{recipient}",
-                       recipient=recipient, now=utcnow())  # fmt: skip
+            key = f"note:{recipient}"
+            enqueue_id(session, kind="note", idempotency_key=key, recipient=recipient, now=utcnow())
 
 
 def run_once(app: Flask, log: list[str], tasks: list[IdleTask]) -> Worker:
     with app.app_context():
-        sessions = app.extensions[EXTENSION_KEY]
-        worker = Worker(app.config, sessions, {"note": NoteHandler(log)}, tasks)
+        handlers = {"note": NoteHandler(log)}
+        worker = Worker(settings_of(app), session_factory(app), handlers, tasks)
         worker.run(once=True)
     return worker
 
@@ -66,22 +68,20 @@ def run_once(app: Flask, log: list[str], tasks: list[IdleTask]) -> Worker:
 def test_every_round_tasks_run_before_each_claim_and_the_others_once_nothing_is_left(
     app: Flask,
 ) -> None:
-    app.config["MAIL_BATCH_SIZE"] = 2
+    reconfigure(app, MAIL_BATCH_SIZE=2)
     queue_notes(app, "a@example.com", "b@example.com", "c@example.com")
     log: list[str] = []
     tasks = [noted(log, "every round", every_round=True), noted(log, "when idle")]
     run_once(app, log, tasks)
-    assert log == [
-        "every round", "send a@example.com", "send b@example.com",
-        "every round", "send c@example.com",
-        "every round", "when idle",
-    ]  # fmt: skip
+    first_batch = ["every round", "send a@example.com", "send b@example.com"]
+    second_batch = ["every round", "send c@example.com"]
+    assert log == [*first_batch, *second_batch, "every round", "when idle"]
 
 
 def test_every_spaces_a_task_out(app: Flask) -> None:
     queue_notes(app, "a@example.com", "b@example.com")
     log: list[str] = []
-    app.config["MAIL_BATCH_SIZE"] = 1
+    reconfigure(app, MAIL_BATCH_SIZE=1)
     run_once(app, log, [noted(log, "spaced", every=60.0, every_round=True)])
     assert log == ["spaced", "send a@example.com", "send b@example.com"]
 
@@ -119,15 +119,15 @@ def test_a_database_outage_in_a_task_is_waited_for_then_the_task_runs_again(
 
 def test_task_names_must_differ(app: Flask) -> None:
     with app.app_context(), pytest.raises(ValueError, match="must differ"):
-        Worker(app.config, app.extensions[EXTENSION_KEY], {}, [noted([], "x"), noted([], "x")])
+        Worker(settings_of(app), session_factory(app), {}, [noted([], "x"), noted([], "x")])
 
 
 def test_a_deployment_worker_runs_reminders_reconciliation_and_notifications(app: Flask) -> None:
     with app.app_context():
-        registry, backend = plugin_registry(app), backend_from_config(app.config)
-        worker = build_worker(app.config, app.extensions[EXTENSION_KEY], registry, backend)
+        settings = settings_of(app)
+        backend = backend_from_settings(settings)
+        worker = build_worker(settings, session_factory(app), plugin_registry(app), backend)
     assert set(worker.handlers) == {"email", "app_webhook", "renewal"}
-    assert [(t.name, t.every_round) for t in worker.idle_tasks] == [
-        ("reminders", True), ("reconciliation", True), ("nylas notifications", False),
-    ]  # fmt: skip
+    expected = [("reminders", True), ("reconciliation", True), ("nylas notifications", False)]
+    assert [(t.name, t.every_round) for t in worker.idle_tasks] == expected
     assert worker.run(once=True).sent == 0

@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from portal.db import db, session_factory
 from portal.extensions import current_settings
+from portal.journey.services import current_services
 from portal.models import OutboxKind, OutboxMessage, WebhookDestination, utcnow
 from portal.nylas import NylasError, current_gateway
 from portal.outbox.queue import enqueue_id
-from portal.plugins import plugin_registry
 from portal.webhooks.app_out import REPLAY_MARK, event_id
 from portal.webhooks.nylas_in import GRANT_TRIGGERS, process_pending
 
@@ -154,7 +154,7 @@ def replay_command(since: str, dry_run: bool) -> None:
 @with_appcontext
 def process_command(limit: int) -> None:
     """Apply stored Nylas notifications that are still pending (normally done at once)."""
-    counts = process_pending(session_factory(), current_settings(), plugin_registry(), limit=limit)
+    counts = process_pending(session_factory(), current_services(), limit=limit)
     click.echo(
         f"processed {counts['processed']}, errors {counts['errors']}, "
         f"taken by another process {counts['taken']}"

@@ -31,6 +31,7 @@ from portal.journey.outcomes import (
     record_failure,
     record_mismatch,
 )
+from portal.journey.services import Services
 from portal.models import (
     Account,
     AccountStatus,
@@ -40,8 +41,7 @@ from portal.models import (
     TenantCredential,
 )
 from portal.nylas import NylasError, NylasGateway, NylasOAuthError
-from portal.plugins import AuthResult, HostedAuthRequest, Plugin, PluginRegistry, Verdict
-from portal.settings import Settings
+from portal.plugins import AuthResult, HostedAuthRequest, Plugin, Verdict
 from portal.signing import LinkExpired, LinkSigner, digest, new_secret
 
 ATTEMPT_MAX_AGE = timedelta(minutes=30)
@@ -81,12 +81,10 @@ class LinkContext:
     plugin: Plugin | None
 
 
-def resolve_link(
-    session: Session, config: Settings, registry: PluginRegistry, token: str, now: datetime
-) -> LinkContext:
+def resolve_link(session: Session, services: Services, token: str, now: datetime) -> LinkContext:
     """Check a link token against the database; raise FlowProblem('link_expired' etc.)."""
     try:
-        claims = LinkSigner.from_settings(config).loads(token)
+        claims = LinkSigner.from_settings(services.settings).loads(token)
     except LinkExpired:
         raise FlowProblem("link_expired") from None
     except Exception:
@@ -97,11 +95,11 @@ def resolve_link(
     if invite.expires_at <= now:
         raise FlowProblem("link_expired")
     account = invite.account
-    return LinkContext(invite, account, registry.get(account.plugin))
+    return LinkContext(invite, account, services.registry.get(account.plugin))
 
 
 def start_attempt(
-    session: Session, gateway: NylasGateway, context: LinkContext, browser: str, now: datetime
+    session: Session, services: Services, context: LinkContext, browser: str, now: datetime
 ) -> str:
     """Create an attempt for this browser and return the hosted-auth URL to send it to."""
     account, plugin = context.account, context.plugin
@@ -111,7 +109,7 @@ def start_attempt(
         raise FlowProblem("not_available")
     state = new_secret()
     request = with_tenant_credential(session, account, plugin.hosted_auth_request(account))
-    auth = gateway.auth_url(request, state=state)
+    auth = services.gateway.auth_url(request, state=state)
     attempt = Attempt(
         account_pk=account.id,
         invite_id=context.invite.id,
@@ -200,9 +198,12 @@ def exchange(gateway: NylasGateway, code_verifier: str, code: str) -> AuthResult
 
 
 def finish_attempt(
-    session: Session, config: Settings, gateway: NylasGateway, registry: PluginRegistry,
-    params: dict[str, str], browser: str | None, now: datetime,
-) -> Attempt:  # fmt: skip
+    session: Session,
+    services: Services,
+    params: dict[str, str],
+    browser: str | None,
+    now: datetime,
+) -> Attempt:
     """Handle Nylas' redirect back; return the attempt whose stored result the user sees.
 
     Raises RecordingInterrupted when the database fails once the attempt is known.
@@ -210,7 +211,7 @@ def finish_attempt(
     attempt = claim_attempt(session, params.get("state"), browser, now)
     attempt_id = attempt.id
     try:
-        return exchange_and_record(session, config, gateway, registry, attempt, params, now)
+        return exchange_and_record(session, services, attempt, params, now)
     except SQLAlchemyError as exc:
         if database_unreachable(exc):
             raise RecordingInterrupted(attempt_id) from exc
@@ -218,9 +219,8 @@ def finish_attempt(
 
 
 def exchange_and_record(
-    session: Session, config: Settings, gateway: NylasGateway, registry: PluginRegistry,
-    attempt: Attempt, params: dict[str, str], now: datetime,
-) -> Attempt:  # fmt: skip
+    session: Session, services: Services, attempt: Attempt, params: dict[str, str], now: datetime
+) -> Attempt:
     """Spend the code once and record what came of it, unless someone else already did."""
     if attempt.status != AttemptStatus.STARTED or not lock_for_exchange(session, attempt, now):
         session.refresh(attempt)
@@ -234,15 +234,19 @@ def exchange_and_record(
     # No transaction stays open while Nylas answers: a SQLite reader that began before
     # another tab's commit could not write afterwards, and PostgreSQL would sit idle in one.
     session.commit()
-    outcome = callback_result(gateway, verifier, params)
-    record_exchanged(session, config, registry, account, attempt, outcome, now)
+    outcome = callback_result(services.gateway, verifier, params)
+    record_exchanged(session, services, account, attempt, outcome, now)
     return attempt
 
 
 def record_exchanged(
-    session: Session, config: Settings, registry: PluginRegistry, account: Account, attempt: Attempt,
-    outcome: AuthResult | CallbackError, now: datetime,
-) -> None:  # fmt: skip
+    session: Session,
+    services: Services,
+    account: Account,
+    attempt: Attempt,
+    outcome: AuthResult | CallbackError,
+    now: datetime,
+) -> None:
     """Record what spending the code gave, unless another tab, reconciliation or a
     notification recorded this attempt meanwhile; commit."""
     lock_account(session, account)
@@ -250,7 +254,7 @@ def record_exchanged(
     if may_record(account, attempt, outcome):
         if attempt.status != AttemptStatus.EXCHANGING:
             attempt.error_code = attempt.error_description = None  # a real result overrides
-        settle_exchange(session, config, registry, account, attempt, outcome, now)
+        settle_exchange(session, services, account, attempt, outcome, now)
     session.commit()
 
 
@@ -278,9 +282,13 @@ def may_record(account: Account, attempt: Attempt, outcome: AuthResult | Callbac
 
 
 def settle_exchange(
-    session: Session, config: Settings, registry: PluginRegistry, account: Account, attempt: Attempt,
-    outcome: AuthResult | CallbackError, now: datetime,
-) -> None:  # fmt: skip
+    session: Session,
+    services: Services,
+    account: Account,
+    attempt: Attempt,
+    outcome: AuthResult | CallbackError,
+    now: datetime,
+) -> None:
     """Record an exchanged attempt's outcome; the caller holds the account's row lock.
 
     An account already completed (by another tab or a notification) keeps its ledger entry:
@@ -289,24 +297,29 @@ def settle_exchange(
     if account.status == AccountStatus.COMPLETED:
         close_after_completion(attempt, now)
     else:
-        record_outcome(session, config, registry, account, attempt, outcome, now)
+        record_outcome(session, services, account, attempt, outcome, now)
 
 
 def record_outcome(
-    session: Session, config: Settings, registry: PluginRegistry, account: Account, attempt: Attempt,
-    outcome: AuthResult | CallbackError, now: datetime,
-) -> None:  # fmt: skip
+    session: Session,
+    services: Services,
+    account: Account,
+    attempt: Attempt,
+    outcome: AuthResult | CallbackError,
+    now: datetime,
+) -> None:
     """Record the failure, the mismatch or the completion that the callback came to."""
     if isinstance(outcome, CallbackError):
         attempt.error_code, attempt.error_description = outcome.code, outcome.description
-        record_failure(session, config, account, attempt, now)
+        record_failure(session, services.settings, account, attempt, now)
         return
-    plugin = registry.get(attempt.plugin)
+    plugin = services.registry.get(attempt.plugin)
     verdict = plugin.verify(account, outcome) if plugin else Verdict.refuse("plugin_disabled")
     if verdict.accepted:
-        record_completed(session, config, account, attempt, outcome, now)
+        record_completed(session, services.settings, account, attempt, outcome, now)
     else:
-        record_mismatch(session, config, account, attempt, outcome, verdict.reason, now)
+        reason = verdict.reason
+        record_mismatch(session, services.settings, account, attempt, outcome, reason, now)
 
 
 def close_after_completion(attempt: Attempt, now: datetime) -> None:

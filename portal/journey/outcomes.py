@@ -44,21 +44,30 @@ def user_cause(attempt: Attempt, now: datetime, **detail: Any) -> Cause:
 
 
 def record_completed(
-    session: Session, config: Settings, account: Account, attempt: Attempt, result: AuthResult,
+    session: Session,
+    settings: Settings,
+    account: Account,
+    attempt: Attempt,
+    result: AuthResult,
     now: datetime,
-) -> None:  # fmt: skip
+) -> None:
     """The right mailbox came back: the ledger maps the v2 account to this grant."""
     attempt.status = AttemptStatus.COMPLETED
     note_result(attempt, result, now)
     cause = user_cause(attempt, now, plugin=attempt.plugin)
     lifecycle.complete(session, account, result.grant_id, "portal", cause)
-    queue_app_notification(session, config, account, "account.completed", attempt.id, now)
+    queue_app_notification(session, settings, account, "account.completed", attempt.id, now)
 
 
 def record_mismatch(
-    session: Session, config: Settings, account: Account, attempt: Attempt, result: AuthResult,
-    reason: str, now: datetime,
-) -> None:  # fmt: skip
+    session: Session,
+    settings: Settings,
+    account: Account,
+    attempt: Attempt,
+    result: AuthResult,
+    reason: str,
+    now: datetime,
+) -> None:
     """Another mailbox (or too few scopes) came back: not done; admins see the stray grant."""
     attempt.status = AttemptStatus.MISMATCH
     note_result(attempt, result, now)
@@ -68,11 +77,11 @@ def record_mismatch(
         attempt, now, reason=reason, signed_in_email=result.email, stray_grant_id=result.grant_id
     )
     lifecycle.mark_mismatch(session, account, "attempt.mismatch", status_reason, cause)
-    queue_app_notification(session, config, account, "account.mismatch", attempt.id, now)
+    queue_app_notification(session, settings, account, "account.mismatch", attempt.id, now)
 
 
 def record_failure(
-    session: Session, config: Settings, account: Account, attempt: Attempt, now: datetime
+    session: Session, settings: Settings, account: Account, attempt: Attempt, now: datetime
 ) -> None:
     """The sign-in failed (provider error, refused exchange): the person may try again."""
     attempt.status = AttemptStatus.FAILED
@@ -82,4 +91,4 @@ def record_failure(
         attempt, now, error_code=attempt.error_code, error_description=attempt.error_description
     )
     lifecycle.mark_failed(session, account, status_reason, cause)
-    queue_app_notification(session, config, account, "account.failed", attempt.id, now)
+    queue_app_notification(session, settings, account, "account.failed", attempt.id, now)

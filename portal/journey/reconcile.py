@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from portal.accounts.history import record_event
 from portal.db import begin_writer
 from portal.journey.flow import UNCONFIRMED, CallbackError, settle_exchange
+from portal.journey.services import Services
 from portal.models import Account, Attempt, AttemptStatus, GrantStatus
 from portal.nylas import NylasError, NylasGateway
 from portal.nylas.errors import NylasNotFound
@@ -159,21 +160,17 @@ def judge_grants(attempt: Attempt, grants: Iterable[Grant]) -> AuthResult | Call
 
 
 def reconcile_attempt(
-    sessions: sessionmaker[Session],
-    settings: Settings,
-    gateway: NylasGateway,
-    registry: PluginRegistry,
-    attempt_id: int,
-    now: datetime,
+    sessions: sessionmaker[Session], services: Services, attempt_id: int, now: datetime
 ) -> str:
     """Look one stale attempt up at Nylas and record its outcome; return what happened."""
     with sessions() as session:
         attempt = session.get(Attempt, attempt_id)
-        if attempt is None or not is_stale(attempt, settings, now):
+        if attempt is None or not is_stale(attempt, services.settings, now):
             return "not stale"
-        lookup = lookup_for(session.get_one(Account, attempt.account_pk), attempt, registry)
+        account = session.get_one(Account, attempt.account_pk)
+        lookup = lookup_for(account, attempt, services.registry)
     try:
-        grants = account_grants(gateway, lookup)  # no transaction is open meanwhile
+        grants = account_grants(services.gateway, lookup)  # no transaction is open meanwhile
     except NylasError as exc:
         log.warning("reconcile attempt %d: Nylas did not answer (%s); next round", attempt_id, exc)
         return NYLAS_UNAVAILABLE
@@ -184,7 +181,7 @@ def reconcile_attempt(
         if attempt.status != AttemptStatus.EXCHANGING:
             return "finished meanwhile"
         outcome = judge_grants(attempt, grants)
-        settle_exchange(session, settings, registry, account, attempt, outcome, now)
+        settle_exchange(session, services, account, attempt, outcome, now)
         result = str(attempt.status)
         grant_id = outcome.grant_id if isinstance(outcome, AuthResult) else None
         detail = {"attempt_id": attempt.id, "via": "lookup", "status": result, "grant_id": grant_id}
@@ -202,12 +199,7 @@ def reconcile_attempt(
 
 
 def reconcile_stale(
-    sessions: sessionmaker[Session],
-    settings: Settings,
-    gateway: NylasGateway,
-    registry: PluginRegistry,
-    now: datetime,
-    limit: int = ROUND_LIMIT,
+    sessions: sessionmaker[Session], services: Services, now: datetime, limit: int = ROUND_LIMIT
 ) -> Counter[str]:
     """Reconcile up to `limit` stale attempts, oldest first; count the results.
 
@@ -215,10 +207,10 @@ def reconcile_stale(
     through the same retries, holding up the worker's mail.
     """
     with sessions() as session:
-        ids = stale_attempt_ids(session, settings, now, limit)
+        ids = stale_attempt_ids(session, services.settings, now, limit)
     counts: Counter[str] = Counter()
     for attempt_id in ids:
-        result = reconcile_attempt(sessions, settings, gateway, registry, attempt_id, now)
+        result = reconcile_attempt(sessions, services, attempt_id, now)
         counts[result] += 1
         if result == NYLAS_UNAVAILABLE:
             break
@@ -226,8 +218,7 @@ def reconcile_stale(
 
 
 def reconciler_for(
-    sessions: sessionmaker[Session], settings: Settings, registry: PluginRegistry
+    sessions: sessionmaker[Session], services: Services
 ) -> Callable[[datetime], Counter[str]]:
     """What a worker calls every round: reconcile_stale with this app's database and Nylas."""
-    gateway = NylasGateway.from_settings(settings)
-    return partial(reconcile_stale, sessions, settings, gateway, registry)
+    return partial(reconcile_stale, sessions, services)

@@ -39,10 +39,8 @@ def request_fresh_link(session: Session, address: str, now: datetime) -> bool:
         email = normalize_email(address)
     except InvalidEmail:
         return False
-    enqueue_id(
-        session, kind=OutboxKind.RENEWAL, idempotency_key=f"renewal:{new_secret(16)}",
-        recipient=email, now=now,
-    )  # fmt: skip
+    key = f"renewal:{new_secret(16)}"
+    enqueue_id(session, kind=OutboxKind.RENEWAL, idempotency_key=key, recipient=email, now=now)
     session.commit()
     return True
 
@@ -78,12 +76,12 @@ def renew_account(session: Session, config: Settings, account: Account, now: dat
 
 
 def mailed_recently(session: Session, invite_id: int, now: datetime) -> bool:
-    return session.scalar(
-        select(OutboxMessage.id).where(
-            OutboxMessage.invite_id == invite_id, OutboxMessage.kind == OutboxKind.EMAIL,
-            OutboxMessage.created_at > now - RENEW_INTERVAL,
-        ).limit(1)
-    ) is not None  # fmt: skip
+    recent = select(OutboxMessage.id).where(
+        OutboxMessage.invite_id == invite_id,
+        OutboxMessage.kind == OutboxKind.EMAIL,
+        OutboxMessage.created_at > now - RENEW_INTERVAL,
+    )
+    return session.scalar(recent.limit(1)) is not None
 
 
 class RenewalHandler:

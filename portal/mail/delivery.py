@@ -93,12 +93,14 @@ class EmailHandler:
     def prepare_stale(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Render rows nobody prepared (or stale ones), then store them fenced and commit."""
         now = utcnow()
-        accounts = {a.id: a for a in session.scalars(
-            select(Account).where(Account.id.in_({c.account_pk for c in claims}))
-        )}  # fmt: skip
-        invites = {i.id: i for i in session.scalars(
-            select(Invite).where(Invite.id.in_({c.invite_id for c in claims}))
-        )}  # fmt: skip
+        account_pks = {c.account_pk for c in claims}
+        invite_ids = {c.invite_id for c in claims}
+        accounts = {
+            a.id: a for a in session.scalars(select(Account).where(Account.id.in_(account_pks)))
+        }
+        invites = {
+            i.id: i for i in session.scalars(select(Invite).where(Invite.id.in_(invite_ids)))
+        }
         # End the reading transaction first: on SQLite a write must be the first statement
         # of its transaction, or a concurrent writer makes it fail instead of wait.
         session.commit()
@@ -127,10 +129,16 @@ class EmailHandler:
     ) -> Prepared:
         """Render a row with the invite's current link (keeping the row's Message-ID)."""
         return self.preparer.prepare(
-            outbox_id=claim.id, idempotency_key=claim.idempotency_key, template=claim.template,
-            recipient=claim.recipient, payload=claim.payload, account=account, invite=invite,
-            now=now, message_id=claim.message_id,
-        )  # fmt: skip
+            outbox_id=claim.id,
+            idempotency_key=claim.idempotency_key,
+            template=claim.template,
+            recipient=claim.recipient,
+            payload=claim.payload,
+            account=account,
+            invite=invite,
+            now=now,
+            message_id=claim.message_id,
+        )
 
     def skip_reason(self, claim: ClaimedRow) -> str | None:
         """Say why this row must not be sent any more, or None."""

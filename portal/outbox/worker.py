@@ -154,10 +154,10 @@ class Outage:
         """Note a failed try; return how long to wait before the next."""
         if self.began is None:
             self.began, self.delay, self.tries = self.clock(), self.first, 1
+            reason = describe(exc)
             log.warning(
-                "database unreachable (%s); retrying with back-off up to %g s",
-                describe(exc), self.cap,
-            )  # fmt: skip
+                "database unreachable (%s); retrying with back-off up to %g s", reason, self.cap
+            )
         else:
             self.delay, self.tries = min(self.delay * 2, self.cap), self.tries + 1
         return self.delay
@@ -314,8 +314,9 @@ class Worker:
         sent = sum(1 for _, outcomes, _ in self.unrecorded for o in outcomes if o.status == SENT)
         log.warning(
             "stopping with %d sent messages unrecorded (database unreachable); once their "
-            "lease runs out they are sent again", sent,
-        )  # fmt: skip
+            "lease runs out they are sent again",
+            sent,
+        )
 
     def run_idle_tasks(self, *, every_round: bool) -> None:
         """Run, in order, the due tasks of this moment: a round's start, or nothing to send."""
@@ -341,9 +342,12 @@ class Worker:
         """ClaimedRow the next batch of rows of the kinds this worker handles."""
         with self.sessions() as session:
             return claim_batch(
-                session, kinds=list(self.handlers), limit=self.config.mail_batch_size,
-                lease_seconds=self.config.outbox_lease_seconds, now=self.clock(),
-            )  # fmt: skip
+                session,
+                kinds=list(self.handlers),
+                limit=self.config.mail_batch_size,
+                lease_seconds=self.config.outbox_lease_seconds,
+                now=self.clock(),
+            )
 
     def process(self, batch: list[ClaimedRow]) -> None:
         """Send a batch (one kind at a time), then record every outcome in one transaction."""

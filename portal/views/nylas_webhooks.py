@@ -24,9 +24,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal.db import db, session_factory
-from portal.extensions import current_settings, settings_of
+from portal.extensions import current_settings
+from portal.journey.services import current_services
 from portal.models import NylasNotification, WebhookDestination, utcnow
-from portal.plugins import plugin_registry
 from portal.signing import verify_nylas_signature
 from portal.web import csrf, json_error
 from portal.webhooks.nylas_body import BadNotification, parse_notification
@@ -137,13 +137,8 @@ def process_after_response(app: Flask, pk: int) -> None:
     """Apply the notification (and a few stragglers) once the answer has gone out."""
     try:
         with app.app_context():
-            process_pending(
-                session_factory(app),
-                settings_of(app),
-                plugin_registry(app),
-                limit=AFTER_RESPONSE_SWEEP,
-                first=pk,
-            )
+            services = current_services()
+            process_pending(session_factory(app), services, limit=AFTER_RESPONSE_SWEEP, first=pk)
     except Exception:
         # It stays pending for the worker or `reauth webhooks process`.
         log.exception("nylas notification %d: processing after the response failed", pk)

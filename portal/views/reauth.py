@@ -28,9 +28,9 @@ from portal.journey.flow import (
     start_attempt,
 )
 from portal.journey.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
+from portal.journey.services import current_services
 from portal.models import Account, Attempt, utcnow
-from portal.nylas import NylasError, current_gateway
-from portal.plugins import plugin_registry
+from portal.nylas import NylasError
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
     ADMIN_CONSENT_PREFIX,
@@ -43,6 +43,7 @@ from portal.web import limiter
 blueprint = Blueprint("reauth", __name__)
 log = logging.getLogger(__name__)
 BROWSER_COOKIE = "reauth_browser"
+BROWSER_COOKIE_MAX_AGE = 30 * 24 * 3600  # seconds: attempts of the same browser stay bound
 ATTEMPT_SESSION_KEY = "reauth_attempt"
 PROBLEM_STATUS = {"link_invalid": 404, "link_expired": 410, "link_superseded": 410}
 
@@ -64,7 +65,7 @@ def private_page(response: Response) -> Response:
 def landing(token: str) -> ResponseReturnValue:
     """Show who is asking and why, with a Continue button. Changes nothing (mail scanners)."""
     try:
-        context = resolve_link(db.session, current_settings(), plugin_registry(), token, utcnow())
+        context = resolve_link(db.session, current_services(), token, utcnow())
     except FlowProblem as problem:
         return link_problem(problem.kind)
     wording = context.plugin.wording(context.account) if context.plugin else None
@@ -79,8 +80,9 @@ def continue_(token: str) -> ResponseReturnValue:
     now = utcnow()
     browser = request.cookies.get(BROWSER_COOKIE) or new_secret()
     try:
-        context = resolve_link(db.session, current_settings(), plugin_registry(), token, now)
-        url = start_attempt(db.session, current_gateway(), context, browser, now)
+        services = current_services()
+        context = resolve_link(db.session, services, token, now)
+        url = start_attempt(db.session, services, context, browser, now)
     except FlowProblem as problem:
         db.session.rollback()
         return link_problem(problem.kind)
@@ -101,10 +103,8 @@ def callback() -> ResponseReturnValue:
     params = {key: request.args.get(key, "") for key in ("code", "state", "error")}
     params["error_description"] = request.args.get("error_description", "")
     try:
-        attempt = finish_attempt(
-            db.session, current_settings(), current_gateway(), plugin_registry(), params,
-            request.cookies.get(BROWSER_COOKIE), utcnow(),
-        )  # fmt: skip
+        browser = request.cookies.get(BROWSER_COOKIE)
+        attempt = finish_attempt(db.session, current_services(), params, browser, utcnow())
     except FlowProblem as problem:
         db.session.rollback()
         return problem_page(problem.kind, 400)
@@ -112,8 +112,8 @@ def callback() -> ResponseReturnValue:
         # The code may be spent: reconciliation records it. The result page finds it then.
         discard(db.session)
         session[ATTEMPT_SESSION_KEY] = interrupted.attempt_id
-        log.warning("callback: database unreachable; attempt %d left to reconciliation",
-                    interrupted.attempt_id)  # fmt: skip
+        attempt_id = interrupted.attempt_id
+        log.warning("callback: database unreachable; attempt %d left to reconciliation", attempt_id)
         return finishing_page()
     except SQLAlchemyError as exc:
         if not database_unreachable(exc):
@@ -141,10 +141,11 @@ def result() -> ResponseReturnValue:
         return problem_page("no_result", 404)
     kind = result_kind(attempt)
     status = 200 if kind in ("completed", "in_progress") else 400
-    return render_template(
-        "reauth/result.html", kind=kind, attempt=attempt, account=account,
-        retry_link=None, support=current_settings().support_contact,
-    ), status  # fmt: skip
+    support = current_settings().support_contact
+    page = render_template(
+        "reauth/result.html", kind=kind, attempt=attempt, account=account, support=support
+    )
+    return page, status
 
 
 @blueprint.route("/r/renew", methods=["GET", "POST"])
@@ -218,6 +219,10 @@ def set_browser_cookie(response: BaseResponse, value: str) -> None:
     """A random value naming this browser; attempts store only its digest."""
     secure = current_settings().base_url.startswith("https://")
     response.set_cookie(
-        BROWSER_COOKIE, value, max_age=30 * 24 * 3600, httponly=True, samesite="Lax",
+        BROWSER_COOKIE,
+        value,
+        max_age=BROWSER_COOKIE_MAX_AGE,
+        httponly=True,
+        samesite="Lax",
         secure=secure,
-    )  # fmt: skip
+    )

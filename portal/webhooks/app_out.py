@@ -78,9 +78,12 @@ class AppWebhookHandler:
         headers["X-Reauth-Event-Id"] = event_id(claim.idempotency_key)
         try:
             response = self.http.post(
-                claim.recipient, data=body, headers=headers, timeout=self.timeout,
+                claim.recipient,
+                data=body,
+                headers=headers,
+                timeout=self.timeout,
                 allow_redirects=False,
-            )  # fmt: skip
+            )
         except requests.Timeout:
             return DeliveryOutcome(claim, RETRY, "timed out")
         except requests.RequestException as exc:

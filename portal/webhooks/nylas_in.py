@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.accounts import lifecycle
@@ -40,6 +40,7 @@ from portal.accounts.classify import classify
 from portal.accounts.lifecycle import OPEN_STATUSES, REACHED_STATUSES, Cause
 from portal.journey.flow import record_outcome
 from portal.journey.reconcile import CLOCK_ALLOWANCE, stale_attempt_of
+from portal.journey.services import Services
 from portal.mail.campaign import invite_account
 from portal.models import (
     Account,
@@ -97,10 +98,17 @@ class Context:
     """What an effect needs: the transaction, settings, plugins, the notification, the time."""
 
     session: Session
-    config: Settings
-    registry: PluginRegistry
+    services: Services
     notification: NylasNotification
     now: datetime
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def registry(self) -> PluginRegistry:
+        return self.services.registry
 
     @property
     def idempotency_cause(self) -> str:
@@ -118,27 +126,27 @@ class Context:
 
     def notify(self, account: Account, event_type: str) -> None:
         queue_app_notification(
-            self.session, self.config, account, event_type, self.idempotency_cause, self.now
+            self.session, self.settings, account, event_type, self.idempotency_cause, self.now
         )
 
 
 # -- finding the account --------------------------------------------------------------------
 
 
+def first_locked(session: Session, condition: ColumnElement[bool]) -> Account | None:
+    """The oldest account matching `condition`, its row locked for the effect's transaction."""
+    query = select(Account).where(condition).order_by(Account.id).limit(1).with_for_update()
+    return session.scalars(query).first()
+
+
 def by_grant(session: Session, grant_id: str) -> Account | None:
-    return session.scalars(
-        select(Account).where(Account.grant_id == grant_id).order_by(Account.id).limit(1)
-        .with_for_update()
-    ).first()  # fmt: skip
+    return first_locked(session, Account.grant_id == grant_id)
 
 
 def by_email(session: Session, email: str) -> Account | None:
     if not email:
         return None
-    return session.scalars(
-        select(Account).where(Account.email == email).order_by(Account.id).limit(1)
-        .with_for_update()
-    ).first()  # fmt: skip
+    return first_locked(session, Account.email == email)
 
 
 def find_account(session: Session, info: GrantInfo) -> Account | None:
@@ -150,17 +158,23 @@ def new_account(ctx: Context, info: GrantInfo) -> Account:
     """An account Nylas told us about but the import did not have; classified like a row."""
     provider, auth = PROVIDER_ROWS.get(info.provider, (info.provider or "unknown", "oauth"))
     account = Account(
-        account_id=f"nylas-grant:{info.grant_id}", email=info.email, provider=provider,
-        authentication_type=auth, grant_id=info.grant_id, grant_status=GrantStatus.INVALID.value,
-        service_account=False, created_at=ctx.now, updated_at=ctx.now,
+        account_id=f"nylas-grant:{info.grant_id}",
+        email=info.email,
+        provider=provider,
+        authentication_type=auth,
+        grant_id=info.grant_id,
+        grant_status=GrantStatus.INVALID.value,
+        service_account=False,
+        created_at=ctx.now,
+        updated_at=ctx.now,
         row_digest=hashlib.sha256(f"webhook|{info.grant_id}".encode()).hexdigest(),
-    )  # fmt: skip
+    )
     decided = classify(account, ctx.registry)
     lifecycle.classified(account, decided)
     ctx.session.add(account)
     ctx.session.flush()
-    ctx.event(account, "account.created", via="webhook", grant_id=info.grant_id,
-              category=decided.category, plugin=decided.plugin)  # fmt: skip
+    detail = {"grant_id": info.grant_id, "category": decided.category, "plugin": decided.plugin}
+    ctx.event(account, "account.created", via="webhook", **detail)
     if account.status == AccountStatus.NOT_REQUIRED:
         ctx.notify(account, "account.not_required")
     return account
@@ -204,11 +218,11 @@ def grant_expired(ctx: Context, info: GrantInfo) -> str:
         else:
             result = f"account {account.account_id}: stays {previous}"
     if (
-        ctx.config.auto_invite
+        ctx.settings.auto_invite
         and account.status == AccountStatus.NEW
         and account.plugin in ctx.registry
     ):
-        invite_account(ctx.session, ctx.config, account, ctx.now)
+        invite_account(ctx.session, ctx.settings, account, ctx.now)
         result += ", invited"
     return result
 
@@ -223,16 +237,16 @@ def finish_stale_exchange(ctx: Context, account: Account, info: GrantInfo) -> st
     """
     if account.status == AccountStatus.COMPLETED:
         return None
-    attempt = stale_attempt_of(ctx.session, ctx.config, account, ctx.now)
+    attempt = stale_attempt_of(ctx.session, ctx.settings, account, ctx.now)
     if attempt is None or not sent_since(ctx.notification.payload, attempt):
         return None
     plugin = ctx.registry.get(account.plugin)
     if plugin is None:
         return None
     result = auth_result(plugin, account, info)
-    record_outcome(ctx.session, ctx.config, ctx.registry, account, attempt, result, ctx.now)
-    ctx.event(account, "attempt.reconciled", attempt_id=attempt.id, via="webhook",
-              status=attempt.status, grant_id=info.grant_id)  # fmt: skip
+    record_outcome(ctx.session, ctx.services, account, attempt, result, ctx.now)
+    detail = {"attempt_id": attempt.id, "status": attempt.status, "grant_id": info.grant_id}
+    ctx.event(account, "attempt.reconciled", via="webhook", **detail)
     return f"account {account.account_id}: stale attempt {attempt.id} {attempt.status}"
 
 
@@ -331,9 +345,8 @@ def apply(ctx: Context) -> str:
 
 
 def process_one(
-    sessions: sessionmaker[Session], config: Settings, registry: PluginRegistry,
-    pk: int, now: datetime | None = None,
-) -> str | None:  # fmt: skip
+    sessions: sessionmaker[Session], services: Services, pk: int, now: datetime | None = None
+) -> str | None:
     """Apply one notification unless another processor has; return its result or None."""
     now = now or utcnow()
     try:
@@ -347,7 +360,7 @@ def process_one(
             if claimed.rowcount != 1:
                 return None
             notification = session.get_one(NylasNotification, pk)
-            result = apply(Context(session, config, registry, notification, now))
+            result = apply(Context(session, services, notification, now))
             notification.result = result[:2000]
         return result
     except Exception as exc:
@@ -374,9 +387,12 @@ def pending_ids(session: Session, limit: int) -> list[int]:
 
 
 def process_pending(
-    sessions: sessionmaker[Session], config: Settings, registry: PluginRegistry,
-    *, limit: int = SWEEP_LIMIT, first: int | None = None,
-) -> Counter[str]:  # fmt: skip
+    sessions: sessionmaker[Session],
+    services: Services,
+    *,
+    limit: int = SWEEP_LIMIT,
+    first: int | None = None,
+) -> Counter[str]:
     """Process up to `limit` pending notifications, oldest first (`first` before them all).
 
     Returns counts: processed, errors, taken (claimed by another processor meanwhile).
@@ -387,7 +403,7 @@ def process_pending(
     if first is not None:
         ids = [first, *(i for i in ids if i != first)]
     for pk in ids:
-        result = process_one(sessions, config, registry, pk)
+        result = process_one(sessions, services, pk)
         if result is None:
             counts["taken"] += 1
         elif result.startswith("error:"):
