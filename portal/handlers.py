@@ -41,18 +41,18 @@ RECONCILE_EVERY = 30.0
 
 
 def handler_table(
-    config: Settings, registry: PluginRegistry, backend: MailBackend
+    settings: Settings, registry: PluginRegistry, backend: MailBackend
 ) -> dict[str, KindHandler]:
     """The outbox kinds a worker handles: emails, app notifications, renewal requests."""
     return {
-        "email": EmailHandler(config, registry, backend),
-        "app_webhook": AppWebhookHandler(config),
-        "renewal": RenewalHandler(config),
+        "email": EmailHandler(settings, registry, backend),
+        "app_webhook": AppWebhookHandler(settings),
+        "renewal": RenewalHandler(settings),
     }
 
 
 def idle_tasks(
-    config: Settings,
+    settings: Settings,
     sessions: sessionmaker[Session],
     registry: PluginRegistry,
     handlers: Mapping[str, KindHandler],
@@ -60,22 +60,22 @@ def idle_tasks(
     """The idle tasks of a worker sending through `handlers` (see the module's docstring)."""
     email = handlers.get("email")
     preparer = email.preparer if isinstance(email, EmailHandler) else None
-    services = Services.standalone(config, registry)  # the worker's own Nylas client
+    services = Services.standalone(settings, registry)  # the worker's own Nylas client
     return [
-        reminders_task(config, sessions, preparer),
+        reminders_task(settings, sessions, preparer),
         reconciliation_task(sessions, services),
         nylas_notifications_task(sessions, services),
     ]
 
 
 def reminders_task(
-    config: Settings, sessions: sessionmaker[Session], preparer: MessagePreparer | None
+    settings: Settings, sessions: sessionmaker[Session], preparer: MessagePreparer | None
 ) -> IdleTask:
     """Queue due reminders with the email handler's preparer, so they are queued ready to send."""
 
     def queue_reminders(now: datetime) -> int:
         with sessions.begin() as session:
-            queued = queue_due_reminders(session, config, now=now, preparer=preparer)
+            queued = queue_due_reminders(session, settings, now=now, preparer=preparer)
         if queued:
             log.info("queued %d reminders", queued)
         return queued
@@ -104,7 +104,7 @@ def nylas_notifications_task(sessions: sessionmaker[Session], services: Services
 
 
 def build_worker(
-    config: Settings,
+    settings: Settings,
     sessions: sessionmaker[Session],
     registry: PluginRegistry,
     backend: MailBackend,
@@ -113,6 +113,6 @@ def build_worker(
     progress: Callable[[WorkerStats], None] | None = None,
 ) -> Worker:
     """A worker with the deployment's handlers and idle tasks."""
-    handlers = handler_table(config, registry, backend)
-    tasks = idle_tasks(config, sessions, registry, handlers)
-    return Worker(config, sessions, handlers, tasks, clock=clock, progress=progress)
+    handlers = handler_table(settings, registry, backend)
+    tasks = idle_tasks(settings, sessions, registry, handlers)
+    return Worker(settings, sessions, handlers, tasks, clock=clock, progress=progress)

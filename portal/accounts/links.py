@@ -14,14 +14,14 @@ from portal.settings import Settings
 from portal.signing import LinkSigner, new_nonce
 
 
-def link_url(config: Settings, invite: Invite) -> str:
+def link_url(settings: Settings, invite: Invite) -> str:
     """The link for an invite, always from REAUTH_BASE_URL, never from a request's Host."""
-    token = LinkSigner.from_settings(config).dumps(invite.id, invite.nonce)
-    return f"{config.base_url}/r/{token}"
+    token = LinkSigner.from_settings(settings).dumps(invite.id, invite.nonce)
+    return f"{settings.base_url}/r/{token}"
 
 
-def expiry(config: Settings, now: datetime) -> datetime:
-    return now + timedelta(seconds=config.link_max_age)
+def expiry(settings: Settings, now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.link_max_age)
 
 
 def live_invite(session: Session, account: Account) -> Invite | None:
@@ -35,7 +35,12 @@ def live_invite(session: Session, account: Account) -> Invite | None:
 
 
 def issue_invite(
-    session: Session, config: Settings, account: Account, *, actor: str, now: datetime | None = None
+    session: Session,
+    settings: Settings,
+    account: Account,
+    *,
+    actor: str,
+    now: datetime | None = None,
 ) -> Invite:
     """Create an invite (flushed, so it has an id) and mark the account invited.
 
@@ -47,7 +52,7 @@ def issue_invite(
     ):
         revoke_invite(session, older, actor=actor, now=now)
     invite = Invite(account_pk=account.id, nonce=new_nonce(), created_at=now)
-    invite.expires_at = expiry(config, now)
+    invite.expires_at = expiry(settings, now)
     session.add(invite)
     lifecycle.mark_invited(account, now)
     session.flush()
@@ -56,12 +61,12 @@ def issue_invite(
 
 
 def reissue_invite(
-    session: Session, config: Settings, invite: Invite, *, actor: str, now: datetime | None = None
+    session: Session, settings: Settings, invite: Invite, *, actor: str, now: datetime | None = None
 ) -> Invite:
     """Give the invite a new nonce and a new lifetime: every older link to it stops working."""
     now = now or utcnow()
     invite.nonce = new_nonce()
-    invite.expires_at = expiry(config, now)
+    invite.expires_at = expiry(settings, now)
     invite.revoked_at = None
     record_invite_event(session, invite, "invite.reissued", actor, now)
     return invite

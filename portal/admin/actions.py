@@ -36,15 +36,19 @@ BULK_CHUNK = 500
 Action = Callable[[Session, Settings, Account, str, datetime], dict[str, Any]]
 
 
-def resend(session: Session, config: Settings, account: Account, actor: str, now: datetime) -> dict:
+def resend(
+    session: Session, settings: Settings, account: Account, actor: str, now: datetime
+) -> dict:
     """Re-issue the link (older links stop working) and queue the invitation email again."""
     if account.status not in OPEN_STATUSES or account.plugin is None:
         return {"result": "skipped", "why": f"status {account.status}"}
-    invite = send_fresh_link(session, config, account, actor=actor, reason="admin", now=now)
+    invite = send_fresh_link(session, settings, account, actor=actor, reason="admin", now=now)
     return {"result": "queued", "invite_id": invite.id}
 
 
-def revoke(session: Session, config: Settings, account: Account, actor: str, now: datetime) -> dict:
+def revoke(
+    session: Session, settings: Settings, account: Account, actor: str, now: datetime
+) -> dict:
     """Kill the account's live link without sending a new one."""
     invite = live_invite(session, account)
     if invite is None:
@@ -55,7 +59,7 @@ def revoke(session: Session, config: Settings, account: Account, actor: str, now
 
 def set_status(status: AccountStatus, reason: str) -> Action:
     def act(
-        session: Session, config: Settings, account: Account, actor: str, now: datetime
+        session: Session, settings: Settings, account: Account, actor: str, now: datetime
     ) -> dict:
         if account.status == AccountStatus.COMPLETED:
             return {"result": "skipped", "why": "already completed"}
@@ -70,7 +74,7 @@ def set_status(status: AccountStatus, reason: str) -> Action:
 
 
 def reclassify(
-    session: Session, config: Settings, account: Account, actor: str, now: datetime
+    session: Session, settings: Settings, account: Account, actor: str, now: datetime
 ) -> dict:
     """Run the classification again with the plugins enabled now."""
     decided = classify(account, plugin_registry())

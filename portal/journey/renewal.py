@@ -45,7 +45,7 @@ def request_fresh_link(session: Session, address: str, now: datetime) -> bool:
     return True
 
 
-def resolve_renewal(session: Session, config: Settings, email: str, now: datetime) -> int:
+def resolve_renewal(session: Session, settings: Settings, email: str, now: datetime) -> int:
     """Re-issue and mail the link of every reached account with this address; return how many.
 
     The accounts are locked (PostgreSQL), so two workers resolving requests for one address
@@ -63,15 +63,15 @@ def resolve_renewal(session: Session, config: Settings, email: str, now: datetim
         .order_by(Account.id)
         .with_for_update(of=Account)
     ).all()
-    return sum(renew_account(session, config, account, now) for account in accounts)
+    return sum(renew_account(session, settings, account, now) for account in accounts)
 
 
-def renew_account(session: Session, config: Settings, account: Account, now: datetime) -> bool:
+def renew_account(session: Session, settings: Settings, account: Account, now: datetime) -> bool:
     """Mail the account a fresh link unless one went out within RENEW_INTERVAL."""
     invite = live_invite(session, account)
     if invite is not None and mailed_recently(session, invite.id, now):
         return False  # a link went out moments ago; do not let strangers flood the inbox
-    send_fresh_link(session, config, account, actor=RENEWAL_ACTOR, reason="renew", now=now)
+    send_fresh_link(session, settings, account, actor=RENEWAL_ACTOR, reason="renew", now=now)
     return True
 
 
@@ -93,8 +93,8 @@ class RenewalHandler:
     only finished by the next one, never resolved twice.
     """
 
-    def __init__(self, config: Settings, sessions: sessionmaker[Session] | None = None) -> None:
-        self.config = config
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session] | None = None) -> None:
+        self.settings = settings
         self.sessions = sessions or app_sessions()
 
     def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
@@ -107,7 +107,7 @@ class RenewalHandler:
             raise RuntimeError("RenewalHandler needs sessions or an app context")
         with self.sessions() as session:
             begin_writer(session)  # SQLite: take the write lock before reading the accounts
-            mailed = resolve_renewal(session, self.config, claim.recipient, now)
+            mailed = resolve_renewal(session, self.settings, claim.recipient, now)
             marked: Any = session.execute(
                 update(OUTBOX)
                 .where(OUTBOX.c.id == claim.id, OUTBOX.c.claim_token == claim.claim_token)

@@ -50,13 +50,13 @@ class EmailHandler:
     attempt (a retry, or another worker after a crash) sends the same bytes.
     """
 
-    def __init__(self, config: Settings, registry: PluginRegistry, backend: MailBackend) -> None:
-        self.config = config
+    def __init__(self, settings: Settings, registry: PluginRegistry, backend: MailBackend) -> None:
+        self.settings = settings
         self.registry = registry
         self.backend = backend
-        self.sender = sender_address(config)
-        self.domain = sender_domain(config)
-        self.preparer = MessagePreparer(config, registry)
+        self.sender = sender_address(settings)
+        self.domain = sender_domain(settings)
+        self.preparer = MessagePreparer(settings, registry)
         # Per batch: the few columns of accounts and invites that sending needs.
         self.accounts: dict[int, Any] = {}
         self.invites: dict[int, Any] = {}
@@ -197,7 +197,7 @@ class EmailHandler:
                 cause = Cause(WORKER_ACTOR, now, {"outbox_id": claim.id})
                 lifecycle.mark_undeliverable(session, claim.account_pk, outcome.error or "", cause)
         record_first_sends(
-            session, self.config, invite_ids=invite_ids, account_pks=account_pks, now=now
+            session, self.settings, invite_ids=invite_ids, account_pks=account_pks, now=now
         )
 
     def close(self) -> None:

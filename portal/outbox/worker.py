@@ -211,7 +211,7 @@ class Worker:
 
     def __init__(
         self,
-        config: Settings,
+        settings: Settings,
         sessions: sessionmaker[Session],
         handlers: Mapping[str, KindHandler],
         idle_tasks: Sequence[IdleTask],
@@ -222,13 +222,13 @@ class Worker:
         names = [task.name for task in idle_tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"idle task names must differ: {names}")
-        self.config = config
+        self.settings = settings
         self.sessions = sessions
         self.handlers = dict(handlers)
         self.idle_tasks = list(idle_tasks)
         self.clock = clock
         self.progress = progress
-        self.throttle = Throttle(config.mail_rate_per_second, config.mail_rate_per_domain)
+        self.throttle = Throttle(settings.mail_rate_per_second, settings.mail_rate_per_domain)
         self.stats = WorkerStats()
         self.stopping = False
         self.outage = Outage()
@@ -285,7 +285,7 @@ class Worker:
         """Back off before the next try; `once` gives up after its patience."""
         delay = self.outage.failed(exc)
         if once:
-            left = self.config.worker_once_db_patience.total_seconds() - self.outage.lasted()
+            left = self.settings.worker_once_db_patience.total_seconds() - self.outage.lasted()
             if left <= 0:
                 raise DatabaseGaveUp(
                     f"database unreachable for {self.outage.lasted():.0f} s ({describe(exc)})"
@@ -344,8 +344,8 @@ class Worker:
             return claim_batch(
                 session,
                 kinds=list(self.handlers),
-                limit=self.config.mail_batch_size,
-                lease_seconds=self.config.outbox_lease_seconds,
+                limit=self.settings.mail_batch_size,
+                lease_seconds=self.settings.outbox_lease_seconds,
                 now=self.clock(),
             )
 
@@ -378,7 +378,7 @@ class Worker:
     ) -> tuple[list[DeliveryOutcome], list[ClaimedRow]]:
         """Send until done, stopped, or the lease is nearly used up."""
         started = time.monotonic()
-        budget = self.config.outbox_lease_seconds * LEASE_SAFETY
+        budget = self.settings.outbox_lease_seconds * LEASE_SAFETY
         outcomes: list[DeliveryOutcome] = []
         for index, claim in enumerate(claims):
             if self.stopping or time.monotonic() - started > budget:
@@ -409,7 +409,7 @@ class Worker:
         by row, so only rows still ours change and only their effects are recorded.
         """
         now = self.clock()
-        retry_base, max_age = self.config.mail_retry_base, self.config.mail_max_age
+        retry_base, max_age = self.settings.mail_retry_base, self.settings.mail_max_age
         finishing = [
             (outcome, finish_values(outcome, now=now, retry_base=retry_base, max_age=max_age))
             for outcome in outcomes
@@ -448,7 +448,7 @@ class Worker:
     def idle(self) -> None:
         """Close idle connections and wait for the next poll, waking up for a stop."""
         self.close()
-        self.pause(self.config.worker_poll_seconds)
+        self.pause(self.settings.worker_poll_seconds)
 
     def pause(self, seconds: float) -> None:
         """Sleep, waking up at once for a stop."""

@@ -58,17 +58,17 @@ def judge_status(claim: ClaimedRow, status: int) -> DeliveryOutcome:
 class AppWebhookHandler:
     """The KindHandler of `app_webhook` rows (see portal.outbox.worker.KindHandler)."""
 
-    def __init__(self, config: Settings, http: requests.Session | None = None) -> None:
-        self.config = config
+    def __init__(self, settings: Settings, http: requests.Session | None = None) -> None:
+        self.settings = settings
         self.http = http or requests.Session()
-        timeout = float(config.app_webhook_timeout or 10)
+        timeout = float(settings.app_webhook_timeout or 10)
         self.timeout = (min(5.0, timeout), timeout)
 
     def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Nothing to load: each row carries its URL and payload."""
 
     def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome:
-        secret = self.config.app_webhook_secret
+        secret = self.settings.app_webhook_secret
         if not secret:
             return DeliveryOutcome(
                 claim, RETRY, "REAUTH_APP_WEBHOOK_SECRET is not set; not sent unsigned"
