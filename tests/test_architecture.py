@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "portal.config",
             "portal.config_docs",
             "portal.settings",
+            "portal.extensions",
             "portal.resources",
             "portal.signing",
             "portal.db",
