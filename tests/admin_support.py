@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from portal.admin.auth import hash_password
 from portal.db import db
-from portal.models import Account, Admin, ApiToken
+from portal.models import Account, Admin, ApiToken, Attempt
 from portal.signing import digest, new_secret
 
 PASSWORD = "correct horse battery staple"
@@ -74,3 +74,22 @@ def add_account(app: Flask, account_id: str = "v2-1", **fields: Any) -> int:
         session.add(account)
         session.flush()
         return account.id
+
+
+def add_failed_attempt(
+    app: Flask, account_pk: int, error_code: str, error_description: str | None = None
+) -> None:
+    """A sign-in attempt of the account that failed with this error code."""
+    with app.app_context(), db.transaction() as session:
+        session.add(
+            Attempt(
+                account_pk=account_pk,
+                plugin="microsoft-graph",
+                state_digest=f"s-{account_pk}-{error_code}",
+                browser_digest="b",
+                code_verifier="v",
+                status="failed",
+                error_code=error_code,
+                error_description=error_description,
+            )
+        )

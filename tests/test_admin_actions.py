@@ -8,7 +8,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from admin_support import add_account, login, make_admin, page_token
+from admin_support import add_account, add_failed_attempt, login, make_admin, page_token
 from flask import Flask
 from sqlalchemy import select
 
@@ -16,7 +16,7 @@ from portal.admin.actions import ACTIONS
 from portal.admin.dashboard import build_dashboard
 from portal.db import db
 from portal.extensions import settings_of
-from portal.models import Account, Admin, ApiToken, Attempt, Event, Invite, OutboxMessage, utcnow
+from portal.models import Account, Admin, ApiToken, Event, Invite, OutboxMessage, utcnow
 from portal.signing import digest
 
 
@@ -117,19 +117,9 @@ def test_bulk_action_on_a_filter(db_app, operator):
 
 def test_account_page_shows_the_timeline_with_raw_error_codes(db_app, operator):
     pk = add_account(db_app, "v2-t", status="failed")
+    consent = "The user or administrator has not consented"
+    add_failed_attempt(db_app, pk, "provider_error:AADSTS65001", consent)
     with db_app.app_context(), db.transaction() as session:
-        session.add(
-            Attempt(
-                account_pk=pk,
-                plugin="microsoft-graph",
-                state_digest="s",
-                browser_digest="b",
-                code_verifier="v",
-                status="failed",
-                error_code="provider_error:AADSTS65001",
-                error_description="The user or administrator has not consented",
-            )
-        )
         session.add(
             Event(
                 account_pk=pk,
@@ -167,19 +157,9 @@ def test_dashboard_figures(db_app, operator):
             sent_at=now - timedelta(hours=9) if status != "new" else None,
             completed_at=now - timedelta(hours=n) if status == "completed" else None,
         )
-    with db_app.app_context(), db.transaction() as session:
-        pk = session.scalar(select(Account.id).where(Account.account_id == "v2-d4"))
-        session.add(
-            Attempt(
-                account_pk=pk,
-                plugin="microsoft-graph",
-                state_digest="s",
-                browser_digest="b",
-                code_verifier="v",
-                status="failed",
-                error_code="admin_consent_required",
-            )
-        )
+    with db_app.app_context():
+        pk = db.session.scalar(select(Account.id).where(Account.account_id == "v2-d4"))
+    add_failed_attempt(db_app, pk, "admin_consent_required")
     with db_app.app_context():
         board = build_dashboard(db.session, settings_of(db_app))
     assert board.overall.needs_reauth == 5 and board.overall.completed == 2

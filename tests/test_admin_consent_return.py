@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-from admin_support import add_account, csrf_token_from, make_admin
+from admin_support import add_account, add_failed_attempt, csrf_token_from, make_admin
 from conftest import TEST_SECRET_KEY
 from flow_support import Browser, db_snapshot
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from portal.admin.dashboard import admin_consent_link
 from portal.db import db
 from portal.extensions import settings_of
-from portal.models import Attempt, Event
+from portal.models import Event
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
     ADMIN_CONSENT_PREFIX,
@@ -39,18 +39,7 @@ REFUSED = "This approval link cannot be used"
 def tenant_waiting_for_consent(portal: Any, tenant: str) -> None:
     """An account of `tenant` whose sign-in failed because an admin must consent first."""
     pk = add_account(portal.app, f"v2-{tenant}", tenant=tenant, status="failed")
-    with portal.app.app_context(), db.transaction() as session:
-        session.add(
-            Attempt(
-                account_pk=pk,
-                plugin="microsoft-graph",
-                state_digest="s",
-                browser_digest="b",
-                code_verifier="v",
-                status="failed",
-                error_code="admin_consent_required",
-            )
-        )
+    add_failed_attempt(portal.app, pk, "admin_consent_required")
 
 
 def dashboard_consent_link(portal: Any) -> str:
