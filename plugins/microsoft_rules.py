@@ -1,4 +1,4 @@
-"""Which situation of the Nylas v3 move a Microsoft account is in (DESIGN §1).
+"""Which situation of the Nylas v3 move a Microsoft account is in (docs/classification.md).
 
 The three built-in plugins share this one decision so that each account lands in exactly one
 situation whatever plugins are enabled. docs/classification.md gives the reason for each rule.

@@ -1,4 +1,4 @@
-"""`reauth accounts import | stats | export` through the real CLI (DESIGN §4.1, §4.4)."""
+"""`reauth accounts import | stats | export` through the real CLI (docs/import.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ledger queries: the stats summary and the CSV export (DESIGN §4.1)."""
+"""Ledger queries: the stats summary and the CSV export (docs/import.md)."""
 
 from __future__ import annotations
 

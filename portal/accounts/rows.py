@@ -1,4 +1,4 @@
-"""Turn one source record into a validated, normalised import row (DESIGN §4.4)."""
+"""Turn one source record into a validated, normalised import row (docs/import.md)."""
 
 from __future__ import annotations
 

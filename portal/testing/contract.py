@@ -139,7 +139,7 @@ def seed_placeholder(plugin: Plugin, account: SampleAccount, emulator: EmulatorS
 
 
 def import_line(account: SampleAccount) -> bytes:
-    """The account as one JSON Lines record of the import format (DESIGN §4.4)."""
+    """The account as one JSON Lines record of the import format (docs/import.md)."""
     record = {key: value for key, value in asdict(account).items() if value not in (None, "")}
     record["service_account"] = "true" if account.service_account else "false"
     return (json.dumps(record) + "\n").encode()

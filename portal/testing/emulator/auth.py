@@ -2,7 +2,7 @@
 
 The real flow sends the browser to the provider and back to Nylas; here the provider is a plain
 HTML form served by the emulator, and its answer redirects to the application's `redirect_uri`
-with `code` + `state`, or `error` + `error_description` + `state` (nylas-v3.md §1).
+with `code` + `state`, or `error` + `error_description` + `state` (docs/nylas.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Connectors (one per provider) and their credentials (nylas-v3.md §5).
+"""Connectors (one per provider) and their credentials (docs/nylas.md).
 
 Secrets (`settings.client_secret`, `credential_data`) are stored but never served back.
 """

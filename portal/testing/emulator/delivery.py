@@ -2,7 +2,7 @@
 
 Nylas verifies a destination with a challenge GET, then posts CloudEvents-style JSON signed with
 X-Nylas-Signature (hex HMAC-SHA256 of the raw body keyed with the destination's secret), at least
-once, retrying on 408/429/502/503/504/507 up to three attempts (nylas-v3.md §6 [SKILL] [SPEC]).
+once, retrying on 408/429/502/503/504/507 up to three attempts (docs/nylas.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Grants API: list with offset paging and filters, get, patch, delete (nylas-v3.md §4)."""
+"""Grants API: list with offset paging and filters, get, patch, delete (docs/nylas.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Provider detection: `POST /v3/providers/detect?email=...` (nylas-v3.md §2 [SPEC])."""
+"""Provider detection: `POST /v3/providers/detect?email=...` (docs/nylas.md)."""
 
 from __future__ import annotations
 

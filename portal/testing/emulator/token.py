@@ -1,4 +1,4 @@
-"""Token exchange: `POST /v3/connect/token` with OAuth-style errors (nylas-v3.md §2).
+"""Token exchange: `POST /v3/connect/token` with OAuth-style errors (docs/nylas.md).
 
 Nylas PKCE is not RFC 7636: the challenge is base64 (standard alphabet, no padding) of the *hex*
 SHA-256 of the verifier [PY `_hash_pkce_secret`; CLI `internal/app/auth/service.go`].

@@ -1,6 +1,6 @@
 """Webhook destinations: create (with the challenge), list, get, update, delete, rotate secret.
 
-`webhook_secret` is served only by create and rotate (nylas-v3.md §6 [SPEC] [PY]).
+`webhook_secret` is served only by create and rotate (docs/nylas.md).
 """
 
 from __future__ import annotations
