@@ -127,7 +127,7 @@ def csv_rows(
             counts = f"expected {len(columns)} fields, found {len(values)}"
             yield Record(start, None, f"{counts}: more columns than the header")
             continue
-        if not any(value.strip() for value in values):
+        if not any(map(str.strip, values)):
             continue  # blank lines (or a spreadsheet's empty rows, ",,,") carry nothing
         if len(values) != len(columns):
             yield Record(start, None, f"expected {len(columns)} fields, found {len(values)}")
