@@ -148,10 +148,13 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]
     positional = compiled.positional
     order = list(compiled.positiontup or ()) if positional else keys
     values_of = itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
+    # The dialect's own processors, as SQLAlchemy itself uses: on SQLite a datetime becomes
+    # the same text as every other write stores (once per batch), not the driver's format.
     converters = [
         (position, RepeatAwareConverter(processor))
         for position, key in enumerate(order)
-        if (processor := table.c[key].type.bind_processor(dialect)) is not None
+        if (processor := table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
+        is not None
     ]
     params: list[Any] = []
     for row in rows:
