@@ -165,10 +165,14 @@ class AccountImporter:
             self.write(inserts, updates, events)
 
     def existing_accounts(self, account_ids: list[str]) -> dict[str, Existing]:
-        rows = self.session.execute(
+        # A Core select on the connection: the ORM's row processing would cost more than the
+        # lookup itself when a re-import finds every row.
+        columns = ACCOUNT_TABLE.c
+        connection = self.session.connection()
+        rows = connection.execute(
             select(
-                Account.account_id, Account.id, Account.row_digest, Account.category, Account.status
-            ).where(one_of(Account.account_id, account_ids, self.session.get_bind().dialect.name))
+                columns.account_id, columns.id, columns.row_digest, columns.category, columns.status
+            ).where(one_of(columns.account_id, account_ids, connection.dialect.name))
         )
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
