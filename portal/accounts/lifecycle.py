@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from portal.accounts.classify import Classification
 from portal.accounts.history import record_event
 from portal.models import Account, AccountStatus, GrantOutcome, GrantStatus
 
@@ -107,47 +108,30 @@ class Cause:
     now: datetime
     detail: Mapping[str, Any] = field(default_factory=dict)
 
-    def record(self, session: Session, account: Account, kind: str, **detail: Any) -> None:
+    def record(self, session: Session, account_pk: int, kind: str, **detail: Any) -> None:
+        detail = {**self.detail, **detail}
         record_event(
-            session,
-            kind,
-            actor=self.actor,
-            now=self.now,
-            account_pk=account.id,
-            detail={**self.detail, **detail},
+            session, kind, actor=self.actor, now=self.now, account_pk=account_pk, detail=detail
         )
-
-
-class Decision(Protocol):
-    """A classification's verdict (portal.accounts.classify.Classification)."""
-
-    @property
-    def category(self) -> str: ...
-    @property
-    def plugin(self) -> str | None: ...
-    @property
-    def status(self) -> AccountStatus: ...
-    @property
-    def reason(self) -> str: ...
 
 
 # -- classification --------------------------------------------------------------------------
 
 
-def classified(account: Account, decided: Decision) -> None:
+def classified(account: Account, decided: Classification) -> None:
     """A new account takes its category, plugin and first status from its classification."""
     account.category, account.plugin = decided.category, decided.plugin
     account.status, account.status_reason = decided.status.value, decided.reason
 
 
-def imported_status(current: str | None, decided: Decision) -> dict[str, Any]:
+def imported_status(current: str | None, decided: Classification) -> dict[str, Any]:
     """The status columns an imported row writes: all for a new row, none once it is history."""
     if current is not None and current not in RECLASSIFIABLE_STATUSES:
         return {}
     return {"status": decided.status.value, "status_reason": decided.reason}
 
 
-def reclassified(account: Account, decided: Decision) -> None:
+def reclassified(account: Account, decided: Classification) -> None:
     """An admin re-ran the classification: the status follows unless it is already history."""
     account.category, account.plugin = decided.category, decided.plugin
     if account.status in ADMIN_RECLASSIFIABLE_STATUSES:
@@ -182,7 +166,7 @@ def complete(
     account.outcome = outcome.value
     account.completed_at = cause.now
     account.completed_via = via
-    cause.record(session, account, "account.completed", grant_id=grant_id, outcome=outcome.value)
+    cause.record(session, account.id, "account.completed", grant_id=grant_id, outcome=outcome.value)
     return outcome
 
 
@@ -191,14 +175,14 @@ def mark_mismatch(
 ) -> None:
     """Another mailbox (or too few scopes) came back: not done; the event names the stray grant."""
     _move(account, S.FAILED, status_reason)
-    cause.record(session, account, kind)
+    cause.record(session, account.id, kind)
 
 
 def mark_failed(session: Session, account: Account, status_reason: str, cause: Cause) -> None:
     """A sign-in failed and the person may try again; a completed account stays completed."""
     if account.status != S.COMPLETED:
         _move(account, S.FAILED, status_reason)
-    cause.record(session, account, "attempt.failed")
+    cause.record(session, account.id, "attempt.failed")
 
 
 def mark_undeliverable(session: Session, account_pk: int, reply: str, cause: Cause) -> bool:
@@ -214,14 +198,7 @@ def mark_undeliverable(session: Session, account_pk: int, reply: str, cause: Cau
     )
     if not changed.rowcount:
         return False
-    record_event(
-        session,
-        "account.undeliverable",
-        actor=cause.actor,
-        now=cause.now,
-        account_pk=account_pk,
-        detail={**cause.detail, "reply": reply[:500]},
-    )
+    cause.record(session, account_pk, "account.undeliverable", reply=reply[:500])
     return True
 
 
@@ -237,7 +214,7 @@ def grant_expired(session: Session, account: Account, grant_id: str, cause: Caus
     account.grant_id = account.grant_id or grant_id
     if account.grant_id == grant_id:
         account.grant_status = GrantStatus.INVALID.value
-    cause.record(session, account, "grant.expired", grant_id=grant_id, status=previous)
+    cause.record(session, account.id, "grant.expired", grant_id=grant_id, status=previous)
     if previous not in REOPENABLE_STATUSES:
         return False
     _move(account, S.NEW, "the Nylas grant expired; the mailbox must sign in again")
@@ -250,7 +227,7 @@ def grant_deleted(session: Session, account: Account, grant_id: str, cause: Caus
     """The grant was deleted: flagged; the ledger entry and the status are kept."""
     account.grant_status = GrantStatus.DELETED.value
     account.status_reason = f"the Nylas grant {grant_id} was deleted"
-    cause.record(session, account, "grant.deleted", grant_id=grant_id, status=account.status)
+    cause.record(session, account.id, "grant.deleted", grant_id=grant_id, status=account.status)
 
 
 # -- an admin's decision ---------------------------------------------------------------------

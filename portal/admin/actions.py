@@ -61,12 +61,11 @@ def set_status(status: AccountStatus, reason: str) -> Action:
     def act(
         session: Session, settings: Settings, account: Account, actor: str, now: datetime
     ) -> dict:
-        if account.status == AccountStatus.COMPLETED:
+        if not lifecycle.set_by_admin(account, status, f"{reason} by {actor}"):
             return {"result": "skipped", "why": "already completed"}
         invite = live_invite(session, account)
         if invite is not None:
             revoke_invite(session, invite, actor=actor, now=now)
-        lifecycle.set_by_admin(account, status, f"{reason} by {actor}")
         return {"result": status.value}
 
     act.__doc__ = f"Set the account {status.value} (its live link is revoked)."

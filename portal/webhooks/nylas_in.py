@@ -122,7 +122,7 @@ class Context:
         )
 
     def event(self, account: Account, kind: str, **detail: Any) -> None:
-        self.cause().record(self.session, account, kind, **detail)
+        self.cause().record(self.session, account.id, kind, **detail)
 
     def notify(self, account: Account, event_type: str) -> None:
         queue_app_notification(
