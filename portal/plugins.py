@@ -19,6 +19,7 @@ from flask import Flask, current_app
 from portal.scopes import GRAPH_BASELINE as GRAPH_BASELINE
 from portal.scopes import UnknownScopeError as UnknownScopeError
 from portal.scopes import is_on_graph as is_on_graph
+from portal.scopes import missing_scopes as missing_scopes
 from portal.scopes import split_scopes as split_scopes
 from portal.scopes import translate as translate
 
@@ -149,9 +150,7 @@ class Plugin:
         """Judge the result; by default the same mailbox must come back with the scopes."""
         if result.email.strip().lower() != account.email.strip().lower():
             return Verdict.refuse("mailbox_mismatch")
-        missing = {s.lower() for s in self.required_scopes(account)} - {
-            s.lower() for s in result.scopes
-        }
+        missing = missing_scopes(self.required_scopes(account), result.scopes)
         if missing:
             return Verdict.refuse("missing_scopes:" + " ".join(sorted(missing)))
         return Verdict.accept()

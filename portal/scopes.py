@@ -13,6 +13,12 @@ GRAPH_RESOURCE_PREFIX = "https://graph.microsoft.com/"
 # Scopes Nylas needs on every Microsoft grant, whatever the v2 account had.
 GRAPH_BASELINE = ("offline_access", "User.Read")
 IDENTITY_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
+# Scopes a grant's answer is not checked for: Microsoft never lists offline_access as granted,
+# and whether Nylas' truncated scope list carries the OpenID scopes or User.Read is not
+# documented (docs/scopes.md, "Checking the granted scopes").
+UNCHECKED_SCOPES = frozenset(scope.lower() for scope in IDENTITY_SCOPES | {"User.Read"})
+# Graph delegated permissions a user cannot consent to alone: an administrator must approve.
+ADMIN_CONSENT_SCOPES = frozenset({"Place.Read.All"})
 
 V2_TO_GRAPH: dict[str, tuple[str, ...]] = {
     "email": ("Mail.ReadWrite", "Mail.Send"),
@@ -64,6 +70,8 @@ def is_legacy_exchange_scope(scope: str) -> bool:
 
 
 def is_graph_scope(scope: str) -> bool:
+    if is_legacy_exchange_scope(scope):
+        return False  # EWS.AccessAsUser.All looks like a Graph name but is an Exchange scope
     short = short_graph_name(scope)
     return short in IDENTITY_SCOPES or bool(GRAPH_PERMISSION.match(short))
 
@@ -87,10 +95,10 @@ def translate(scopes: Iterable[str], *, with_baseline: bool = True) -> list[str]
     for scope in scopes:
         if scope in V2_TO_GRAPH:
             result.update(dict.fromkeys(V2_TO_GRAPH[scope]))
-        elif is_graph_scope(scope):
-            result.setdefault(short_graph_name(scope), None)
         elif is_legacy_exchange_scope(scope):
             continue  # EWS/EAS grants carry no information Graph can use
+        elif is_graph_scope(scope):
+            result.setdefault(short_graph_name(scope), None)
         else:
             raise UnknownScopeError(
                 f"unknown scope {scope!r}: not a Nylas v2 scope or a Graph scope"
@@ -98,3 +106,29 @@ def translate(scopes: Iterable[str], *, with_baseline: bool = True) -> list[str]
     if with_baseline:
         result.update(dict.fromkeys(GRAPH_BASELINE))
     return list(result)
+
+
+def dropped_legacy_scopes(scopes: Iterable[str]) -> list[str]:
+    """The EWS/EAS scopes `translate` leaves out, in the order given."""
+    return [scope for scope in scopes if is_legacy_exchange_scope(scope)]
+
+
+def needing_admin_consent(scopes: Iterable[str]) -> list[str]:
+    """The scopes among `scopes` that only a tenant administrator can approve."""
+    return [scope for scope in scopes if short_graph_name(scope) in ADMIN_CONSENT_SCOPES]
+
+
+def comparable_scope(scope: str) -> str:
+    """The form two scope lists are compared in: short Graph name, lower case."""
+    return short_graph_name(scope.strip()).lower()
+
+
+def missing_scopes(required: Iterable[str], granted: Iterable[str]) -> list[str]:
+    """Required scopes the granted list lacks, compared as Nylas reports them.
+
+    Nylas answers Microsoft scopes in short ("truncated") form and without offline_access, so
+    both lists are compared on short, lower-case names and the UNCHECKED_SCOPES are skipped.
+    """
+    have = {comparable_scope(scope) for scope in granted}
+    wanted = {comparable_scope(scope) for scope in required} - UNCHECKED_SCOPES
+    return sorted(wanted - have)

@@ -234,7 +234,13 @@ def test_verify_refuses_missing_scopes_and_names_them():
         ACCOUNT, result("ada.lovelace@contoso.com", scopes=("User.Read",))
     )
     assert not verdict.accepted
-    assert verdict.reason == "missing_scopes:mail.readwrite offline_access"
+    assert verdict.reason == "missing_scopes:mail.readwrite"
+
+
+def test_verify_accepts_nylas_truncated_answer_without_offline_access():
+    # Nylas reports Microsoft scopes in short form and never lists offline_access as granted.
+    scopes = ("Mail.ReadWrite", "https://graph.microsoft.com/Calendars.Read")
+    assert ScopedPlugin().verify(ACCOUNT, result("ada.lovelace@contoso.com", scopes)).accepted
 
 
 def test_verify_compares_scopes_without_case_and_allows_extras():

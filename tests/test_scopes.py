@@ -6,7 +6,15 @@ import pytest
 from click.testing import CliRunner
 
 from portal.cli.scopes import scopes_group
-from portal.scopes import V2_TO_GRAPH, UnknownScopeError, split_scopes, translate
+from portal.scopes import (
+    V2_TO_GRAPH,
+    UnknownScopeError,
+    is_graph_scope,
+    is_on_graph,
+    missing_scopes,
+    split_scopes,
+    translate,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +54,46 @@ def test_ews_scopes_are_dropped() -> None:
         "offline_access",
         "User.Read",
     ]
+
+
+@pytest.mark.parametrize(
+    "legacy",
+    [
+        "EWS.AccessAsUser.All",
+        "EAS.AccessAsUser.All",
+        "https://graph.microsoft.com/EWS.AccessAsUser.All",
+        "https://outlook.office365.com/EAS.AccessAsUser.All",
+    ],
+)
+def test_every_form_of_an_exchange_scope_is_dropped(legacy: str) -> None:
+    # These look like Graph permission names; the legacy check must run first.
+    assert translate([legacy, "email.read_only"]) == ["Mail.Read", "offline_access", "User.Read"]
+    assert not is_graph_scope(legacy)
+
+
+def test_an_account_holding_only_an_exchange_scope_is_not_on_graph() -> None:
+    assert not is_on_graph(["EWS.AccessAsUser.All", "offline_access"])
+    assert is_on_graph(["Mail.Read", "offline_access"])
+
+
+@pytest.mark.parametrize(
+    ("v2", "needs"),
+    [
+        ("contacts.read_only", {"Contacts.Read", "People.Read"}),
+        ("email.send", {"Mail.ReadWrite", "Mail.Send"}),
+        ("email.modify", {"Mail.ReadWrite"}),  # RSVP answers need Mail.ReadWrite
+        ("room_resources.read_only", {"Place.Read.All"}),
+    ],
+)
+def test_nylas_scope_tables(v2: str, needs: set[str]) -> None:
+    assert needs <= set(translate([v2], with_baseline=False))
+
+
+def test_missing_scopes_compares_short_names_and_skips_reserved_ones() -> None:
+    required = ["Mail.ReadWrite", "Calendars.Read", "offline_access", "openid", "User.Read"]
+    nylas_answer = ["https://graph.microsoft.com/mail.readwrite", "Calendars.Read"]
+    assert missing_scopes(required, nylas_answer) == []
+    assert missing_scopes(required, ["Calendars.Read"]) == ["mail.readwrite"]
 
 
 def test_unknown_scope_is_an_error() -> None:
@@ -88,6 +136,20 @@ def test_cli_unknown_scope_exits_2_with_a_clear_message() -> None:
     assert code == 2
     assert out == ""
     assert "unknown scope 'bogus.scope'" in err
+
+
+def test_cli_drops_exchange_scopes_and_says_so() -> None:
+    code, out, err = invoke("--no-baseline", "EWS.AccessAsUser.All", "calendar")
+    assert (code, out.splitlines()) == (0, ["Calendars.ReadWrite"])
+    assert "dropped EWS.AccessAsUser.All" in err
+
+
+def test_cli_says_which_scopes_need_admin_consent() -> None:
+    code, out, err = invoke("room_resources.read_only", "email.read_only")
+    assert code == 0
+    assert "Place.Read.All" in out.splitlines()
+    assert "Place.Read.All needs admin consent" in err
+    assert "Mail.Read needs admin consent" not in err
 
 
 def test_cli_needs_at_least_one_scope() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from portal.scopes import GRAPH_RESOURCE_PREFIX
 from portal.testing.emulator.errors import OAuthError
 from portal.testing.emulator.replies import current_state
 from portal.testing.emulator.state import AuthorizationCode
@@ -105,8 +106,9 @@ def exchange_code(fields: dict[str, Any]) -> dict[str, Any]:
         extra["credential_id"] = code.credential_id
     if code.state:
         extra["state"] = code.state
-    grant, _ = state.authenticate(code.email, code.provider, code.scope, **extra)
-    tokens = issue_tokens(grant, code.scope, offline=code.access_type == "offline")
+    granted = reported_scopes(code.provider, code.scope)
+    grant, _ = state.authenticate(code.email, code.provider, granted, **extra)
+    tokens = issue_tokens(grant, granted, offline=code.access_type == "offline")
     return dict(tokens, email=grant["email"], provider=grant["provider"])
 
 
@@ -120,6 +122,16 @@ def refresh(fields: dict[str, Any]) -> dict[str, Any]:
     if grant is None or grant["grant_status"] != "valid":
         raise OAuthError(400, "invalid_grant", "the refresh token is invalid or revoked")
     return dict(issue_tokens(grant, grant["scope"], offline=False), email=grant["email"])
+
+
+def reported_scopes(provider: str, requested: list[str]) -> list[str]:
+    """The scopes as Nylas reports a Microsoft grant's: short ("truncated") names and no
+    offline_access, which Microsoft never lists as granted (docs/nylas.md); the portal must
+    not expect its request echoed back."""
+    if provider != "microsoft":
+        return list(requested)
+    short = (scope.removeprefix(GRAPH_RESOURCE_PREFIX) for scope in requested)
+    return [scope for scope in short if scope.lower() != "offline_access"]
 
 
 def issue_tokens(grant: dict[str, Any], scope: list[str], offline: bool) -> dict[str, Any]:
