@@ -7,6 +7,7 @@ from nylas import Client
 from nylas.models.auth import CodeExchangeResponse
 from nylas.models.connectors import Connector
 from nylas.models.credentials import Credential
+from nylas.models.errors import NylasApiError
 from nylas.models.grants import Grant
 from nylas.models.webhooks import Webhook, WebhookWithSecret
 
@@ -45,6 +46,18 @@ def sign_in(
             "code_verifier": auth.secret,
         }
     )
+
+
+def test_the_sdks_put_rotate_path_is_refused_like_the_real_api(
+    client: Client, nylas_emulator: EmulatorServer
+) -> None:
+    # nylas-python sends PUT /v3/webhooks/{id}/rotate-secret; Nylas serves only
+    # POST /v3/webhooks/rotate-secret/{id} ("Cannot PUT", nylas-nodejs issue 583).
+    hook = nylas_emulator.state.add_webhook("https://portal.example.com/hook", ["grant.expired"])
+    with pytest.raises(NylasApiError) as caught:
+        client.webhooks.rotate_secret(hook["id"])
+    assert caught.value.status_code == 404
+    assert nylas_emulator.state.webhooks[hook["id"]]["webhook_secret"] == hook["webhook_secret"]
 
 
 def test_pkce_challenge_is_the_nylas_variant() -> None:
@@ -219,8 +232,6 @@ def test_webhook_destinations(client: Client) -> None:
         created.id, {"description": "renamed", "trigger_types": ["grant.created"]}
     ).data
     assert (updated.description, updated.trigger_types) == ("renamed", ["grant.created"])
-    rotated = client.webhooks.rotate_secret(created.id).data
-    assert rotated.webhook_secret and rotated.webhook_secret != created.webhook_secret
     deleted = client.webhooks.destroy(created.id)
     assert deleted.request_id and deleted.data.status == "success"
     assert client.webhooks.list().data == []

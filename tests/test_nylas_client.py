@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
+from nylas import Client
 
 from portal.config import load_settings
 from portal.nylas import (
@@ -458,6 +459,24 @@ def test_webhooks_create_list_rotate(gateway: NylasGateway, nylas_emulator: Emul
     first = nylas_emulator.state.webhooks["wh-1"]["webhook_secret"]
     rotated = gateway.rotate_webhook_secret("wh-1")
     assert rotated.webhook_secret and rotated.webhook_secret != first
+    assert rotated.webhook_secret == nylas_emulator.state.webhooks["wh-1"]["webhook_secret"]
+    (call,) = [e for e in nylas_emulator.state.request_log if "rotate-secret" in e["path"]]
+    assert (call["method"], call["path"]) == ("POST", "/v3/webhooks/rotate-secret/wh-1")
+
+
+def test_a_rotation_is_not_retried_and_errors_are_typed(
+    gateway: NylasGateway, nylas_emulator: EmulatorServer, sleeps: SleepRecorder
+) -> None:
+    nylas_emulator.state.add_webhook(
+        "https://portal.example.com/hook", ["grant.expired"], id="wh-2"
+    )
+    nylas_emulator.state.add_fault("server_error", path_prefix="/v3/webhooks/rotate-secret")
+    with pytest.raises(NylasUnavailable):
+        gateway.rotate_webhook_secret("wh-2")
+    assert len(api_calls(nylas_emulator, "/v3/webhooks/rotate-secret/wh-2")) == 1
+    assert sleeps.delays == []
+    with pytest.raises(NylasNotFound):
+        gateway.rotate_webhook_secret("no-such-hook")
 
 
 def test_from_settings_reads_the_portal_settings(
@@ -492,3 +511,15 @@ def test_from_settings_reads_the_portal_settings(
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
     assert parse_retry_after(headers) == expected
+
+
+def test_callback_uris_are_read_from_an_answer_without_request_id(
+    gateway: NylasGateway, nylas_emulator: EmulatorServer
+) -> None:
+    # Nylas' reference gives this list `{success, data}` and no request_id, on which the SDK's
+    # own list parser fails; the gateway reads the answer itself.
+    nylas_emulator.state.add_callback_uri("https://portal.example.com/oauth/callback")
+    client = Client(nylas_emulator.api_key, api_uri=nylas_emulator.url)
+    with pytest.raises(KeyError, match="request_id"):
+        client.applications.redirect_uris.list()
+    assert "https://portal.example.com/oauth/callback" in gateway.list_callback_uris()

@@ -25,6 +25,7 @@ from nylas.models.credentials import Credential
 from nylas.models.errors import NylasApiError, NylasSdkTimeoutError
 from nylas.models.errors import NylasOAuthError as SdkOAuthError
 from nylas.models.grants import Grant
+from nylas.models.redirect_uri import RedirectUri
 from nylas.models.webhooks import Webhook, WebhookWithSecret
 
 from portal.extensions import settings_of
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 EXTENSION_KEY = "reauth_nylas"
 GRANT_PAGE_SIZE = 200  # the largest page Nylas serves
+# Nylas serves `email_aliases` only for these providers (GET /v3/grants/{id}?expose_aliases=true).
+ALIAS_PROVIDERS = frozenset({"microsoft", "google"})
 # Query parameters the gateway sets itself; a plugin's extra params may not override them.
 RESERVED_AUTH_PARAMS = frozenset(
     {"client_id", "redirect_uri", "response_type", "code_challenge", "code_challenge_method"}
@@ -190,6 +193,19 @@ class NylasGateway:
         )
         return response.data
 
+    def grant_aliases(self, grant_id: str) -> list[str]:
+        """The other addresses of a grant's mailbox (lower case), as Nylas lists them.
+
+        The SDK's `grants.find` takes no query and its Grant model has no `email_aliases`, so
+        this reads the raw answer; providers without aliases answer none.
+        """
+        answer = self._raw(
+            "GET", f"/v3/grants/{grant_id}", query={"expose_aliases": "true"}, idempotent=True
+        )
+        data = answer.get("data")
+        aliases = (data.get("email_aliases") or []) if isinstance(data, dict) else []
+        return [str(alias).strip().lower() for alias in aliases if str(alias).strip()]
+
     # -- connectors and their credentials ---------------------------------------------------
 
     def get_connector(self, provider: str) -> Connector:
@@ -259,14 +275,15 @@ class NylasGateway:
     # -- application and webhooks -----------------------------------------------------------
 
     def list_callback_uris(self) -> list[str]:
-        """The callback (redirect) URIs registered on the Nylas application."""
-        response = self._call(
-            "GET",
-            "/v3/applications/redirect-uris",
-            self._client.applications.redirect_uris.list,
-            idempotent=True,
-        )
-        return [item.url for item in response.data]
+        """The callback (redirect) URIs registered on the Nylas application.
+
+        Read raw: the SDK's list parser raises KeyError on an answer without `request_id`,
+        which Nylas' reference does not promise for this endpoint (docs/nylas.md).
+        """
+        answer = self._raw("GET", "/v3/applications/redirect-uris", idempotent=True)
+        items = answer.get("data") or []
+        uris = [RedirectUri.from_dict(item, infer_missing=True) for item in items]  # type: ignore[attr-defined]
+        return [uri.url for uri in uris if uri.url]
 
     def create_webhook(
         self,
@@ -295,14 +312,15 @@ class NylasGateway:
         return list(response.data)
 
     def rotate_webhook_secret(self, webhook_id: str) -> WebhookWithSecret:
-        """Issue a new webhook secret; each call makes a different one, so it is not retried."""
-        response = self._call(
-            "PUT",
-            f"/v3/webhooks/{webhook_id}/rotate-secret",
-            lambda: self._client.webhooks.rotate_secret(webhook_id),
-            idempotent=False,
+        """Issue a new webhook secret; each call makes a different one, so it is not retried.
+
+        Nylas serves `POST /v3/webhooks/rotate-secret/{id}`; the Python SDK's `rotate_secret`
+        sends `PUT /v3/webhooks/{id}/rotate-secret`, which the real API refuses (docs/nylas.md).
+        """
+        answer = self._raw(
+            "POST", f"/v3/webhooks/rotate-secret/{webhook_id}", body={}, idempotent=False
         )
-        return response.data
+        return WebhookWithSecret.from_dict(answer.get("data") or {})  # type: ignore[attr-defined]
 
     # -- machinery -------------------------------------------------------------------------
 
@@ -311,6 +329,29 @@ class NylasGateway:
         if not uri:
             raise ValueError("no redirect_uri: configure OAUTH_REDIRECT_URI or pass one")
         return uri
+
+    def _raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        idempotent: bool,
+    ) -> dict[str, Any]:
+        """One call the SDK has no (correct) method for, through the SDK's own HTTP client:
+        the same API key, timeout and error parsing, then `_call`'s logging and retries."""
+
+        def operation() -> dict[str, Any]:
+            answer, _headers = self._client.http_client._execute(
+                method=method,
+                path=path,
+                query_params=dict(query) if query else None,
+                request_body=dict(body) if body is not None else None,
+            )
+            return answer if isinstance(answer, dict) else {}
+
+        return self._call(method, path, operation, idempotent=idempotent)
 
     def _paged(
         self,
@@ -350,13 +391,20 @@ class NylasGateway:
                 self._sleep(delay)
                 attempt += 1
                 continue
-            log_call(method, path, 200, getattr(result, "request_id", None), started, attempt)
+            log_call(method, path, 200, answer_request_id(result), started, attempt)
             return result
 
     def _retry_delay(self, attempt: int, error: NylasError, idempotent: bool) -> float | None:
         if not (idempotent and is_retryable(error) and attempt < self.retry.max_attempts):
             return None
         return self.retry.delay(attempt, error, self._jitter())
+
+
+def answer_request_id(result: object) -> str | None:
+    """The request id of an SDK response object or of a raw answer."""
+    if isinstance(result, dict):
+        return result.get("request_id")
+    return getattr(result, "request_id", None)
 
 
 def log_call(

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from portal.resources import resource_dir
 from portal.testing.emulator import (
+    applications,
     auth,
     connectors,
     control,
@@ -41,7 +42,7 @@ def create_emulator_app(state: EmulatorState) -> Flask:
     """Build a Flask app that serves `state` as a Nylas v3 API."""
     app = Flask(__name__, template_folder=str(resource_dir("templates")))
     app.extensions[EXTENSION] = state
-    for module in (auth, token, grants, connectors, providers, webhooks, control):
+    for module in (auth, token, grants, connectors, providers, webhooks, applications, control):
         app.register_blueprint(module.blueprint)
     app.before_request(inject_fault)
     app.before_request(require_api_key)

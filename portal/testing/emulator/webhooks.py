@@ -119,9 +119,9 @@ def delete_webhook(webhook_id: str) -> Response:
 
 
 @blueprint.post("/v3/webhooks/rotate-secret/<webhook_id>")
-@blueprint.put("/v3/webhooks/<webhook_id>/rotate-secret")
 def rotate_secret(webhook_id: str) -> Response:
-    """Issue a new secret; SPEC/Node use the POST form, the Python SDK the PUT form."""
+    """Issue a new secret. Only the path Nylas serves: the Python SDK's
+    `PUT /v3/webhooks/{id}/rotate-secret` gets the 404 the real API answers."""
     with current_state().lock:
         hook = webhook_or_404(webhook_id)
         hook["webhook_secret"] = secrets.token_hex(32)
