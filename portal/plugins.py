@@ -82,12 +82,27 @@ class HostedAuthRequest:
 
 @dataclass(frozen=True)
 class AuthResult:
-    """What came back from the code exchange."""
+    """What came back from the code exchange.
+
+    `aliases` are the other addresses of the signed-in mailbox as Nylas lists them (Microsoft
+    365 and Google only; empty when Nylas gives none or was not asked): a Microsoft grant's
+    `email` may be the user principal name rather than the address v2 recorded.
+    """
 
     grant_id: str
     email: str
     provider: str | None
     scopes: Sequence[str]
+    aliases: Sequence[str] = ()
+
+    def address_matching(self, invited: str) -> str | None:
+        """The mailbox address equal to `invited` (case-insensitive): the grant's email
+        first, then its aliases; None when the invited address is not this mailbox's."""
+        wanted = invited.strip().lower()
+        for address in (self.email, *self.aliases):
+            if address.strip().lower() == wanted:
+                return address.strip().lower()
+        return None
 
 
 @dataclass(frozen=True)
@@ -147,8 +162,11 @@ class Plugin:
         )
 
     def verify(self, account: AccountView, result: AuthResult) -> Verdict:
-        """Judge the result; by default the same mailbox must come back with the scopes."""
-        if result.email.strip().lower() != account.email.strip().lower():
+        """Judge the result; by default the same mailbox must come back with the scopes.
+
+        The same mailbox means the invited address is the grant's email or one of its aliases.
+        """
+        if result.address_matching(account.email) is None:
             return Verdict.refuse("mailbox_mismatch")
         missing = missing_scopes(self.required_scopes(account), result.scopes)
         if missing:

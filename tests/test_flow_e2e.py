@@ -101,6 +101,51 @@ def test_a_different_mailbox_is_not_recorded_as_done(portal):
         assert attempt.signed_in_email == "mallory@contoso.com"
         assert attempt.grant_id is None or attempt.grant_id != "g-grace"
     assert "stray" not in page.text  # admins see the grant id; the person does not need it
+    # The grant's aliases were asked for and do not include the invited address.
+    aliases_asked = [e for e in portal.emulator.state.request_log if "expose_aliases" in e["query"]]
+    assert len(aliases_asked) == 1
+
+
+def test_a_grant_named_by_an_alias_of_the_invited_address_completes(portal):
+    # Microsoft 365 may name the mailbox by its user principal name; Nylas lists the address
+    # v2 recorded among the grant's aliases (GET /v3/grants/{id}?expose_aliases=true).
+    upn = "ghopper@contoso.onmicrosoft.com"
+    portal.emulator.state.add_mailbox(upn, ["grace@contoso.com", "g.hopper@contoso.com"])
+    browser = Browser()
+    start = browser.press_continue(portal.invite_link("v2-graph-1"))
+    params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
+    page = browser.finish(portal.url, params)
+
+    assert "All done" in page.text
+    account = portal.account("v2-graph-1")
+    assert account.status == "completed"
+    grant = portal.emulator.state.grants[account.grant_id]
+    assert grant["email"] == upn
+    asked = [
+        e for e in portal.emulator.state.request_log if e["path"] == f"/v3/grants/{grant['id']}"
+    ]
+    assert [e["query"].get("expose_aliases") for e in asked] == ["true"]
+    with portal.app.app_context():
+        event = db.session.scalars(select(Event).where(Event.kind == "account.completed")).one()
+        assert event.detail["matched_alias"] == "grace@contoso.com"
+        assert event.detail["grant_email"] == upn
+
+
+def test_aliases_that_cannot_be_read_fail_the_sign_in_rather_than_call_it_a_mismatch(portal):
+    portal.emulator.state.add_mailbox("ghopper@contoso.onmicrosoft.com", ["grace@contoso.com"])
+    browser = Browser()
+    start = browser.press_continue(portal.invite_link("v2-graph-1"))
+    params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
+    portal.emulator.state.add_fault("server_error", count=10, path_prefix="/v3/grants/")
+    page = browser.finish(portal.url, params)
+
+    assert "All done" not in page.text
+    account = portal.account("v2-graph-1")
+    assert account.status == "failed"
+    with portal.app.app_context():
+        attempt = db.session.scalars(select(Attempt)).one()
+        assert attempt.status == "failed"
+        assert attempt.error_code == "exchange:http_500"
 
 
 def token_calls(portal) -> int:

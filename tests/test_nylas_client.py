@@ -523,3 +523,27 @@ def test_callback_uris_are_read_from_an_answer_without_request_id(
     with pytest.raises(KeyError, match="request_id"):
         client.applications.redirect_uris.list()
     assert "https://portal.example.com/oauth/callback" in gateway.list_callback_uris()
+
+
+def test_grant_aliases_are_read_with_expose_aliases(
+    gateway: NylasGateway, nylas_emulator: EmulatorServer
+) -> None:
+    state = nylas_emulator.state
+    state.add_mailbox("ada.upn@contoso.onmicrosoft.com", ["Ada@Contoso.com"])
+    microsoft, _ = state.authenticate("ada@contoso.com", "microsoft", ["Mail.Read"])
+    assert microsoft["email"] == "ada.upn@contoso.onmicrosoft.com"
+    assert gateway.grant_aliases(microsoft["id"]) == ["ada@contoso.com"]
+    # Nylas serves aliases only when asked, and only for Microsoft and Google grants.
+    assert (
+        "email_aliases"
+        not in requests.get(
+            f"{nylas_emulator.url}/v3/grants/{microsoft['id']}",
+            headers={"Authorization": f"Bearer {nylas_emulator.api_key}"},
+            timeout=5,
+        ).json()["data"]
+    )
+    state.add_mailbox("alan@corp.example.org", ["alan.turing@corp.example.org"])
+    ews, _ = state.authenticate("alan@corp.example.org", "ews", ["ews.messages"])
+    assert gateway.grant_aliases(ews["id"]) == []
+    with pytest.raises(NylasNotFound):
+        gateway.grant_aliases("no-such-grant")

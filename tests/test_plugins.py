@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib.metadata import EntryPoint
 
 import pytest
@@ -227,6 +228,16 @@ def test_verify_refuses_another_mailbox(email):
     verdict = ScopedPlugin().verify(ACCOUNT, result(email))
     assert not verdict.accepted
     assert verdict.reason == "mailbox_mismatch"
+
+
+def test_verify_accepts_a_grant_whose_aliases_include_the_invited_address():
+    upn = AuthResult("g-1", "alovelace@contoso.onmicrosoft.com", "microsoft", ("Mail.ReadWrite",))
+    aliased = replace(upn, aliases=("lovelace@contoso.com", "Ada.Lovelace@contoso.com"))
+    assert not ScopedPlugin().verify(ACCOUNT, upn).accepted
+    assert ScopedPlugin().verify(ACCOUNT, aliased).accepted
+    assert aliased.address_matching(" ADA.LOVELACE@contoso.com") == "ada.lovelace@contoso.com"
+    stranger = replace(upn, aliases=("ada.lovelace@contoso.co", "grace@contoso.com"))
+    assert ScopedPlugin().verify(ACCOUNT, stranger).reason == "mailbox_mismatch"
 
 
 def test_verify_refuses_missing_scopes_and_names_them():

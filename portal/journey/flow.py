@@ -13,7 +13,7 @@ account's row lock and only while the attempt is still `exchanging`, so it happe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -40,7 +40,7 @@ from portal.models import (
     Invite,
     TenantCredential,
 )
-from portal.nylas import NylasError, NylasGateway, NylasOAuthError
+from portal.nylas import ALIAS_PROVIDERS, NylasError, NylasGateway, NylasOAuthError
 from portal.plugins import AuthResult, HostedAuthRequest, Plugin, Verdict
 from portal.signing import LinkExpired, LinkSigner, digest, new_secret
 
@@ -234,7 +234,9 @@ def exchange_and_record(
     # No transaction stays open while Nylas answers: a SQLite reader that began before
     # another tab's commit could not write afterwards, and PostgreSQL would sit idle in one.
     session.commit()
-    outcome = callback_result(services.gateway, verifier, params)
+    outcome = with_aliases(
+        services.gateway, callback_result(services.gateway, verifier, params), account.email
+    )
     record_exchanged(session, services, account, attempt, outcome, now)
     return attempt
 
@@ -343,6 +345,30 @@ def callback_result(
     if not code:
         return CallbackError("callback:no_code")
     return exchange(gateway, code_verifier, code)
+
+
+def with_aliases(
+    gateway: NylasGateway, outcome: AuthResult | CallbackError, invited: str
+) -> AuthResult | CallbackError:
+    """Add the mailbox's aliases when the grant's email is not the invited address.
+
+    Microsoft 365 may name the mailbox by its user principal name rather than the address v2
+    recorded; Nylas lists the others on request (Microsoft and Google grants only). When
+    Nylas cannot be asked, nothing can be concluded: the sign-in fails and may be retried,
+    rather than being recorded as the wrong mailbox.
+    """
+    if not isinstance(outcome, AuthResult) or outcome.address_matching(invited) is not None:
+        return outcome
+    if (outcome.provider or "") not in ALIAS_PROVIDERS:
+        return outcome
+    try:
+        aliases = gateway.grant_aliases(outcome.grant_id)
+    except NylasError as exc:
+        return CallbackError(
+            f"exchange:http_{exc.status or 'unavailable'}",
+            f"could not read the grant's aliases: {type(exc).__name__} request_id={exc.request_id}",
+        )
+    return replace(outcome, aliases=tuple(aliases))
 
 
 def result_kind(attempt: Attempt) -> str:

@@ -54,9 +54,18 @@ def record_completed(
     """The right mailbox came back: the ledger maps the v2 account to this grant."""
     attempt.status = AttemptStatus.COMPLETED
     note_result(attempt, result, now)
-    cause = user_cause(attempt, now, plugin=attempt.plugin)
+    cause = user_cause(attempt, now, plugin=attempt.plugin, **alias_match(account, result))
     lifecycle.complete(session, account, result.grant_id, "portal", cause)
     queue_app_notification(session, settings, account, "account.completed", attempt.id, now)
+
+
+def alias_match(account: Account, result: AuthResult) -> dict[str, str]:
+    """When the invited address matched one of the grant's aliases, not its email: which one,
+    for the completion's event (the grant names the mailbox differently from v2)."""
+    matched = result.address_matching(account.email)
+    if matched is None or matched == result.email.strip().lower():
+        return {}
+    return {"matched_alias": matched, "grant_email": result.email}
 
 
 def record_mismatch(

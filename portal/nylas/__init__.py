@@ -18,6 +18,7 @@ from portal.nylas.errors import (
     parse_retry_after,
 )
 from portal.nylas.gateway import (
+    ALIAS_PROVIDERS,
     AuthResult,
     AuthUrl,
     Connector,
@@ -32,6 +33,7 @@ from portal.nylas.gateway import (
 from portal.nylas.retry import RetryPolicy
 
 __all__ = [
+    "ALIAS_PROVIDERS",
     "AuthResult",
     "AuthUrl",
     "Connector",

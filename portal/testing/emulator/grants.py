@@ -9,15 +9,22 @@ from flask import Blueprint, Response, jsonify, request
 from portal.testing.emulator.errors import EmulatorError, new_request_id
 from portal.testing.emulator.replies import current_state, data_reply, json_body, list_reply
 from portal.testing.emulator.replies import not_found as not_found_error
-from portal.testing.emulator.state import now
+from portal.testing.emulator.state import ALIAS_PROVIDERS, now
 
 blueprint = Blueprint("emulator_grants", __name__)
 EXACT_FILTERS = ("provider", "grant_status", "ip", "account_id", "workspace_id")
 
 
-def public_grant(grant: dict[str, Any]) -> dict[str, Any]:
-    """Return the grant as Nylas serves it (no None values, copies of nested objects)."""
-    return {key: value for key, value in grant.items() if value is not None}
+def public_grant(grant: dict[str, Any], with_aliases: bool = False) -> dict[str, Any]:
+    """Return the grant as Nylas serves it (no None values, copies of nested objects).
+
+    `email_aliases` only when asked (`expose_aliases=true`) and for the providers Nylas lists
+    them for."""
+    shown = {key: value for key, value in grant.items() if value is not None}
+    aliases = shown.pop("email_aliases", None) or []
+    if with_aliases and grant.get("provider") in ALIAS_PROVIDERS:
+        shown["email_aliases"] = list(aliases)
+    return shown
 
 
 def resolve_grant(grant_ref: str) -> dict[str, Any]:
@@ -78,8 +85,11 @@ def list_grants() -> Response:
 
 @blueprint.get("/v3/grants/<grant_ref>")
 def get_grant(grant_ref: str) -> Response:
-    """Return one grant."""
-    return data_reply(public_grant(resolve_grant(grant_ref)))
+    """Return one grant, with its aliases when `expose_aliases=true`."""
+    expose = request.args.get("expose_aliases", "false").lower()
+    if expose not in ("true", "false"):
+        raise EmulatorError(400, "invalid_request_error", "expose_aliases must be true or false")
+    return data_reply(public_grant(resolve_grant(grant_ref), with_aliases=expose == "true"))
 
 
 @blueprint.patch("/v3/grants/<grant_ref>")

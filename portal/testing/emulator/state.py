@@ -17,6 +17,8 @@ from typing import Any
 from portal.testing.emulator.delivery import WebhookDispatcher
 
 FAULT_KINDS = ("rate_limit", "server_error", "latency")
+# The providers whose grants Nylas lists `email_aliases` for (GET /v3/grants/{id}?expose_aliases).
+ALIAS_PROVIDERS = frozenset({"microsoft", "google"})
 DEFAULT_SCOPES = {
     "microsoft": ["Mail.ReadWrite", "Mail.Send", "User.Read", "offline_access"],
     "ews": ["ews.messages", "ews.calendars", "ews.contacts"],
@@ -73,6 +75,16 @@ class AuthorizationCode:
     used: bool = False
 
 
+@dataclass(frozen=True)
+class Mailbox:
+    """A seeded mailbox known by several addresses: signing in as any of them gives a grant
+    whose `email` is `email` (as Microsoft 365 may name a mailbox by its user principal name)
+    and whose `email_aliases` are the others."""
+
+    email: str
+    aliases: tuple[str, ...]
+
+
 @dataclass
 class EmulatorState:
     """Hold one emulated Nylas application; safe to share between the server and tests."""
@@ -106,6 +118,7 @@ class EmulatorState:
             self.ews_passwords: dict[str, str] = {}
             self.ews_domains: set[str] = set()
             self.microsoft_domains: set[str] = set()
+            self.mailboxes: dict[str, Mailbox] = {}
             self.pending: dict[str, PendingAuth] = {}
             self.codes: dict[str, AuthorizationCode] = {}
             self.refresh_tokens: dict[str, str] = {}
@@ -137,6 +150,16 @@ class EmulatorState:
                 self.ews_passwords[email.lower()] = password
             self.ews_domains.update(d.lower() for d in data.get("ews_domains", []))
             self.microsoft_domains.update(d.lower() for d in data.get("microsoft_domains", []))
+            for mailbox in data.get("mailboxes", []):
+                self.add_mailbox(mailbox["email"], mailbox.get("aliases", []))
+
+    def add_mailbox(self, email: str, aliases: Iterable[str]) -> Mailbox:
+        """Make `email` a mailbox also reached by `aliases` (all compared case-insensitively)."""
+        mailbox = Mailbox(email.strip(), tuple(a.strip().lower() for a in aliases if a.strip()))
+        with self.lock:
+            for address in (mailbox.email, *mailbox.aliases):
+                self.mailboxes[address.lower()] = mailbox
+        return mailbox
 
     def add_grant(
         self,
@@ -178,8 +201,15 @@ class EmulatorState:
     def authenticate(
         self, email: str, provider: str, scope: list[str], **extra: Any
     ) -> tuple[dict[str, Any], bool]:
-        """Make the mailbox's grant valid, creating it if new; fire the matching webhook."""
+        """Make the mailbox's grant valid, creating it if new; fire the matching webhook.
+
+        A seeded mailbox signed in by one of its aliases gets the grant of its own `email`."""
         with self.lock:
+            mailbox = self.mailboxes.get(email.strip().lower())
+            if mailbox is not None:
+                email = mailbox.email
+                if provider in ALIAS_PROVIDERS:
+                    extra = {**extra, "email_aliases": list(mailbox.aliases)}
             grant = self.find_grant_by_email(email)
             created = grant is None
             if grant is None:
