@@ -190,8 +190,22 @@ def test_rate_limit_fault(client: Client, nylas_emulator: EmulatorServer) -> Non
     with pytest.raises(NylasApiError) as caught:
         client.grants.list()
     assert caught.value.status_code == 429 and caught.value.headers["Retry-After"] == "7"
-    assert caught.value.type == "rate_limit_error"
+    assert caught.value.type == "nylas_rate_limit_exceeded"
     assert client.grants.list().data == []  # only the next request was hit
+
+
+def test_rate_limit_fault_without_retry_after(
+    client: Client, nylas_emulator: EmulatorServer
+) -> None:
+    answer = requests.post(
+        f"{nylas_emulator.url}/_emulator/faults",
+        json={"kind": "rate_limit", "path_prefix": "/v3/grants", "retry_after": None},
+        timeout=5,
+    )
+    assert answer.status_code == 200
+    with pytest.raises(NylasApiError) as caught:
+        client.grants.list()
+    assert caught.value.status_code == 429 and "Retry-After" not in caught.value.headers
 
 
 def test_server_error_and_latency_faults_through_the_control_api(

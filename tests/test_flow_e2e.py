@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from flow_support import EWS_PASSWORD, Browser
 from sqlalchemy import func, select
 
@@ -146,6 +147,37 @@ def test_aliases_that_cannot_be_read_fail_the_sign_in_rather_than_call_it_a_mism
         attempt = db.session.scalars(select(Attempt)).one()
         assert attempt.status == "failed"
         assert attempt.error_code == "exchange:http_500"
+
+
+@pytest.mark.parametrize("form", ["oauth", "oauth_partial", "envelope"])
+def test_a_refused_exchange_says_sign_in_failed_in_every_form_nylas_writes(portal, form):
+    # The code is spent before the portal's callback (a link scanner, a second device): Nylas
+    # refuses the exchange, in the OAuth body or in its standard error envelope.
+    portal.emulator.state.exchange_refusal_form = form
+    browser = Browser()
+    start = browser.press_continue(portal.invite_link("v2-graph-1"))
+    params = browser.sign_in(start.headers["Location"], email="grace@contoso.com")
+    spent = requests.post(
+        f"{portal.emulator.url}/v3/connect/token",
+        json={
+            "grant_type": "authorization_code",
+            "client_id": portal.emulator.client_id,
+            "code": params["code"],
+            "redirect_uri": portal.app.config["OAUTH_REDIRECT_URI"],
+            "code_verifier": "a-guess",
+        },
+        timeout=5,
+    )
+    assert spent.status_code == 400
+    page = browser.finish(portal.url, params)
+
+    assert page.status_code == 400
+    assert "Sign-in did not work" in page.text and "try again" in page.text
+    assert "did not answer" not in page.text  # not "Nylas unavailable"
+    with portal.app.app_context():
+        attempt = db.session.scalars(select(Attempt)).one()
+        expected = "token.exchange_failed" if form == "envelope" else "invalid_grant"
+        assert attempt.error_code == f"exchange:{expected}"
 
 
 def token_calls(portal) -> int:

@@ -174,6 +174,37 @@ def test_reused_code_is_an_oauth_error_and_is_not_retried(
     assert sleeps.delays == []
 
 
+@pytest.mark.parametrize("form", ["oauth", "oauth_partial", "envelope"])
+def test_a_refused_exchange_is_an_oauth_error_in_every_form_nylas_writes(
+    gateway: NylasGateway, nylas_emulator: EmulatorServer, sleeps: SleepRecorder, form: str
+) -> None:
+    # The SDK parses only the four-key OAuth body; with a key missing, or in the standard
+    # envelope ({request_id, error: {type: token.exchange_failed}}), it raises a generic
+    # NylasApiError holding the raw body, which must still read as a refused code.
+    nylas_emulator.state.exchange_refusal_form = form
+    auth = gateway.auth_url(HostedAuthRequest("microsoft"))
+    code = sign_in(auth.url, "someone@contoso.com")["code"][0]
+    with pytest.raises(NylasOAuthError) as caught:
+        gateway.exchange_code(code, "not-the-verifier")
+    assert caught.value.status == 400
+    expected = "token.exchange_failed" if form == "envelope" else "invalid_grant"
+    assert caught.value.error == expected
+    assert "code_verifier" in caught.value.description
+    assert (caught.value.request_id is not None) == (form == "envelope")
+    assert sleeps.delays == []
+
+
+def test_an_outage_of_the_token_endpoint_is_unavailable_not_refused(
+    gateway: NylasGateway, nylas_emulator: EmulatorServer
+) -> None:
+    nylas_emulator.state.exchange_refusal_form = "envelope"
+    auth = gateway.auth_url(HostedAuthRequest("microsoft"))
+    code = sign_in(auth.url, "someone@contoso.com")["code"][0]
+    nylas_emulator.state.add_fault("rate_limit", path_prefix="/v3/connect/token", retry_after=None)
+    with pytest.raises(NylasRateLimited):
+        gateway.exchange_code(code, auth.code_verifier)
+
+
 def test_wrong_verifier_is_an_oauth_error(gateway: NylasGateway) -> None:
     auth = gateway.auth_url(HostedAuthRequest("microsoft"))
     code = sign_in(auth.url, "someone@contoso.com")["code"][0]
@@ -260,6 +291,23 @@ def test_429_is_retried_after_the_retry_after_seconds(
     statuses = [entry["status"] for entry in api_calls(nylas_emulator, f"/v3/grants/{grant['id']}")]
     assert statuses == [429, 429, 200]
     assert sleeps.delays == [7.0, 7.0]
+
+
+def test_a_429_without_retry_after_backs_off(
+    gateway: NylasGateway, nylas_emulator: EmulatorServer, sleeps: SleepRecorder
+) -> None:
+    # Nylas' own limit (nylas_rate_limit_exceeded) often comes without Retry-After.
+    grant = nylas_emulator.state.add_grant("ada@contoso.com")
+    nylas_emulator.state.add_fault(
+        "rate_limit", count=3, path_prefix="/v3/grants", retry_after=None
+    )
+
+    assert gateway.get_grant(grant["id"]).email == "ada@contoso.com"
+
+    statuses = [entry["status"] for entry in api_calls(nylas_emulator, f"/v3/grants/{grant['id']}")]
+    assert statuses == [429, 429, 429, 200]
+    assert sleeps.delays == [1.0, 1.0, 1.0]  # never sooner than the floor, jitter at its low end
+    assert all(delay >= RetryPolicy().rate_limit_floor for delay in sleeps.delays)
 
 
 def test_500_then_success_for_a_get(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -72,8 +73,13 @@ class NylasOAuthError(NylasError):
         self.description = message
 
 
-def map_error(raw: Exception, timeout: float) -> NylasError:
-    """Turn an SDK or transport exception into one of the portal's typed errors."""
+def map_error(raw: Exception, timeout: float, *, token_endpoint: bool = False) -> NylasError:
+    """Turn an SDK or transport exception into one of the portal's typed errors.
+
+    On the token endpoint (`token_endpoint`), a refusal (4xx other than 429) is a
+    NylasOAuthError in whichever form Nylas wrote it: the OAuth body, the same body missing
+    keys, or the standard `{request_id, error: {type, message}}` envelope (docs/nylas.md).
+    """
     if isinstance(raw, NylasSdkTimeoutError):
         return NylasUnavailable(f"Nylas did not answer within {timeout} seconds")
     if isinstance(raw, requests.exceptions.JSONDecodeError):
@@ -81,20 +87,24 @@ def map_error(raw: Exception, timeout: float) -> NylasError:
     if isinstance(raw, requests.RequestException):
         return NylasUnavailable(f"cannot reach Nylas: {type(raw).__name__}")
     headers = getattr(raw, "headers", None) or {}
-    request_id = getattr(raw, "request_id", None) or header_request_id(headers)
     status = getattr(raw, "status_code", None)
-    if isinstance(raw, SdkOAuthError) and status != 429 and (status or 0) < 500:
+    said = what_nylas_said(raw)
+    request_id = said.request_id or getattr(raw, "request_id", None) or header_request_id(headers)
+    refused = status != 429 and (status or 0) < 500
+    if refused and (token_endpoint or isinstance(raw, SdkOAuthError)):
         return NylasOAuthError(
-            raw.error_description or raw.error,
-            error=raw.error,
-            error_code=raw.error_code,
+            said.message or said.error_type or "the code exchange was refused",
+            error=said.error_type or "oauth_error",
+            error_code=said.error_code,
             status=status,
             request_id=request_id,
         )
-    # Throttling and outages look the same on the token endpoint as anywhere else.
-    error_type = raw.error if isinstance(raw, SdkOAuthError) else getattr(raw, "type", None)
-    message = raw.args[0] if raw.args and isinstance(raw.args[0], str) else "Nylas API error"
-    common: dict[str, Any] = {"status": status, "request_id": request_id, "error_type": error_type}
+    common: dict[str, Any] = {
+        "status": status,
+        "request_id": request_id,
+        "error_type": said.error_type,
+    }
+    message = said.message or "Nylas API error"
     if status in (401, 403):
         return NylasAuthError(message, **common)
     if status == 404:
@@ -104,6 +114,48 @@ def map_error(raw: Exception, timeout: float) -> NylasError:
     if status is not None and status >= 500:
         return NylasUnavailable(message, **common)
     return NylasError(message, **common)
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """What an error answer said, whichever of Nylas' two error forms it used."""
+
+    error_type: str | None = None
+    message: str | None = None
+    error_code: int | str | None = None
+    request_id: str | None = None
+
+
+def what_nylas_said(raw: Exception) -> ErrorBody:
+    """Read an SDK error; when the SDK could not parse the body (it then keeps the whole
+    body as the message, with type "unknown"), read the body itself."""
+    if isinstance(raw, SdkOAuthError):
+        return ErrorBody(raw.error, raw.error_description or None, raw.error_code)
+    message = raw.args[0] if raw.args else None
+    if isinstance(message, Mapping):
+        return error_body(message)
+    error_type = getattr(raw, "type", None)
+    return ErrorBody(error_type, message if isinstance(message, str) else None)
+
+
+def error_body(body: Mapping[str, Any]) -> ErrorBody:
+    """Parse `{request_id, error: {type, message}}` or `{error, error_description, ...}`."""
+    request_id = text_or_none(body.get("request_id"))
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        return ErrorBody(
+            text_or_none(error.get("type")), text_or_none(error.get("message")), None, request_id
+        )
+    return ErrorBody(
+        text_or_none(error),
+        text_or_none(body.get("error_description") or body.get("message")),
+        body.get("error_code") if isinstance(body.get("error_code"), int | str) else None,
+        request_id,
+    )
+
+
+def text_or_none(value: object) -> str | None:
+    return value[:500] if isinstance(value, str) and value else None
 
 
 def header_request_id(headers: Mapping[str, str]) -> str | None:

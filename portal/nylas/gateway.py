@@ -41,6 +41,7 @@ from portal.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EXTENSION_KEY = "reauth_nylas"
+EXCHANGE_PATH = "/v3/connect/token"
 GRANT_PAGE_SIZE = 200  # the largest page Nylas serves
 # Nylas serves `email_aliases` only for these providers (GET /v3/grants/{id}?expose_aliases=true).
 ALIAS_PROVIDERS = frozenset({"microsoft", "google"})
@@ -137,7 +138,7 @@ class NylasGateway:
         }
         answer = self._call(
             "POST",
-            "/v3/connect/token",
+            EXCHANGE_PATH,
             lambda: self._client.auth.exchange_code_for_token(request),  # type: ignore[arg-type]
             idempotent=False,
         )
@@ -383,7 +384,7 @@ class NylasGateway:
                 NylasSdkTimeoutError,
                 requests.RequestException,
             ) as raw:
-                error = map_error(raw, self.timeout)
+                error = map_error(raw, self.timeout, token_endpoint=path == EXCHANGE_PATH)
                 log_call(method, path, error.status, error.request_id, started, attempt)
                 delay = self._retry_delay(attempt, error, idempotent)
                 if delay is None:

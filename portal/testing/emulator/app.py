@@ -25,7 +25,7 @@ from portal.testing.emulator.errors import (
     OAuthError,
     api_error_response,
     error_for_path,
-    oauth_error_response,
+    refusal_response,
 )
 from portal.testing.emulator.replies import EXTENSION, current_state
 from portal.testing.emulator.state import EmulatorState
@@ -70,9 +70,11 @@ def inject_fault() -> Response | None:
         time.sleep(fault.seconds)
         return None
     if fault.kind == "rate_limit":
+        # Nylas' own limit answers `nylas_rate_limit_exceeded`, often without Retry-After.
         message = "Too many requests, please try again shortly."
-        response = error_for_path(request.path, 429, "rate_limit_error", message)
-        response.headers["Retry-After"] = str(fault.retry_after)
+        response = error_for_path(request.path, 429, "nylas_rate_limit_exceeded", message)
+        if fault.retry_after is not None:
+            response.headers["Retry-After"] = str(fault.retry_after)
         return response
     return error_for_path(request.path, 500, "internal_error", "Internal server error")
 
@@ -114,7 +116,8 @@ def on_emulator_error(exc: EmulatorError) -> Response:
 
 
 def on_oauth_error(exc: OAuthError) -> Response:
-    return oauth_error_response(exc.status, exc.error, exc.description)
+    form = current_state().exchange_refusal_form
+    return refusal_response(form, exc.status, exc.error, exc.description)
 
 
 def on_http_error(exc: HTTPException) -> Response:

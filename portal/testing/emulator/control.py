@@ -7,10 +7,11 @@ the demo can steer the emulator over HTTP from another process.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from portal.testing.emulator.errors import EmulatorError
+from portal.testing.emulator.errors import REFUSAL_FORMS, EmulatorError
 from portal.testing.emulator.replies import current_state, json_body, not_found
 
 blueprint = Blueprint("emulator_control", __name__, url_prefix="/_emulator")
@@ -65,12 +66,17 @@ def add_fault() -> Response:
             str(body.get("kind", "")),
             count=int(body.get("count", 1)),
             path_prefix=str(body.get("path_prefix", "")),
-            retry_after=int(body.get("retry_after", 1)),
+            retry_after=optional_int(body.get("retry_after", 1)),
             seconds=float(body.get("seconds", 0.0)),
         )
     except (TypeError, ValueError) as exc:
         raise EmulatorError(400, "invalid_request_error", str(exc)) from None
     return jsonify({"data": asdict(fault)})
+
+
+def optional_int(value: Any) -> int | None:
+    """An integer, or None for JSON null (a 429 without Retry-After)."""
+    return None if value is None else int(value)
 
 
 @blueprint.delete("/faults")
@@ -83,7 +89,8 @@ def clear_faults() -> Response:
 
 @blueprint.post("/settings")
 def settings() -> Response:
-    """Change delivery behaviour: `duplicate_deliveries`, `webhook_retry_delays`."""
+    """Change behaviour: `duplicate_deliveries`, `webhook_retry_delays`, `exchange_refusal_form`,
+    `callback_uris`."""
     body = json_body()
     state = current_state()
     with state.lock:
@@ -91,6 +98,11 @@ def settings() -> Response:
             state.duplicate_deliveries = bool(body["duplicate_deliveries"])
         if "webhook_retry_delays" in body:
             state.webhook_retry_delays = tuple(float(x) for x in body["webhook_retry_delays"])
+        if "exchange_refusal_form" in body:
+            if body["exchange_refusal_form"] not in REFUSAL_FORMS:
+                forms = ", ".join(REFUSAL_FORMS)
+                raise EmulatorError(400, "invalid_request_error", f"exchange_refusal_form: {forms}")
+            state.exchange_refusal_form = body["exchange_refusal_form"]
         if "callback_uris" in body:
             for uri in body["callback_uris"]:
                 state.add_callback_uri(str(uri))

@@ -6,6 +6,11 @@ import uuid
 
 from flask import Response, jsonify
 
+# How the token endpoint words a refusal: the OAuth body with all four keys (what the Python
+# SDK parses), the same with only `error` and `error_description`, or the standard envelope
+# (`{"request_id", "error": {"type": "token.exchange_failed", ...}}`); docs/nylas.md.
+REFUSAL_FORMS = ("oauth", "oauth_partial", "envelope")
+EXCHANGE_FAILED_TYPE = "token.exchange_failed"
 OAUTH_ERROR_URI = "https://developer.nylas.com/docs/api/errors/{status}-response/"
 
 
@@ -56,8 +61,22 @@ def oauth_error_response(status: int, error: str, description: str) -> Response:
     return response
 
 
-def error_for_path(path: str, status: int, error_type: str, message: str) -> Response:
+def refusal_response(form: str, status: int, error: str, description: str) -> Response:
+    """A token-endpoint refusal in one of the forms Nylas has been seen to use."""
+    if form == "envelope":
+        return api_error_response(status, EXCHANGE_FAILED_TYPE, f"{error}: {description}")
+    response = oauth_error_response(status, error, description)
+    if form == "oauth_partial":
+        response.set_data(jsonify({"error": error, "error_description": description}).get_data())
+    return response
+
+
+def error_for_path(
+    path: str, status: int, error_type: str, message: str, refusal_form: str = "oauth"
+) -> Response:
     """Pick the OAuth body on the token/revoke paths, where clients parse it, else the envelope."""
     if path.startswith(("/v3/connect/token", "/v3/connect/revoke")):
-        return oauth_error_response(status, error_type, message)
+        if status == 429 or status >= 500:  # throttling and outages: the OAuth shape, always
+            return oauth_error_response(status, error_type, message)
+        return refusal_response(refusal_form, status, error_type, message)
     return api_error_response(status, error_type, message)

@@ -38,7 +38,7 @@ class Fault:
     kind: str
     remaining: int = 1
     path_prefix: str = ""
-    retry_after: int = 1
+    retry_after: int | None = 1  # None: the 429 carries no Retry-After
     seconds: float = 0.0
     action: Callable[[], None] | None = None  # kind "hook": run before the request is served
 
@@ -100,10 +100,12 @@ class EmulatorState:
     duplicate_deliveries: bool = False
     require_connector: bool = False
     accept_rfc7636_pkce: bool = False
+    exchange_refusal_form: str = "oauth"  # oauth | oauth_partial | envelope (errors.REFUSAL_FORMS)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.initial_callback_uris = list(self.callback_uris)
+        self.initial_refusal_form = self.exchange_refusal_form
         self.dispatcher = WebhookDispatcher(self)
         self.reset()
 
@@ -125,6 +127,7 @@ class EmulatorState:
             self.faults: list[Fault] = []
             self.request_log: list[dict[str, Any]] = []
             self.duplicate_deliveries = False
+            self.exchange_refusal_form = self.initial_refusal_form
         self.dispatcher.clear_log()
 
     def add_callback_uri(self, uri: str) -> None:
@@ -294,7 +297,7 @@ class EmulatorState:
         kind: str,
         count: int = 1,
         path_prefix: str = "",
-        retry_after: int = 1,
+        retry_after: int | None = 1,
         seconds: float = 0.0,
     ) -> Fault:
         """Make the next `count` requests under `path_prefix` fail (or slow down) as `kind`."""
