@@ -23,11 +23,13 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.ledger import NO_PLUGIN
 from portal.accounts.lifecycle import NEEDS_REAUTH_STATUSES
+from portal.journey.flow import UNATTRIBUTED_FAILURE
 from portal.models import (
     Account,
     AccountStatus,
     Attempt,
     AttemptStatus,
+    Event,
     TenantCredential,
 )
 from portal.models.base import UTCDateTime
@@ -63,6 +65,7 @@ class Dashboard:
     median_seconds: float | None = None
     median_sample: int = 0
     reasons: list[tuple[str, int]] = field(default_factory=list)
+    unattributed_failures: int = 0
     consent: list[dict[str, Any]] = field(default_factory=list)
     consent_link_days: int = ADMIN_CONSENT_MAX_AGE // (24 * 3600)
 
@@ -73,6 +76,7 @@ def build_dashboard(db_session: Session, settings: Settings) -> Dashboard:
     board.daily = daily_completions(db_session)
     board.median_seconds, board.median_sample = median_time_to_complete(db_session)
     board.reasons = failure_reasons(db_session)
+    board.unattributed_failures = unattributed_failures(db_session)
     board.funnel.append(("mismatched", mismatched_accounts(db_session)))
     board.consent = consent_tenants(db_session, settings)
     return board
@@ -179,6 +183,14 @@ def failure_reasons(db_session: Session) -> list[tuple[str, int]]:
     for code, count in rows:
         merged[code or "unknown"] += count
     return merged.most_common(TOP_REASONS)
+
+
+def unattributed_failures(db_session: Session) -> int:
+    """Failed sign-ins that came back without a state we know: whose they were is unknown."""
+    count = db_session.scalar(
+        select(func.count()).select_from(Event).where(Event.kind == UNATTRIBUTED_FAILURE)
+    )
+    return int(count or 0)
 
 
 def mismatched_accounts(db_session: Session) -> int:

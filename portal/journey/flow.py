@@ -13,10 +13,11 @@ account's row lock and only while the attempt is still `exchanging`, so it happe
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -37,6 +38,7 @@ from portal.models import (
     AccountStatus,
     Attempt,
     AttemptStatus,
+    Event,
     Invite,
     TenantCredential,
 )
@@ -44,12 +46,21 @@ from portal.nylas import ALIAS_PROVIDERS, NylasError, NylasGateway, NylasOAuthEr
 from portal.plugins import AuthResult, HostedAuthRequest, Plugin, Verdict
 from portal.signing import LinkExpired, LinkSigner, digest, new_secret
 
+log = logging.getLogger(__name__)
 ATTEMPT_MAX_AGE = timedelta(minutes=30)
 # The error code of an attempt closed because another attempt (a second tab) completed first.
 ALREADY_COMPLETED = "already_completed"
 # The error code of an attempt that reconciliation closed because Nylas showed no valid grant
 # signed in since it started: the exchange evidently did not go through.
 UNCONFIRMED = "exchange:unconfirmed"
+
+
+# A failed sign-in Nylas sent back without a state we know: no attempt or account to blame.
+UNATTRIBUTED_FAILURE = "callback.unattributed_failure"
+UNATTRIBUTABLE = ("state_missing", "state_unknown")
+# At most this many such failures a minute are recorded: the callback is public, and anyone
+# can call it with an error; beyond it they are only counted in the log.
+UNATTRIBUTED_PER_MINUTE = 60
 
 
 class FlowProblem(Exception):
@@ -165,6 +176,33 @@ def claim_attempt(
     return attempt
 
 
+def unattributed_failure(session: Session, params: dict[str, str], now: datetime) -> FlowProblem:
+    """Record a failed sign-in that came back without its state, and pick the page for it.
+
+    Whether Nylas passes `state` (and `error_description`) back on a failure is undocumented;
+    only `error` is certain. The person still deserves to know what to do next; the dashboard
+    counts these (events of kind UNATTRIBUTED_FAILURE, no account).
+    """
+    error = params.get("error", "")[:64]
+    description = params.get("error_description", "")[:500]
+    kind = provider_error_kind(error, description)
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Event)
+        .where(Event.kind == UNATTRIBUTED_FAILURE, Event.created_at >= now - timedelta(minutes=1))
+    )
+    if (recent or 0) < UNATTRIBUTED_PER_MINUTE:
+        detail = {"error": error, "kind": kind, "error_description": description}
+        record_event(session, UNATTRIBUTED_FAILURE, actor=USER_ACTOR, now=now, detail=detail)
+        session.commit()
+    else:
+        log.warning(
+            "callback: unattributed sign-in failure not recorded (over %d a minute)",
+            UNATTRIBUTED_PER_MINUTE,
+        )
+    return FlowProblem(f"unattributed_{kind}")
+
+
 def lock_for_exchange(session: Session, attempt: Attempt, now: datetime) -> bool:
     """Move the attempt to `exchanging` unless another request already did; commit."""
     moved = session.execute(
@@ -208,7 +246,12 @@ def finish_attempt(
 
     Raises RecordingInterrupted when the database fails once the attempt is known.
     """
-    attempt = claim_attempt(session, params.get("state"), browser, now)
+    try:
+        attempt = claim_attempt(session, params.get("state"), browser, now)
+    except FlowProblem as problem:
+        if problem.kind in UNATTRIBUTABLE and params.get("error"):
+            raise unattributed_failure(session, params, now) from None
+        raise
     attempt_id = attempt.id
     try:
         return exchange_and_record(session, services, attempt, params, now)

@@ -207,7 +207,8 @@ def link_problem(kind: str) -> ResponseReturnValue:
 
 
 def problem_page(kind: str, status: int) -> ResponseReturnValue:
-    return render_template("reauth/problem.html", kind=kind), status
+    support = current_settings().support_contact
+    return render_template("reauth/problem.html", kind=kind, support=support), status
 
 
 def finishing_page() -> ResponseReturnValue:

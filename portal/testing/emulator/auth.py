@@ -106,12 +106,15 @@ def finish_auth(pending_id: str) -> ResponseReturnValue:
         return render_page(pending, outcome.form_error, **shown), 200
     with state.lock:
         state.pending.pop(pending_id, None)
-    query = outcome.redirect_params
+    query = dict(outcome.redirect_params)
     if outcome.email:
         query = {"code": issue_code(pending.params, outcome.email, outcome.settings)}
-    query["state"] = pending.params.get("state", "")
-    if not query["state"]:
-        del query["state"]
+    failed = "error" in query
+    if failed and state.error_redirects == "error_only":  # all Nylas promises of a failure
+        query = {"error": query["error"]}
+    keeps_state = not failed or state.error_redirects == "full"
+    if keeps_state and pending.params.get("state"):
+        query["state"] = pending.params["state"]
     return redirect(with_query(pending.params["redirect_uri"], query), code=303)
 
 

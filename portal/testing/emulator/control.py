@@ -13,6 +13,7 @@ from flask import Blueprint, Response, jsonify
 
 from portal.testing.emulator.errors import REFUSAL_FORMS, EmulatorError
 from portal.testing.emulator.replies import current_state, json_body, not_found
+from portal.testing.emulator.state import ERROR_REDIRECTS
 
 blueprint = Blueprint("emulator_control", __name__, url_prefix="/_emulator")
 
@@ -90,7 +91,7 @@ def clear_faults() -> Response:
 @blueprint.post("/settings")
 def settings() -> Response:
     """Change behaviour: `duplicate_deliveries`, `webhook_retry_delays`, `exchange_refusal_form`,
-    `callback_uris`."""
+    `error_redirects`, `callback_uris`."""
     body = json_body()
     state = current_state()
     with state.lock:
@@ -103,6 +104,11 @@ def settings() -> Response:
                 forms = ", ".join(REFUSAL_FORMS)
                 raise EmulatorError(400, "invalid_request_error", f"exchange_refusal_form: {forms}")
             state.exchange_refusal_form = body["exchange_refusal_form"]
+        if "error_redirects" in body:
+            if body["error_redirects"] not in ERROR_REDIRECTS:
+                choices = ", ".join(ERROR_REDIRECTS)
+                raise EmulatorError(400, "invalid_request_error", f"error_redirects: {choices}")
+            state.error_redirects = body["error_redirects"]
         if "callback_uris" in body:
             for uri in body["callback_uris"]:
                 state.add_callback_uri(str(uri))

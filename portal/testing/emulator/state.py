@@ -17,6 +17,7 @@ from typing import Any
 from portal.testing.emulator.delivery import WebhookDispatcher
 
 FAULT_KINDS = ("rate_limit", "server_error", "latency")
+ERROR_REDIRECTS = ("full", "error_only")
 # The providers whose grants Nylas lists `email_aliases` for (GET /v3/grants/{id}?expose_aliases).
 ALIAS_PROVIDERS = frozenset({"microsoft", "google"})
 DEFAULT_SCOPES = {
@@ -100,12 +101,16 @@ class EmulatorState:
     duplicate_deliveries: bool = False
     require_connector: bool = False
     accept_rfc7636_pkce: bool = False
+    # What a failed sign-in's redirect carries: "full" (error, error_description, state) or
+    # "error_only", since Nylas documents only `error` (docs/nylas.md).
+    error_redirects: str = "full"
     exchange_refusal_form: str = "oauth"  # oauth | oauth_partial | envelope (errors.REFUSAL_FORMS)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.initial_callback_uris = list(self.callback_uris)
         self.initial_refusal_form = self.exchange_refusal_form
+        self.initial_error_redirects = self.error_redirects
         self.dispatcher = WebhookDispatcher(self)
         self.reset()
 
@@ -128,6 +133,7 @@ class EmulatorState:
             self.request_log: list[dict[str, Any]] = []
             self.duplicate_deliveries = False
             self.exchange_refusal_form = self.initial_refusal_form
+            self.error_redirects = self.initial_error_redirects
         self.dispatcher.clear_log()
 
     def add_callback_uri(self, uri: str) -> None:
