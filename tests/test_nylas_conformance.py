@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 import pytest
 import requests
 from nylas import Client
+from nylas.models.errors import NylasApiError
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_core.templating.paths.exceptions import PathError
@@ -447,6 +448,14 @@ def drive_other_operations(client: Client, state: EmulatorState, hook_url: str) 
     client.webhooks.find(hook["id"])
     client.webhooks.update(hook["id"], {"trigger_types": ["grant.expired"]})
     client.webhooks.destroy(hook["id"])
+    for missing in (  # the documented 404s of these operations
+        lambda: client.grants.update("no-such-grant", {"scope": ["Mail.Read"]}),
+        lambda: client.grants.destroy("no-such-grant"),
+        lambda: client.connectors.destroy("google"),
+    ):
+        with pytest.raises(NylasApiError) as caught:
+            missing()
+        assert caught.value.status_code == 404
 
 
 @dataclass(frozen=True)
@@ -473,6 +482,7 @@ def gateway_for(emulator: RecordedEmulator) -> NylasGateway:
     )
 
 
+# Both conversations ask for `openapi` first, so without the document nothing is driven.
 @pytest.fixture(scope="module")
 def gateway_conversation(openapi: OpenAPI) -> Conversation:
     return record(lambda emulator, hook: drive_gateway(gateway_for(emulator), emulator.url, hook))
@@ -675,11 +685,27 @@ def test_error_answers_are_among_those_checked(
     } <= errors
 
 
+def test_error_answers_of_the_other_operations_are_among_those_checked(
+    openapi: OpenAPI, other_conversation: Conversation
+) -> None:
+    base = other_conversation.base_url
+    errors = {
+        (operation_id(openapi, base, e), e.status)
+        for e in api_exchanges(other_conversation)
+        if e.status >= 400
+    }
+    assert errors == {
+        ("patch_grant_by_id", 404),
+        ("delete_grant_by_id", 404),
+        ("delete_connector_by_provider", 404),
+    }
+
+
 def test_the_hosted_auth_query_the_gateway_builds_is_checked(
     openapi: OpenAPI, gateway_conversation: Conversation
 ) -> None:
     """Each sign-in's /v3/connect/auth query is validated, parameter by parameter."""
-    pages = [e for e in by_operation(openapi, gateway_conversation, ["get_oauth2_flow"])]
+    pages = by_operation(openapi, gateway_conversation, ["get_oauth2_flow"])
     queries = [dict(parse_qsl(e.query)) for e in pages if e.status == 200]
     assert [q["provider"] for q in queries] == ["microsoft", "ews", "microsoft"]
     assert queries[0]["scope"] == " ".join(GRAPH_SCOPES) and queries[0]["credential_id"]
