@@ -142,7 +142,7 @@ def create_credential(provider: str) -> Response:
     credential = current_state().add_credential(
         provider, name, kind, credential_data=body.get("credential_data", {})
     )
-    return data_reply(public_credential(credential))
+    return data_reply(public_credential(credential), status=201)  # SPEC: 201, as for connectors
 
 
 @blueprint.get("/v3/connectors/<provider>/creds")

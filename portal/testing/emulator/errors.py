@@ -53,7 +53,8 @@ def oauth_error_response(status: int, error: str, description: str) -> Response:
         "error": error,
         "error_description": description,
         "error_uri": OAUTH_ERROR_URI.format(status=status),
-        # The Python SDK types error_code as int, the spec as string: an int satisfies both.
+        # CONFLICT: the Python SDK types error_code as int, the SPEC as string; the emulator
+        # follows the SDK that parses it (docs/nylas.md, "Conformance with Nylas' API reference").
         "error_code": status,
     }
     response = jsonify(body)

@@ -41,7 +41,8 @@ def detect(email: str) -> dict[str, object]:
         # A domain the application already holds grants for is assumed to be Microsoft 365.
         provider, kind = "microsoft", "microsoft"
     else:
-        return {"email_address": email, "detected": False, "provider": "imap", "type": None}
+        # SPEC AutodetectObject: `type` is a string when present, so it is left out, not null.
+        return {"email_address": email, "detected": False, "provider": "imap"}
     return {"email_address": email, "detected": True, "provider": provider, "type": kind}
 
 
