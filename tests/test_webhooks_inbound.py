@@ -224,6 +224,42 @@ def test_reauthentication_elsewhere_completes_the_account_and_stops_its_mail(
     assert mail.status == "failed" and "completed" in (mail.last_error or "")
 
 
+def test_a_placeholder_reauthenticated_and_notified_as_grant_created_completes_it_too(
+    hooked: Portal,
+) -> None:
+    # Whether Nylas notifies a placeholder's re-authentication as grant.updated (with
+    # reauthentication_flag) or as grant.created is not settled: both complete the account.
+    answer = requests.post(
+        f"{hooked.emulator.url}/_emulator/settings",
+        json={"reauth_notification": "grant.created"},
+        timeout=5,
+    )
+    assert answer.status_code == 200
+    hooked.emulator.state.authenticate(
+        "grace@contoso.com", "microsoft", graph_scopes(hooked, "v2-graph-1")
+    )
+    settle(hooked)
+
+    account = hooked.account("v2-graph-1")  # never invited: the grant is its own placeholder
+    assert account.status == "completed" and account.completed_via == "webhook"
+    assert account.grant_id == "g-grace" and account.outcome == "updated"
+    (done,) = events(hooked, "account.completed")
+    assert done.detail["trigger"] == "grant.created"
+    (row,) = notifications(hooked)
+    assert row.trigger == "grant.created" and "completed elsewhere" in (row.result or "")
+
+
+def test_the_emulator_refuses_an_unknown_notification_choice(hooked: Portal) -> None:
+    answer = requests.post(
+        f"{hooked.emulator.url}/_emulator/settings",
+        json={"reauth_notification": "grant.reauthed"},
+        timeout=5,
+    )
+    assert answer.status_code == 400
+    assert "grant.updated, grant.created" in answer.json()["error"]["message"]
+    assert hooked.emulator.state.reauth_notification == "grant.updated"
+
+
 def test_grant_expired_sends_a_completed_account_back_to_new(hooked: Portal) -> None:
     scopes = graph_scopes(hooked, "v2-graph-1")
     hooked.emulator.state.authenticate("grace@contoso.com", "microsoft", scopes)
@@ -516,8 +552,8 @@ def test_rotation_overlap_then_the_old_secret_is_refused(
 
 def test_a_rotation_at_the_emulator_needs_the_new_secret(hooked: Portal) -> None:
     (hook_id,) = hooked.emulator.state.webhooks
-    rotated = requests.put(
-        f"{hooked.emulator.url}/v3/webhooks/{hook_id}/rotate-secret",
+    rotated = requests.post(
+        f"{hooked.emulator.url}/v3/webhooks/rotate-secret/{hook_id}",
         headers={"Authorization": f"Bearer {hooked.emulator.api_key}"},
         timeout=10,
     ).json()["data"]["webhook_secret"]

@@ -264,12 +264,23 @@ def grant_updated(ctx: Context, info: GrantInfo) -> str:
     account = find_account(ctx.session, info)
     if account is None:
         return "no matching account"
+    return placeholder_reauthenticated(ctx, account, info, "grant.updated")
+
+
+def placeholder_reauthenticated(
+    ctx: Context, account: Account, info: GrantInfo, trigger: str
+) -> str:
+    """The account's own grant (the import's placeholder) signed in again, outside the flow.
+
+    Nylas' docs do not settle whether that is notified as grant.updated with
+    reauthentication_flag or as grant.created (docs/webhooks.md): both come here.
+    """
     if finished := finish_stale_exchange(ctx, account, info):
         return finished
     if account.status not in OPEN_STATUSES or flow_finishing(ctx.session, account):
         ctx.event(account, "grant.reauthenticated", grant_id=info.grant_id, status=account.status)
         return f"account {account.account_id}: {account.status}, left to the portal's flow"
-    complete(ctx, account, info, "grant.updated")
+    complete(ctx, account, info, trigger)
     return f"account {account.account_id}: completed elsewhere"
 
 
@@ -277,6 +288,8 @@ def grant_created(ctx: Context, info: GrantInfo) -> str:
     account = find_account(ctx.session, info)
     if account is None:
         return "no matching account"
+    if info.grant_id and account.grant_id == info.grant_id:  # not new: the placeholder is back
+        return placeholder_reauthenticated(ctx, account, info, "grant.created")
     if finished := finish_stale_exchange(ctx, account, info):
         return finished
     if account.status not in REACHED_STATUSES or flow_finishing(ctx.session, account):

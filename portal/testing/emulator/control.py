@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify
 
 from portal.testing.emulator.errors import REFUSAL_FORMS, EmulatorError
 from portal.testing.emulator.replies import current_state, json_body, not_found
-from portal.testing.emulator.state import ERROR_REDIRECTS
+from portal.testing.emulator.state import ERROR_REDIRECTS, REAUTH_NOTIFICATIONS
 
 blueprint = Blueprint("emulator_control", __name__, url_prefix="/_emulator")
 
@@ -88,27 +88,32 @@ def clear_faults() -> Response:
     return jsonify({"status": "ok"})
 
 
+# The settings that take one of a few words, and the words each allows.
+CHOICE_SETTINGS = {
+    "exchange_refusal_form": REFUSAL_FORMS,
+    "error_redirects": ERROR_REDIRECTS,
+    "reauth_notification": REAUTH_NOTIFICATIONS,
+}
+
+
 @blueprint.post("/settings")
 def settings() -> Response:
-    """Change behaviour: `duplicate_deliveries`, `webhook_retry_delays`, `exchange_refusal_form`,
-    `error_redirects`, `callback_uris`."""
+    """Change behaviour: `duplicate_deliveries`, `webhook_retry_delays`, `callback_uris` and
+    each of CHOICE_SETTINGS."""
     body = json_body()
+    choices = {name: body[name] for name in CHOICE_SETTINGS if name in body}
+    for name, value in choices.items():
+        if value not in CHOICE_SETTINGS[name]:
+            allowed = ", ".join(CHOICE_SETTINGS[name])
+            raise EmulatorError(400, "invalid_request_error", f"{name}: one of {allowed}")
     state = current_state()
     with state.lock:
         if "duplicate_deliveries" in body:
             state.duplicate_deliveries = bool(body["duplicate_deliveries"])
         if "webhook_retry_delays" in body:
             state.webhook_retry_delays = tuple(float(x) for x in body["webhook_retry_delays"])
-        if "exchange_refusal_form" in body:
-            if body["exchange_refusal_form"] not in REFUSAL_FORMS:
-                forms = ", ".join(REFUSAL_FORMS)
-                raise EmulatorError(400, "invalid_request_error", f"exchange_refusal_form: {forms}")
-            state.exchange_refusal_form = body["exchange_refusal_form"]
-        if "error_redirects" in body:
-            if body["error_redirects"] not in ERROR_REDIRECTS:
-                choices = ", ".join(ERROR_REDIRECTS)
-                raise EmulatorError(400, "invalid_request_error", f"error_redirects: {choices}")
-            state.error_redirects = body["error_redirects"]
+        for name, value in choices.items():
+            setattr(state, name, value)
         if "callback_uris" in body:
             for uri in body["callback_uris"]:
                 state.add_callback_uri(str(uri))

@@ -18,6 +18,7 @@ from portal.testing.emulator.delivery import WebhookDispatcher
 
 FAULT_KINDS = ("rate_limit", "server_error", "latency")
 ERROR_REDIRECTS = ("full", "error_only")
+REAUTH_NOTIFICATIONS = ("grant.updated", "grant.created")
 # The providers whose grants Nylas lists `email_aliases` for (GET /v3/grants/{id}?expose_aliases).
 ALIAS_PROVIDERS = frozenset({"microsoft", "google"})
 DEFAULT_SCOPES = {
@@ -104,6 +105,9 @@ class EmulatorState:
     # What a failed sign-in's redirect carries: "full" (error, error_description, state) or
     # "error_only", since Nylas documents only `error` (docs/nylas.md).
     error_redirects: str = "full"
+    # How a re-authenticated grant is notified: "grant.updated" (reauthentication_flag true)
+    # or "grant.created"; Nylas' docs do not settle which (docs/nylas.md).
+    reauth_notification: str = "grant.updated"
     exchange_refusal_form: str = "oauth"  # oauth | oauth_partial | envelope (errors.REFUSAL_FORMS)
 
     def __post_init__(self) -> None:
@@ -111,6 +115,7 @@ class EmulatorState:
         self.initial_callback_uris = list(self.callback_uris)
         self.initial_refusal_form = self.exchange_refusal_form
         self.initial_error_redirects = self.error_redirects
+        self.initial_reauth_notification = self.reauth_notification
         self.dispatcher = WebhookDispatcher(self)
         self.reset()
 
@@ -134,6 +139,7 @@ class EmulatorState:
             self.duplicate_deliveries = False
             self.exchange_refusal_form = self.initial_refusal_form
             self.error_redirects = self.initial_error_redirects
+            self.reauth_notification = self.initial_reauth_notification
         self.dispatcher.clear_log()
 
     def add_callback_uri(self, uri: str) -> None:
@@ -228,7 +234,7 @@ class EmulatorState:
                 grant.update(extra, provider=provider, scope=scope, grant_status="valid")
                 grant["updated_at"] = max(now(), int(grant["updated_at"]) + 1)
             snapshot = dict(grant)
-        if created:
+        if created or self.reauth_notification == "grant.created":
             self.dispatcher.emit("grant.created", snapshot)
         else:
             self.dispatcher.emit("grant.updated", snapshot, reauthentication=True)
