@@ -133,7 +133,10 @@ SITUATION_REASONS = {
     Situation.GRAPH_READY: "token account already on Microsoft Graph scopes; nothing to do",
     Situation.GRAPH_CONSENT: "Office 365 account must sign in with Microsoft and accept Graph scopes",
     Situation.EXCHANGE_ONPREM: "on-premises Exchange account must re-enter its password (EWS)",
-    Situation.PERSONAL: "personal Microsoft account is not imported by Nylas; needs a new grant",
+    Situation.PERSONAL: (
+        "personal Microsoft account: signs in again from scratch (a new grant, or its placeholder "
+        "if the Nylas import made one)"
+    ),
 }
 
 

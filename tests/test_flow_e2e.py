@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from flow_support import EWS_PASSWORD, Browser
+from flow_support import EWS_PASSWORD, HEADER, Browser
 from sqlalchemy import func, select
 
+from portal.accounts.importer import import_accounts
 from portal.db import db
 from portal.models import Attempt, Event
+from portal.plugins import plugin_registry
 
 
 @pytest.mark.parametrize(
@@ -178,6 +181,33 @@ def test_a_refused_exchange_says_sign_in_failed_in_every_form_nylas_writes(porta
         attempt = db.session.scalars(select(Attempt)).one()
         expected = "token.exchange_failed" if form == "envelope" else "invalid_grant"
         assert attempt.error_code == f"exchange:{expected}"
+
+
+def test_a_personal_account_with_a_placeholder_keeps_it_and_records_updated(portal):
+    # The Nylas import's default (clone_exchange) may leave personal accounts a placeholder
+    # grant too: signing in re-authenticates it, so the ledger says "updated", not "new".
+    portal.emulator.state.add_grant(
+        "edsger@outlook.com", grant_status="invalid", id="g-edsger", account_id="v2-pers-1"
+    )
+    row = "v2-pers-1,edsger@outlook.com,outlook,oauth,email,,g-edsger,invalid\n"
+    with portal.app.app_context():
+        report = import_accounts(
+            db.session, io.BytesIO((HEADER + row).encode()), "csv", plugin_registry()
+        )
+        assert report.committed and report.updated == 1
+    assert portal.account("v2-pers-1").plugin == "microsoft-personal"
+
+    browser = Browser()
+    start = browser.press_continue(portal.invite_link("v2-pers-1"))
+    params = browser.sign_in(start.headers["Location"], email="edsger@outlook.com")
+    assert "All done" in browser.finish(portal.url, params).text
+
+    account = portal.account("v2-pers-1")
+    assert (account.status, account.grant_id, account.outcome) == (
+        "completed",
+        "g-edsger",
+        "updated",
+    )
 
 
 def token_calls(portal) -> int:
