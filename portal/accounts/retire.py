@@ -214,7 +214,7 @@ def nylas_grants(
 # -- the portal's side ------------------------------------------------------------------------
 
 
-def candidates(session: Session, after: int) -> list[Candidate]:
+def candidates(session: Session, after: int, size: int = CHUNK) -> list[Candidate]:
     """The next chunk of completed accounts in id order, joined with Nylas' answer."""
     query = (
         select(
@@ -233,7 +233,7 @@ def candidates(session: Session, after: int) -> list[Candidate]:
         .outerjoin(NYLAS_GRANTS, NYLAS_GRANTS.c.grant_id == Account.grant_id)
         .where(Account.status == AccountStatus.COMPLETED, Account.id > after)
         .order_by(Account.id)
-        .limit(CHUNK)
+        .limit(size)
     )
     return [Candidate(*row) for row in session.execute(query)]
 
@@ -324,6 +324,7 @@ def retirable_rows(
     report: RetireReport,
     now: datetime,
     progress: Callable[[int], None] | None = None,
+    chunk_size: int = CHUNK,
 ) -> Iterator[tuple[str, ...]]:
     """The CSV rows of the safe accounts, in id order; counts the rest into `report`.
 
@@ -332,7 +333,7 @@ def retirable_rows(
     cutoff = now - timedelta(seconds=report.min_age_seconds)
     report.not_completed = count_not_completed(session)
     last, done = 0, 0
-    while chunk := candidates(session, last):
+    while chunk := candidates(session, last, chunk_size):
         notified = delivered(session, chunk)
         other_address = [c.pk for c in chunk if c.nylas_email not in (None, c.email.lower())]
         aliases = alias_matches(session, other_address)
