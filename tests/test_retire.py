@@ -370,6 +370,32 @@ def test_a_bad_min_age_is_refused_before_nylas_is_asked(
     assert not [e for e in nylas_emulator.state.request_log if e["path"] == "/v3/grants"]
 
 
+def test_a_path_in_a_missing_directory_is_refused_before_nylas_is_asked(
+    invoke: Callable[..., Any], nylas_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    result = invoke(str(tmp_path / "no-such-dir" / "retire.csv"))
+    assert result.exit_code == 2
+    assert "no such directory" in result.stderr
+    assert not [e for e in nylas_emulator.state.request_log if e["path"] == "/v3/grants"]
+
+
+def test_an_unwritable_path_is_a_clear_error(
+    invoke: Callable[..., Any],
+    portal_app: Flask,
+    nylas_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "taken"
+    (tmp_path / "taken.partial").mkdir()  # the temporary name cannot be opened as a file
+    result = invoke(str(target))
+    assert result.exit_code == 1
+    assert "no list was written" in result.stderr
+    assert "Traceback" not in result.output
+    assert not target.exists()
+    with portal_app.app_context():
+        assert db.session.scalars(select(Event).where(Event.kind == EVENT_KIND)).all() == []
+
+
 def test_json_needs_a_path(invoke: Callable[..., Any]) -> None:
     result = invoke("--json")
     assert result.exit_code == 2

@@ -335,7 +335,9 @@ def retirable_rows(
     last, done = 0, 0
     while chunk := candidates(session, last, chunk_size):
         notified = delivered(session, chunk)
-        other_address = [c.pk for c in chunk if c.nylas_email not in (None, c.email.lower())]
+        other_address = [
+            c.pk for c in chunk if c.nylas_email not in (None, c.email.strip().lower())
+        ]
         aliases = alias_matches(session, other_address)
         for candidate in chunk:
             reason = judge(candidate, cutoff, aliases.get(candidate.pk), notified.get(candidate.pk))

@@ -164,6 +164,9 @@ def retirable_command(path: str, min_age: str, as_json: bool) -> None:
     if as_json and path == "-":
         raise click.UsageError("--json needs a PATH: the CSV and the summary cannot share stdout")
     age = parse_age(min_age)
+    if path != "-" and not Path(path).parent.is_dir():
+        # Checked before Nylas is asked: a long listing should not end in a typo.
+        raise click.UsageError(f"{path}: no such directory; nothing was asked or written")
     session = db.session
     report = RetireReport(min_age_seconds=int(age.total_seconds()))
     now = utcnow()
@@ -183,6 +186,9 @@ def retirable_command(path: str, min_age: str, as_json: bool) -> None:
         session.rollback()
         end_line(progress)
         raise click.ClickException(f"Nylas: {exc}; no list was written") from None
+    except OSError as exc:
+        session.rollback()
+        raise click.ClickException(f"{path}: {exc.strerror}; no list was written") from None
     record_listing(session, report, "stdout" if path == "-" else str(Path(path)), now)
     session.commit()
     if as_json:
