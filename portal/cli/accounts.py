@@ -1,9 +1,12 @@
-"""`reauth accounts import | stats | export`."""
+"""`reauth accounts import | stats | export | retirable`."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -12,9 +15,27 @@ from flask.cli import with_appcontext
 from portal.accounts.importer import import_accounts, summary_lines
 from portal.accounts.ledger import account_stats, ledger_csv, stats_lines
 from portal.accounts.reader import FORMATS, ImportFileError, detect_format
+from portal.accounts.retire import (
+    RetireReport,
+    count_completed,
+    csv_chunks,
+    nylas_grants,
+    record_listing,
+    retirable_rows,
+)
+from portal.accounts.retire import (
+    summary_lines as retire_summary_lines,
+)
+from portal.cli.nylas import grant_counter
 from portal.cli.progress import byte_progress
 from portal.db import db
+from portal.models import utcnow
+from portal.nylas import NylasError, current_gateway
 from portal.plugins import plugin_registry
+
+AGE = re.compile(r"(\d+)([smhdw])")
+AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+DEFAULT_MIN_AGE = "7d"
 
 
 @click.group("accounts")
@@ -85,8 +106,95 @@ def export_command(path: str) -> None:
             sys.stdout.write(chunk)
         return
     target = Path(path)
-    partial = target.with_name(target.name + ".partial")
-    with partial.open("w", encoding="utf-8", newline="") as handle:
-        handle.writelines(chunks)
-    partial.replace(target)  # a killed export never leaves a truncated file under the real name
+    write_atomically(target, chunks)
     click.echo(f"ledger written to {target}", err=True)
+
+
+def write_atomically(target: Path, chunks: Iterable[str]) -> None:
+    """Write beside the target, then rename: a killed run never leaves a truncated file under
+    the real name, and a failed one leaves no file at all."""
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as handle:
+            handle.writelines(chunks)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(target)
+
+
+def parse_age(value: str) -> timedelta:
+    """`0`, `30m`, `12h`, `7d`, `2w`: the grace period after a completion."""
+    text = value.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    match = AGE.fullmatch(text)
+    if not match:
+        raise click.BadParameter(
+            f"{value!r}: use a number and a unit (s, m, h, d, w), such as 7d or 12h; 0 for none",
+            param_hint="--min-age",
+        )
+    return timedelta(**{AGE_UNITS[match[2]]: int(match[1])})
+
+
+def end_line(progress: Callable[[int], None] | None) -> None:
+    """End the running count's line on a terminal (there is none elsewhere)."""
+    if progress:
+        click.echo("", err=True)
+
+
+@accounts_group.command("retirable")
+@click.argument("path", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--min-age",
+    default=DEFAULT_MIN_AGE,
+    show_default=True,
+    help="Grace period: list only completions older than this (s, m, h, d, w; 0 for none).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@with_appcontext
+def retirable_command(path: str, min_age: str, as_json: bool) -> None:
+    """Write the v2 account ids that are safe to retire at Nylas v2 as CSV to PATH or stdout.
+
+    Safe: completed, its v3 grant valid at Nylas now and naming the same mailbox, the company's
+    app notified, and the completion older than --min-age. The summary (safe, held back by
+    reason) goes to stderr, or with --json to stdout as one JSON object. Nothing is called at
+    Nylas v2: the list is for the v2 API, dashboard or support (docs/admin.md).
+    """
+    if as_json and path == "-":
+        raise click.UsageError("--json needs a PATH: the CSV and the summary cannot share stdout")
+    age = parse_age(min_age)
+    if path != "-" and not Path(path).parent.is_dir():
+        # Checked before Nylas is asked: a long listing should not end in a typo.
+        raise click.UsageError(f"{path}: no such directory; nothing was asked or written")
+    session = db.session
+    report = RetireReport(min_age_seconds=int(age.total_seconds()))
+    now = utcnow()
+    progress = grant_counter()
+    try:
+        with nylas_grants(session, current_gateway(), progress) as listed:
+            end_line(progress)
+            report.grants_listed = listed
+            with byte_progress(count_completed(session), "checking accounts") as advance:
+                rows = retirable_rows(session, report, now, advance)
+                if path == "-":
+                    for chunk in csv_chunks(rows):
+                        sys.stdout.write(chunk)
+                else:
+                    write_atomically(Path(path), csv_chunks(rows))
+    except NylasError as exc:
+        session.rollback()
+        end_line(progress)
+        raise click.ClickException(f"Nylas: {exc}; no list was written") from None
+    except OSError as exc:
+        session.rollback()
+        raise click.ClickException(f"{path}: {exc.strerror}; no list was written") from None
+    record_listing(session, report, "stdout" if path == "-" else str(Path(path)), now)
+    session.commit()
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    for line in retire_summary_lines(report):
+        click.echo(line, err=True)
+    if path != "-":
+        click.echo(f"list written to {path}", err=True)
