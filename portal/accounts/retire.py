@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.history import record_event
 from portal.accounts.ledger import cell
 from portal.models import (
+    NOTIFIED_ACCOUNT_PREFIX,
     Account,
     AccountStatus,
     Event,
@@ -57,9 +58,6 @@ RETIRABLE_COLUMNS = (
     "external_id",
     "grant_email",
 )
-# Accounts a Nylas notification created carry this made-up id (portal/webhooks/nylas_in.py,
-# `new_account`): there is no v2 account behind them to retire.
-NOTIFIED_ACCOUNT_PREFIX = "nylas-grant:"
 CHUNK = 1000
 INSERT_BATCH = 500
 EVENT_KIND = "accounts.retirable_listed"

@@ -1,6 +1,7 @@
 """SQLAlchemy 2.0 typed models; import from here."""
 
 from portal.models.accounts import (
+    NOTIFIED_ACCOUNT_PREFIX,
     Account,
     AccountStatus,
     Attempt,
@@ -17,6 +18,7 @@ from portal.models.outbox import OutboxKind, OutboxMessage, OutboxStatus
 from portal.models.webhooks import NylasNotification, WebhookDestination
 
 __all__ = [
+    "NOTIFIED_ACCOUNT_PREFIX",
     "Account",
     "AccountStatus",
     "Admin",

@@ -47,6 +47,11 @@ class GrantOutcome(StrEnum):
     NEW = "new"  # a new grant was created (personal accounts)
 
 
+# The made-up v2 id of an account a Nylas notification created (portal/webhooks/nylas_in.py):
+# no v2 account stands behind it.
+NOTIFIED_ACCOUNT_PREFIX = "nylas-grant:"
+
+
 class Account(Base):
     """One Nylas v2 account being moved; the ledger row (v2 account id -> v3 grant id)."""
 

@@ -43,6 +43,7 @@ from portal.journey.reconcile import CLOCK_ALLOWANCE, stale_attempt_of
 from portal.journey.services import Services
 from portal.mail.campaign import invite_account
 from portal.models import (
+    NOTIFIED_ACCOUNT_PREFIX,
     Account,
     AccountStatus,
     Attempt,
@@ -158,7 +159,7 @@ def new_account(ctx: Context, info: GrantInfo) -> Account:
     """An account Nylas told us about but the import did not have; classified like a row."""
     provider, auth = PROVIDER_ROWS.get(info.provider, (info.provider or "unknown", "oauth"))
     account = Account(
-        account_id=f"nylas-grant:{info.grant_id}",
+        account_id=f"{NOTIFIED_ACCOUNT_PREFIX}{info.grant_id}",
         email=info.email,
         provider=provider,
         authentication_type=auth,
