@@ -60,7 +60,7 @@ class DestinationStatus:
     def summary(self) -> str:
         """One sentence for people: the status and since when."""
         if self.error is not None:
-            return f"unknown: Nylas could not be asked ({self.error})"
+            return f"Nylas could not be asked ({self.error})"
         if self.status is None:
             return f"no Nylas webhook destination is registered for {self.url}"
         since = f" since {self.since:%Y-%m-%d %H:%M} UTC" if self.since else ""

@@ -292,7 +292,7 @@ def check_webhook_destination(gateway: NylasGateway, base_url: str) -> Check:
     name = "webhook_destination"
     found = destination_status(gateway, portal_webhook_url(base_url))
     if not found.known:
-        return Check(name, FAIL, found.summary(), found.fix())
+        return Check(name, FAIL, f"unknown: {found.summary()}", found.fix())
     if not found.registered:
         return Check(name, WARN, f"{found.summary()}, so grant changes are not pushed", found.fix())
     if not found.healthy:
