@@ -118,7 +118,7 @@ def settings() -> Response:
             state.duplicate_deliveries = bool(body["duplicate_deliveries"])
         if "webhook_retry_delays" in body:
             state.webhook_retry_delays = tuple(float(x) for x in body["webhook_retry_delays"])
-        for name, value in {**choices, **thresholds}.items():
+        for name, value in [*choices.items(), *thresholds.items()]:
             setattr(state, name, value)
         if "callback_uris" in body:
             for uri in body["callback_uris"]:
