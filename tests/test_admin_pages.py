@@ -53,3 +53,55 @@ def test_small_charts_have_distinct_whole_ticks_and_narrow_bars():
     chart = bar_chart([("2026-11-26", 1)])
     assert [label for _, label in chart.ticks] == ["0", "1"]
     assert chart.bars[0].width < chart.width / 10  # one day is not a page-wide bar
+
+
+def dashboard_html(app) -> str:
+    client = app.test_client()
+    login(client)
+    response = client.get("/admin/")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def webhook_lists(emulator) -> int:
+    return sum(1 for e in emulator.state.request_log if e["path"] == "/v3/webhooks")
+
+
+def test_the_dashboard_shows_the_webhook_destination_status_asking_nylas_once_a_minute(
+    emulator_app, nylas_emulator
+):
+    make_admin(emulator_app)
+    url = f"{emulator_app.config['BASE_URL']}/webhooks/nylas"
+    hook = nylas_emulator.state.add_webhook(url, ["grant.expired"], status_updated_at=1748770200)
+
+    html = dashboard_html(emulator_app)
+    assert "Nylas webhook destination" in html
+    assert f"the destination {hook['id']} for {url} is active since 2025-06-01 09:30 UTC" in html
+    assert "Fix:" not in html
+
+    hook["status"] = "failed"  # Nylas' verdict since the last look: shown within a minute
+    assert "is active since" in dashboard_html(emulator_app)
+    assert webhook_lists(nylas_emulator) == 1
+
+
+def test_the_dashboard_shows_a_failed_destination_with_the_fix(emulator_app, nylas_emulator):
+    make_admin(emulator_app)
+    url = f"{emulator_app.config['BASE_URL']}/webhooks/nylas"
+    nylas_emulator.state.add_webhook(
+        url, ["grant.expired"], status="failed", status_updated_at=1748770200
+    )
+    html = dashboard_html(emulator_app)
+    assert "<strong>failed</strong>" in html and "is failed since 2025-06-01 09:30 UTC" in html
+    assert f"Fix: Make sure {url} answers" in html
+    assert "reauth nylas webhooks register" in html and "reauth nylas sync" in html
+
+
+def test_a_nylas_outage_does_not_break_the_dashboard(emulator_app, nylas_emulator):
+    make_admin(emulator_app)
+    nylas_emulator.state.add_fault("server_error", count=5, path_prefix="/v3/webhooks")
+    html = dashboard_html(emulator_app)
+    assert "<strong>unknown</strong>: Nylas could not be asked (" in html
+    assert "Migration dashboard" in html
+    assert webhook_lists(nylas_emulator) == 1  # one attempt, no retries on a page view
+    dashboard_html(emulator_app)
+    assert webhook_lists(nylas_emulator) == 1  # the error is remembered for a minute too

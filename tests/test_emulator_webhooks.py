@@ -214,3 +214,113 @@ def test_rotated_secret_signs_the_next_delivery(
     assert nylas_emulator.state.wait_for_deliveries(5)
     [(body, signature)] = receiver.posts
     assert signature == hmac.new(rotated.encode(), body, hashlib.sha256).hexdigest()
+
+
+def emulator_settings(server: EmulatorServer, **values: Any) -> requests.Response:
+    return requests.post(f"{server.url}/_emulator/settings", json=values, timeout=5)
+
+
+def notify(server: EmulatorServer, grant_id: str, times: int = 1) -> None:
+    """Fire `times` notifications one after another, each settled before the next."""
+    for _ in range(times):
+        server.state.expire_grant(grant_id)
+        assert server.state.wait_for_deliveries(5)
+
+
+def test_failing_deliveries_make_the_destination_failing_then_failed(
+    client: Client, nylas_emulator: EmulatorServer, receiver: Receiver, secret: str
+) -> None:
+    assert emulator_settings(nylas_emulator, webhook_failing_after=2, webhook_failed_after=2).ok
+    [hook] = client.webhooks.list().data
+    nylas_emulator.state.webhooks[hook.id]["status_updated_at"] = 1
+    receiver.statuses = [500] * 10  # not retried, but a failure for the destination's health
+    grant = nylas_emulator.state.add_grant("down@contoso.com")
+
+    notify(nylas_emulator, grant["id"])
+    assert client.webhooks.find(hook.id).data.status == "active"
+    notify(nylas_emulator, grant["id"])
+    failing = client.webhooks.find(hook.id).data
+    assert failing.status == "failing" and failing.status_updated_at > 1
+    notify(nylas_emulator, grant["id"])  # a failing destination still gets notifications
+    assert len(receiver.posts) == 3
+    assert client.webhooks.find(hook.id).data.status == "failing"
+    notify(nylas_emulator, grant["id"])
+    assert client.webhooks.find(hook.id).data.status == "failed"
+
+    receiver.statuses = []
+    notify(nylas_emulator, grant["id"], times=2)  # nothing for a failed destination, ever
+    assert len(receiver.posts) == 4
+    assert client.webhooks.find(hook.id).data.status == "failed"
+
+
+def test_a_failing_destination_recovers_when_a_delivery_succeeds(
+    client: Client, nylas_emulator: EmulatorServer, receiver: Receiver, secret: str
+) -> None:
+    assert emulator_settings(nylas_emulator, webhook_failing_after=1, webhook_failed_after=5).ok
+    [hook] = client.webhooks.list().data
+    receiver.statuses = [400]  # a final answer that is not 200 counts as a failure too
+    grant = nylas_emulator.state.add_grant("flaky@contoso.com")
+    notify(nylas_emulator, grant["id"])
+    assert client.webhooks.find(hook.id).data.status == "failing"
+    notify(nylas_emulator, grant["id"])
+    assert client.webhooks.find(hook.id).data.status == "active"
+
+
+def test_only_put_status_active_reactivates_a_failed_destination(
+    client: Client, nylas_emulator: EmulatorServer, receiver: Receiver, secret: str
+) -> None:
+    [hook] = client.webhooks.list().data
+    nylas_emulator.state.webhooks[hook.id].update(status="failed", status_updated_at=1)
+    url = f"{nylas_emulator.url}/v3/webhooks/{hook.id}"
+    auth = {"Authorization": f"Bearer {nylas_emulator.api_key}"}
+
+    refused = requests.put(url, json={"status": "failing"}, headers=auth, timeout=5)
+    assert refused.status_code == 400 and "active or pause" in refused.json()["error"]["message"]
+    receiver.echo = False
+    unanswered = requests.put(url, json={"status": "active"}, headers=auth, timeout=5)
+    assert unanswered.status_code == 400 and "challenge" in unanswered.json()["error"]["message"]
+    assert client.webhooks.find(hook.id).data.status == "failed"
+
+    receiver.echo = True
+    challenges = len(receiver.challenges)
+    answer = requests.put(url, json={"status": "active"}, headers=auth, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["status"] == "active"
+    assert answer.json()["data"]["status_updated_at"] > 1
+    assert (
+        "_failures" not in answer.json()["data"] and "webhook_secret" not in answer.json()["data"]
+    )
+    assert len(receiver.challenges) == challenges + 1  # activation challenges the URL again
+    again = requests.put(url, json={"status": "active"}, headers=auth, timeout=5)
+    assert again.json()["data"]["status_updated_at"] == answer.json()["data"]["status_updated_at"]
+    assert len(receiver.challenges) == challenges + 1  # already active: nothing to verify
+
+    grant = nylas_emulator.state.add_grant("back@contoso.com")
+    notify(nylas_emulator, grant["id"])
+    assert [note["type"] for note in receiver.notifications()] == ["grant.expired"]
+
+
+def test_a_paused_destination_gets_nothing(
+    client: Client, nylas_emulator: EmulatorServer, receiver: Receiver, secret: str
+) -> None:
+    [hook] = client.webhooks.list().data
+    paused = requests.put(
+        f"{nylas_emulator.url}/v3/webhooks/{hook.id}",
+        json={"status": "pause"},
+        headers={"Authorization": f"Bearer {nylas_emulator.api_key}"},
+        timeout=5,
+    )
+    assert paused.json()["data"]["status"] == "pause"
+    grant = nylas_emulator.state.add_grant("paused@contoso.com")
+    notify(nylas_emulator, grant["id"])
+    assert receiver.posts == []
+
+
+@pytest.mark.parametrize("value", [0, -1, "3", True, 1.5])
+def test_bad_health_thresholds_are_refused_and_change_nothing(
+    nylas_emulator: EmulatorServer, value: object
+) -> None:
+    answer = emulator_settings(nylas_emulator, webhook_failing_after=7, webhook_failed_after=value)
+    assert answer.status_code == 400
+    assert "webhook_failed_after must be an integer >= 1" in answer.json()["error"]["message"]
+    assert nylas_emulator.state.webhook_failing_after == 3

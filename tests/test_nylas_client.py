@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import pytest
 import requests
 from nylas import Client
+from test_emulator_webhooks import Receiver, receiver  # noqa: F401  (fixture)
 
 from portal.config import load_settings
 from portal.nylas import (
@@ -595,3 +596,36 @@ def test_grant_aliases_are_read_with_expose_aliases(
     assert gateway.grant_aliases(ews["id"]) == []
     with pytest.raises(NylasNotFound):
         gateway.grant_aliases("no-such-grant")
+
+
+def test_update_webhook_reactivates_a_failed_destination_and_is_retried(
+    gateway: NylasGateway,
+    nylas_emulator: EmulatorServer,
+    receiver: Receiver,  # noqa: F811
+    sleeps: SleepRecorder,
+) -> None:
+    nylas_emulator.state.add_webhook(receiver.url, ["grant.expired"], id="wh-3", status="failed")
+    nylas_emulator.state.add_fault("server_error", path_prefix="/v3/webhooks/wh-3")
+
+    hook = gateway.update_webhook("wh-3", status="active")
+
+    assert hook.status == "active" and hook.id == "wh-3"
+    assert nylas_emulator.state.webhooks["wh-3"]["status"] == "active"
+    assert [call["method"] for call in api_calls(nylas_emulator, "/v3/webhooks/wh-3")] == [
+        "PUT",
+        "PUT",
+    ]
+    assert len(sleeps.delays) == 1 and len(receiver.challenges) == 1
+    assert not hasattr(hook, "webhook_secret")
+
+
+def test_update_webhook_without_status_goes_through_the_sdk(
+    gateway: NylasGateway, nylas_emulator: EmulatorServer
+) -> None:
+    nylas_emulator.state.add_webhook("https://portal.example.com/h", ["grant.expired"], id="wh-4")
+    hook = gateway.update_webhook("wh-4", description="renamed")
+    assert hook.description == "renamed" and hook.status == "active"
+    with pytest.raises(NylasError) as refused:
+        gateway.update_webhook("wh-4", status="failed")  # Nylas' verdict, not a setting
+    assert refused.value.status == 400
+    assert nylas_emulator.state.webhooks["wh-4"]["status"] == "active"

@@ -93,6 +93,7 @@ def test_json_output_has_one_object_with_every_check(
         "ews_connector",
         "callback_uri",
         "region",
+        "webhook_destination",
     ]
     for check in report["checks"]:
         assert set(check) >= {"name", "ok", "detail", "fix"}
@@ -257,3 +258,63 @@ def test_callback_uri_check(answer: list[str] | Exception, status: str) -> None:
 )
 def test_covers(granted: set[str], wanted: str, expected: bool) -> None:
     assert covers(granted, wanted) is expected
+
+
+def seed_destination(emulator: EmulatorServer, app: Flask, **fields: Any) -> dict[str, Any]:
+    url = f"{app.config['BASE_URL']}/webhooks/nylas"
+    return emulator.state.add_webhook(url, ["grant.expired"], **fields)
+
+
+def test_no_webhook_destination_is_a_warning_with_the_command(
+    run_preflight: Callable[..., Any], nylas_emulator: EmulatorServer, emulator_app: Flask
+) -> None:
+    seed_connectors(nylas_emulator)
+    emulator_app_url = f"{emulator_app.config['BASE_URL']}/webhooks/nylas"
+    nylas_emulator.state.add_webhook("https://elsewhere.example.com/hook", ["grant.expired"])
+    result = run_preflight()
+    assert result.exit_code == 0, result.output
+    assert (
+        f"WARN  webhook_destination: no Nylas webhook destination is registered for {emulator_app_url}"
+        in result.output
+    )
+    assert "fix: Run `reauth nylas webhooks register`" in result.output
+
+
+def test_an_active_webhook_destination_passes(
+    run_preflight: Callable[..., Any], nylas_emulator: EmulatorServer, emulator_app: Flask
+) -> None:
+    seed_connectors(nylas_emulator)
+    hook = seed_destination(nylas_emulator, emulator_app)
+    check = checks_of(run_preflight("--json"))["webhook_destination"]
+    assert check["status"] == PASS and hook["id"] in check["detail"] and "active" in check["detail"]
+
+
+@pytest.mark.parametrize("status", ["failing", "failed", "pause"])
+def test_a_webhook_destination_nylas_gave_up_on_fails_with_the_fix(
+    run_preflight: Callable[..., Any],
+    nylas_emulator: EmulatorServer,
+    emulator_app: Flask,
+    status: str,
+) -> None:
+    seed_connectors(nylas_emulator)
+    stamp = 1748770200  # 2025-06-01 09:30 UTC
+    hook = seed_destination(nylas_emulator, emulator_app, status=status, status_updated_at=stamp)
+    result = run_preflight("--json")
+    assert result.exit_code == 1
+    check = checks_of(result)["webhook_destination"]
+    assert check["status"] == FAIL
+    assert f"{hook['id']} for " in check["detail"]
+    assert f"is {status} since 2025-06-01 09:30 UTC" in check["detail"]
+    assert "`reauth nylas webhooks register`: it re-activates" in check["fix"]
+    assert "reauth nylas sync" in check["fix"]
+
+
+def test_the_webhook_destination_check_fails_when_nylas_cannot_be_asked(
+    run_preflight: Callable[..., Any], nylas_emulator: EmulatorServer
+) -> None:
+    seed_connectors(nylas_emulator)
+    nylas_emulator.state.add_fault("server_error", count=10, path_prefix="/v3/webhooks")
+    check = checks_of(run_preflight("--json"))["webhook_destination"]
+    assert check["status"] == FAIL and check["detail"].startswith(
+        "unknown: Nylas could not be asked"
+    )

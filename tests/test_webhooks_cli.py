@@ -86,6 +86,84 @@ def test_register_twice_says_so_and_rotate_replaces_the_secret(
     assert post(portal, body, fresh).status_code == 200
 
 
+def the_hook(portal: Portal) -> dict[str, Any]:
+    (hook,) = portal.emulator.state.webhooks.values()
+    return hook
+
+
+def test_register_reactivates_a_failed_destination(
+    portal: Portal, make_runner: Callable[..., Any]
+) -> None:
+    runner = make_runner(portal.app)
+    assert runner.invoke(args=["nylas", "webhooks", "register"]).exit_code == 0
+    stamp = int(datetime(2025, 6, 1, 9, 30, tzinfo=UTC).timestamp())
+    the_hook(portal).update(status="failed", status_updated_at=stamp)
+
+    result = runner.invoke(args=["nylas", "webhooks", "register"])
+
+    assert result.exit_code == 0, result.output
+    hook = the_hook(portal)
+    assert f"{hook['id']} was failed since 2025-06-01 09:30 UTC; re-activated" in result.output
+    assert "does not send again" in result.output and "reauth nylas sync" in result.output
+    assert "its secret is stored here" in result.output
+    assert hook["status"] == "active" and hook["status_updated_at"] > stamp
+    assert len(portal.emulator.state.webhooks) == 1  # the same destination, not a new one
+
+    portal.emulator.state.expire_grant("g-grace")  # delivered again, and accepted
+    settle(portal)
+    assert portal.account("v2-graph-1").grant_status == "invalid"
+
+    again = runner.invoke(args=["nylas", "webhooks", "register"])
+    assert "re-activated" not in again.output and "exists already" in again.output
+
+
+def test_register_rotate_revives_a_destination_that_failed_on_a_lost_secret(
+    portal: Portal, make_runner: Callable[..., Any]
+) -> None:
+    """The secret changed behind the portal's back: every notification gets a 401, Nylas
+    marks the destination failing, then failed, and stops; `register --rotate` fixes both."""
+    runner = make_runner(portal.app)
+    assert runner.invoke(args=["nylas", "webhooks", "register"]).exit_code == 0
+    state = portal.emulator.state
+    state.webhook_failing_after = state.webhook_failed_after = 1
+    the_hook(portal)["webhook_secret"] = "rotated-in-the-nylas-dashboard"
+    for _ in range(3):
+        state.expire_grant("g-grace")
+        assert state.wait_for_deliveries(10)
+    assert [d["status"] for d in state.deliveries] == [401, 401]  # nothing once failed
+    assert the_hook(portal)["status"] == "failed"
+
+    result = runner.invoke(args=["nylas", "webhooks", "register", "--rotate"])
+
+    assert result.exit_code == 0, result.output
+    assert "was failed since" in result.output and "Rotated the secret" in result.output
+    assert the_hook(portal)["status"] == "active"
+    state.expire_grant("g-grace")
+    settle(portal)
+    assert state.deliveries[-1]["status"] == 200
+    assert portal.account("v2-graph-1").grant_status == "invalid"
+
+
+def test_register_says_when_nylas_does_not_reactivate(
+    portal: Portal, make_runner: Callable[..., Any]
+) -> None:
+    runner = make_runner(portal.app)
+    assert runner.invoke(args=["nylas", "webhooks", "register"]).exit_code == 0
+    the_hook(portal)["status"] = "failing"
+    hook_id = the_hook(portal)["id"]
+    portal.emulator.state.add_fault("server_error", count=10, path_prefix=f"/v3/webhooks/{hook_id}")
+
+    result = runner.invoke(args=["nylas", "webhooks", "register"])
+
+    assert result.exit_code == 1
+    assert f"{hook_id} is failing since " in result.output
+    assert (
+        "Nylas did not re-activate it" in result.output
+        and "answers Nylas' challenge" in result.output
+    )
+    assert the_hook(portal)["status"] == "failing"
+
+
 def test_replay_queues_the_notifications_again_with_their_event_ids(
     notifying: Portal,  # noqa: F811
     receiver: tuple[Receiver, str],  # noqa: F811

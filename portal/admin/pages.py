@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from flask import Response, abort, render_template, request, stream_with_context
+from flask import Response, abort, current_app, render_template, request, stream_with_context
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -14,6 +14,7 @@ from portal.admin.actions import ACTIONS
 from portal.admin.auth import current_admin, has_role, viewer_required
 from portal.admin.chart import bar_chart
 from portal.admin.dashboard import breakdown, build_dashboard
+from portal.admin.destination import dashboard_destination
 from portal.admin.listing import MAX_KEY, AccountFilter, account_json, account_page
 from portal.admin.views import blueprint
 from portal.db import db
@@ -32,8 +33,12 @@ def can_act() -> bool:
 @blueprint.get("/")
 @viewer_required
 def dashboard() -> ResponseReturnValue:
-    board = build_dashboard(db.session, current_settings())
-    return render_template("admin/dashboard.html", board=board, chart=bar_chart(board.daily))
+    settings = current_settings()
+    board = build_dashboard(db.session, settings)
+    destination = dashboard_destination(current_app._get_current_object(), settings)  # type: ignore[attr-defined]
+    return render_template(
+        "admin/dashboard.html", board=board, chart=bar_chart(board.daily), destination=destination
+    )
 
 
 @blueprint.get("/breakdown/<any(tenant, domain):by>")

@@ -13,7 +13,14 @@ from portal.db import db, session_factory
 from portal.extensions import current_settings
 from portal.journey.services import current_services
 from portal.models import OutboxKind, OutboxMessage, WebhookDestination, utcnow
-from portal.nylas import NylasError, current_gateway
+from portal.nylas import NylasError, NylasGateway, Webhook, current_gateway
+from portal.nylas.destination import (
+    MISSED_NOTE,
+    NEEDS_REACTIVATION,
+    find_portal_webhook,
+    portal_webhook_url,
+    status_of,
+)
 from portal.outbox.queue import enqueue_id
 from portal.webhooks.app_out import REPLAY_MARK, event_id
 from portal.webhooks.nylas_in import GRANT_TRIGGERS, process_pending
@@ -39,7 +46,27 @@ def parse_when(value: str, now: datetime) -> datetime:
 
 
 def webhook_url() -> str:
-    return f"{current_settings().base_url}/webhooks/nylas"
+    return portal_webhook_url(current_settings().base_url)
+
+
+def reactivate(gateway: NylasGateway, hook: Webhook, url: str) -> None:
+    """Re-activate a `failing`, `failed` or paused destination, saying what it was and since
+    when. Nylas challenges the URL first, so the portal must answer there."""
+    before = status_of(hook, url)
+    since = f" since {before.since:%Y-%m-%d %H:%M} UTC" if before.since else ""
+    try:
+        after = gateway.update_webhook(hook.id, status="active")
+    except NylasError as exc:
+        raise click.ClickException(
+            f"The Nylas webhook destination {hook.id} is {hook.status}{since} and Nylas did "
+            f"not re-activate it: {exc}. Make sure {url} answers Nylas' challenge (the portal "
+            "running and reachable there), then run this again."
+        ) from None
+    click.echo(
+        f"The Nylas webhook destination {hook.id} was {hook.status}{since}; "
+        f"re-activated (status at Nylas: {after.status})."
+    )
+    click.echo(MISSED_NOTE)
 
 
 @click.group("webhooks")
@@ -55,6 +82,7 @@ def register_command(rotate: bool, show_secret: bool) -> None:
     """Create the Nylas webhook destination {BASE_URL}/webhooks/nylas and store its secret.
 
     Nylas checks the URL with a challenge at once, so the portal must be reachable there.
+    A destination Nylas marked failing or failed (or one paused) is re-activated.
     """
     url = webhook_url()
     gateway = current_gateway()
@@ -62,9 +90,11 @@ def register_command(rotate: bool, show_secret: bool) -> None:
         select(WebhookDestination).where(WebhookDestination.url == url)
     ).first()
     try:
-        remote = next((hook for hook in gateway.list_webhooks() if hook.webhook_url == url), None)
+        remote = find_portal_webhook(gateway, url)
     except NylasError as exc:
         raise click.ClickException(f"Nylas: {exc}; nothing was changed") from None
+    if remote is not None and remote.status in NEEDS_REACTIVATION:
+        reactivate(gateway, remote, url)
     if remote is not None and not rotate:
         held = "its secret is stored here" if stored else "its secret is NOT stored here"
         click.echo(f"A Nylas webhook destination for {url} exists already ({remote.id}); {held}.")

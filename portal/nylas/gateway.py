@@ -312,6 +312,39 @@ class NylasGateway:
         response = self._call("GET", "/v3/webhooks", self._client.webhooks.list, idempotent=True)
         return list(response.data)
 
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        status: str | None = None,
+        webhook_url: str | None = None,
+        trigger_types: Sequence[str] | None = None,
+        description: str | None = None,
+    ) -> Webhook:
+        """PUT a destination's fields; setting the same values twice is harmless: retried.
+
+        `status` may be `active` (re-activation: Nylas challenges the URL first) or `pause`.
+        The SDK's UpdateWebhookRequest has no `status`, so a status change is sent raw.
+        """
+        body: dict[str, Any] = {}
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        if trigger_types is not None:
+            body["trigger_types"] = list(trigger_types)
+        if description is not None:
+            body["description"] = description
+        path = f"/v3/webhooks/{webhook_id}"
+        if status is None:
+            response = self._call(
+                "PUT",
+                path,
+                lambda: self._client.webhooks.update(webhook_id, body),  # type: ignore[arg-type]
+                idempotent=True,
+            )
+            return response.data
+        answer = self._raw("PUT", path, body={**body, "status": status}, idempotent=True)
+        return Webhook.from_dict(answer.get("data") or {}, infer_missing=True)  # type: ignore[attr-defined]
+
     def rotate_webhook_secret(self, webhook_id: str) -> WebhookWithSecret:
         """Issue a new webhook secret; each call makes a different one, so it is not retried.
 

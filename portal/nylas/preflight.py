@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from portal.models import Account
 from portal.nylas import Connector, NylasError, NylasGateway, NylasNotFound
+from portal.nylas.destination import destination_status, portal_webhook_url
 from portal.scopes import (
     UnknownScopeError,
     is_graph_scope,
@@ -284,6 +285,21 @@ def check_region(api_uri: str, region: str) -> Check:
     return Check(name, PASS, f"region {region} matches {host}")
 
 
+def check_webhook_destination(gateway: NylasGateway, base_url: str) -> Check:
+    """The portal's Nylas webhook destination must be `active`: a `failing`, `failed` or paused
+    one means grant expiries and completions elsewhere go unnoticed, and Nylas never
+    re-activates a `failed` one. None at all is a warning: the portal works without."""
+    name = "webhook_destination"
+    found = destination_status(gateway, portal_webhook_url(base_url))
+    if not found.known:
+        return Check(name, FAIL, f"unknown: {found.summary()}", found.fix())
+    if not found.registered:
+        return Check(name, WARN, f"{found.summary()}, so grant changes are not pushed", found.fix())
+    if not found.healthy:
+        return Check(name, FAIL, found.summary(), found.fix())
+    return Check(name, PASS, found.summary())
+
+
 def api_fix(error: NylasError) -> str:
     if error.status in (401, 403):
         return "Check REAUTH_NYLAS_API_KEY and that the region matches your Nylas application."
@@ -302,6 +318,7 @@ def run_preflight(session: Session, gateway: NylasGateway, settings: Settings) -
         lambda: check_ews_connector(found, plugins),
         lambda: check_callback_uri(gateway, settings.oauth_redirect_uri),
         lambda: check_region(settings.nylas_api_uri, settings.nylas_region),
+        lambda: check_webhook_destination(gateway, settings.base_url),
     ]
     return PreflightReport([step() for step in steps])
 

@@ -98,8 +98,9 @@ CHOICE_SETTINGS = {
 
 @blueprint.post("/settings")
 def settings() -> Response:
-    """Change behaviour: `duplicate_deliveries`, `webhook_retry_delays`, `callback_uris` and
-    each of CHOICE_SETTINGS."""
+    """Change behaviour: `duplicate_deliveries`, `webhook_retry_delays`, `callback_uris`,
+    `webhook_failing_after`, `webhook_failed_after` and each of CHOICE_SETTINGS. A bad value
+    changes nothing."""
     body = json_body()
     choices = {name: body[name] for name in CHOICE_SETTINGS if name in body}
     for name, value in choices.items():
@@ -107,14 +108,26 @@ def settings() -> Response:
             allowed = ", ".join(CHOICE_SETTINGS[name])
             raise EmulatorError(400, "invalid_request_error", f"{name}: one of {allowed}")
     state = current_state()
+    thresholds = {
+        name: positive_int(body[name], name)
+        for name in ("webhook_failing_after", "webhook_failed_after")
+        if name in body
+    }
     with state.lock:
         if "duplicate_deliveries" in body:
             state.duplicate_deliveries = bool(body["duplicate_deliveries"])
         if "webhook_retry_delays" in body:
             state.webhook_retry_delays = tuple(float(x) for x in body["webhook_retry_delays"])
-        for name, value in choices.items():
+        for name, value in [*choices.items(), *thresholds.items()]:
             setattr(state, name, value)
         if "callback_uris" in body:
             for uri in body["callback_uris"]:
                 state.add_callback_uri(str(uri))
     return jsonify({"status": "ok"})
+
+
+def positive_int(value: object, name: str) -> int:
+    """A count of at least 1 (JSON booleans are not counts), else the 400 of the control API."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise EmulatorError(400, "invalid_request_error", f"{name} must be an integer >= 1")
+    return value

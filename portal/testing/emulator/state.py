@@ -99,6 +99,10 @@ class EmulatorState:
     webhook_retry_delays: tuple[float, ...] = (10.0, 60.0)
     webhook_max_attempts: int = 3
     webhook_timeout: float = 10.0
+    # Failed notifications in a row that make a destination `failing`, then `failed`: Nylas
+    # decides on 95% failures over 15 minutes, then over 72 hours (docs/nylas.md).
+    webhook_failing_after: int = 3
+    webhook_failed_after: int = 3
     duplicate_deliveries: bool = False
     require_connector: bool = False
     accept_rfc7636_pkce: bool = False

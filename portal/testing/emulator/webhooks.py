@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from portal.testing.emulator.delivery import challenge
+from portal.testing.emulator.delivery import PRIVATE_PREFIX, challenge, set_status
 from portal.testing.emulator.errors import EmulatorError, new_request_id
 from portal.testing.emulator.replies import (
     current_state,
@@ -22,12 +22,13 @@ from portal.testing.emulator.replies import (
 from portal.testing.emulator.state import now
 
 blueprint = Blueprint("emulator_webhooks", __name__)
-STATUSES = frozenset({"active", "failing", "failed", "pause"})
+# The statuses a PUT may set; `failing` and `failed` are Nylas' own verdicts ([SPEC]).
+SETTABLE_STATUSES = frozenset({"active", "pause"})
 
 
 def public_webhook(hook: dict[str, Any], with_secret: bool = False) -> dict[str, Any]:
     """Return the destination as Nylas serves it; the secret only when asked."""
-    shown = dict(hook)
+    shown = {key: value for key, value in hook.items() if not key.startswith(PRIVATE_PREFIX)}
     if not with_secret:
         shown.pop("webhook_secret", None)
     return shown
@@ -55,8 +56,10 @@ def checked_fields(body: dict[str, Any], creating: bool) -> dict[str, Any]:
     if (creating or url is not None) and not str(url or "").startswith(("http://", "https://")):
         raise EmulatorError(400, "invalid_request_error", "webhook_url must be an http(s) URL")
     if body.get("status") is not None:
-        if body["status"] not in STATUSES:
-            raise EmulatorError(400, "invalid_request_error", "unknown status")
+        if body["status"] not in SETTABLE_STATUSES:
+            raise EmulatorError(
+                400, "invalid_request_error", "status can only be set to active or pause"
+            )
         fields["status"] = body["status"]
     return fields
 
@@ -73,7 +76,7 @@ def create_webhook() -> Response:
     fields.pop("status", None)
     # The handshake runs outside the lock: the receiver may call the emulator meanwhile.
     status = verified_status(fields["webhook_url"])
-    hook = current_state().add_webhook(status=status, **fields)
+    hook = current_state().add_webhook(status=status, _verified=status == "active", **fields)
     return data_reply(public_webhook(hook, with_secret=True))
 
 
@@ -93,17 +96,36 @@ def get_webhook(webhook_id: str) -> Response:
 
 @blueprint.put("/v3/webhooks/<webhook_id>")
 def update_webhook(webhook_id: str) -> Response:
-    """Update a destination; a new URL is challenged again (an emulator choice)."""
+    """Update a destination. A new URL is challenged again (an emulator choice), and so is a
+    destination being re-activated ("when you create or activate a webhook"): one that fails
+    the challenge is refused and stays as it was."""
     fields = checked_fields(json_body(), creating=False)
-    webhook_or_404(webhook_id)
+    current = dict(webhook_or_404(webhook_id))
     url = fields.get("webhook_url")
-    if url is not None and url != current_state().webhooks[webhook_id]["webhook_url"]:
-        fields["status"] = verified_status(url)
+    new_url = url is not None and url != current["webhook_url"]
+    activating = fields.get("status") == "active" and current["status"] != "active"
+    verified: bool | None = None
+    if new_url or activating:
+        # The handshake runs outside the lock: the receiver may call the emulator meanwhile.
+        verified = challenge(url or current["webhook_url"], current_state().webhook_timeout)
+        if activating and not verified:
+            raise EmulatorError(
+                400,
+                "invalid_request_error",
+                "the webhook URL did not answer the challenge; the destination was not activated",
+            )
+        if fields.get("status") != "pause":
+            fields["status"] = "active" if verified else "failing"
     with current_state().lock:
         hook = webhook_or_404(webhook_id)
-        if "status" in fields and fields["status"] != hook["status"]:
-            hook["status_updated_at"] = now()
+        status = fields.pop("status", None)
         hook.update(fields, updated_at=now())
+        if status is not None:
+            set_status(hook, status)
+        if verified is not None:
+            hook["_verified"] = verified
+        if hook["status"] == "active":
+            hook["_failures"] = 0  # a fresh start: the failures before count no more
         shown = public_webhook(hook)
     return data_reply(shown)
 
