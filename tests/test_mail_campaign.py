@@ -56,7 +56,9 @@ def campaign_app(
     return app
 
 
-def ready(emulator: EmulatorServer) -> None:
+def ready(emulator: EmulatorServer, app: Flask) -> None:
+    """The Nylas application set up for this portal: connectors and its callback URI."""
+    emulator.add_callback_uri(app.config["OAUTH_REDIRECT_URI"])
     emulator.state.add_connector(
         "microsoft",
         settings={"client_id": AZURE_APP, "client_secret": "s", "tenant": "common"},
@@ -77,7 +79,7 @@ def test_invite_refuses_while_preflight_fails_and_says_why(
 def test_invite_twice_queues_nothing_new(
     campaign_app: Flask, make_runner: Callable[[Flask], Any], nylas_emulator: EmulatorServer
 ) -> None:
-    ready(nylas_emulator)
+    ready(nylas_emulator, campaign_app)
     runner = make_runner(campaign_app)
     first = runner.invoke(args=["invite"])
     assert first.exit_code == 0, first.output
