@@ -429,6 +429,9 @@ def drive_gateway(gateway: NylasGateway, base_url: str, hook_url: str) -> None:
     assert hook.status == "active"
     assert [w.id for w in gateway.list_webhooks()] == [hook.id]
     assert gateway.rotate_webhook_secret(hook.id).webhook_secret != hook.webhook_secret
+    assert gateway.update_webhook(hook.id, description="the portal").description == "the portal"
+    assert gateway.update_webhook(hook.id, status="pause").status == "pause"
+    assert gateway.update_webhook(hook.id, status="active").status == "active"
     stranger = NylasGateway("wrong-key", gateway.client_id, base_url, redirect_uri=CALLBACK)
     with pytest.raises(NylasAuthError):
         stranger.get_grant(grant_id)
@@ -599,6 +602,7 @@ GATEWAY_OPERATIONS = {
     "post-webhook-destinations",
     "get-webhook-destinations-application",
     "post-new-secret",
+    "put-webhook-by-id",
 }
 OTHER_OPERATIONS = {
     "patch_grant_by_id",
