@@ -123,6 +123,8 @@ def test_a_grant_named_by_an_alias_of_the_invited_address_completes(portal):
     assert "All done" in page.text
     account = portal.account("v2-graph-1")
     assert account.status == "completed"
+    # The same mailbox: its placeholder is re-authenticated, now named by the UPN.
+    assert (account.grant_id, account.outcome) == ("g-grace", "updated")
     grant = portal.emulator.state.grants[account.grant_id]
     assert grant["email"] == upn
     asked = [

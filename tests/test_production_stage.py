@@ -53,6 +53,7 @@ ADMIN_PASSWORD = "a long admin password for the stage"
 EXTRA_ACCOUNTS = (
     "v2-graph-2,linus@contoso.com,office365,oauth,email calendar,,g-linus,invalid\n"
     "v2-graph-3,barbara@contoso.com,office365,oauth,email calendar,,g-barbara,invalid\n"
+    "v2-graph-4,ada@contoso.com,office365,oauth,email calendar,,g-ada,invalid\n"
 )
 EXTRA_PLACEHOLDERS = [
     {
@@ -62,8 +63,15 @@ EXTRA_PLACEHOLDERS = [
         "grant_status": "invalid",
         "account_id": account_id,
     }
-    for name, account_id in (("linus", "v2-graph-2"), ("barbara", "v2-graph-3"))
+    for name, account_id in (
+        ("linus", "v2-graph-2"),
+        ("barbara", "v2-graph-3"),
+        ("ada", "v2-graph-4"),
+    )
 ]
+# Microsoft 365 names Ada's mailbox by its user principal name; v2 recorded her primary address,
+# which Nylas lists among the grant's aliases.
+ADA_MAILBOX = {"email": "alovelace@contoso.onmicrosoft.com", "aliases": ["ada@contoso.com"]}
 TOKEN_IN_PATH = re.compile(r"/r/(?!renew\b|result\b|\[redacted\])[A-Za-z0-9_.\-]{16,}")
 
 if sync_playwright is not None:
@@ -102,6 +110,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory, postgres_server: str | None)
             {
                 "grants": PLACEHOLDERS + EXTRA_PLACEHOLDERS,
                 "ews_passwords": {"alan@corp.example.org": EWS_PASSWORD},
+                "mailboxes": [ADA_MAILBOX],
             }
         )
         set_up_connectors(emulator)
@@ -197,8 +206,9 @@ def execute(stage: Stage, statement: str, **params: Any) -> None:
         ("v2-graph-1", "grace@contoso.com", None, "g-grace", "updated"),
         ("v2-ews-1", "alan@corp.example.org", EWS_PASSWORD, "g-alan", "updated"),
         ("v2-pers-1", "edsger@outlook.com", None, None, "new"),
+        ("v2-graph-4", "ada@contoso.com", None, "g-ada", "updated"),
     ],
-    ids=["microsoft-graph", "ews-password", "microsoft-personal"],
+    ids=["microsoft-graph", "ews-password", "microsoft-personal", "grant-named-by-an-alias"],
 )
 def test_each_plugin_from_the_email_to_all_done(
     stage: Stage,
@@ -221,6 +231,8 @@ def test_each_plugin_from_the_email_to_all_done(
     row = account_row(stage, account_id)
     assert row["status"] == "completed" and row["outcome"] == outcome
     assert row["grant_id"] == grant_id if grant_id else row["grant_id"]
+    if account_id == "v2-graph-4":  # the same mailbox, named differently by Microsoft 365
+        assert stage.emulator.state.grants["g-ada"]["email"] == ADA_MAILBOX["email"]
 
 
 def test_renew_mails_a_fresh_link_over_https(stage: Stage, phone: Page) -> None:

@@ -222,16 +222,21 @@ class EmulatorState:
     ) -> tuple[dict[str, Any], bool]:
         """Make the mailbox's grant valid, creating it if new; fire the matching webhook.
 
-        A seeded mailbox signed in by one of its aliases gets the grant of its own `email`."""
+        A seeded mailbox is one mailbox whatever address it signs in with: its grant (found by
+        any of its addresses, e.g. a placeholder the import made for the primary address) is
+        named by the mailbox's own `email`, as Microsoft 365 may name it by its UPN."""
         with self.lock:
             mailbox = self.mailboxes.get(email.strip().lower())
+            addresses = [email]
             if mailbox is not None:
-                email = mailbox.email
+                email, addresses = mailbox.email, [mailbox.email, *mailbox.aliases]
                 if provider in ALIAS_PROVIDERS:
-                    extra = {**extra, "email_aliases": list(mailbox.aliases)}
-            grant = self.find_grant_by_email(email)
+                    extra = {**extra, "email": email, "email_aliases": list(mailbox.aliases)}
+            found = (self.find_grant_by_email(address) for address in addresses)
+            grant = next((g for g in found if g is not None), None)
             created = grant is None
             if grant is None:
+                extra.pop("email", None)
                 grant = self.add_grant(email, provider, scope=scope, **extra)
             else:
                 # Re-authentication keeps the grant id; only the credentials and status change.
