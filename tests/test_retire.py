@@ -3,7 +3,7 @@
 The accounts of examples/accounts.csv are completed through the lifecycle (the code that
 writes the ledger), their grants seeded in the emulator; the command asks the emulator for
 the grants as they are now. The end-to-end cases, where the company's app is notified (or
-not), are in test_retire_notified.py.
+not), are in test_webhooks_outbound.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -107,10 +107,15 @@ def ledger_rows(session: Session) -> Iterator[tuple[str, ...]]:
 
 def ledger_csv(session: Session) -> Iterator[str]:
     """The ledger as CSV text, one chunk of lines at a time."""
+    return csv_chunks(LEDGER_COLUMNS, ledger_rows(session))
+
+
+def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """The header and the rows as CSV text (CRLF lines), a thousand lines at a time."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(LEDGER_COLUMNS)
-    for count, row in enumerate(ledger_rows(session), 1):
+    writer.writerow(header)
+    for count, row in enumerate(rows, 1):
         writer.writerow(row)
         if count % 1000 == 0:
             yield buffer.getvalue()

@@ -19,8 +19,6 @@ before a single row is written.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -35,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from portal.accounts.history import record_event
-from portal.accounts.ledger import cell
+from portal.accounts.ledger import cell, csv_chunks
 from portal.models import (
     NOTIFIED_ACCOUNT_PREFIX,
     Account,
@@ -350,18 +348,9 @@ def retirable_rows(
             progress(done)
 
 
-def csv_chunks(rows: Iterable[Sequence[str]]) -> Iterator[str]:
-    """The header and the rows as CSV text, a thousand lines at a time."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(RETIRABLE_COLUMNS)
-    for count, row in enumerate(rows, 1):
-        writer.writerow(row)
-        if count % 1000 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+def retirable_csv(rows: Iterable[Sequence[str]]) -> Iterator[str]:
+    """The retirable list as CSV text, a thousand lines at a time."""
+    return csv_chunks(RETIRABLE_COLUMNS, rows)
 
 
 def record_listing(

@@ -18,9 +18,9 @@ from portal.accounts.reader import FORMATS, ImportFileError, detect_format
 from portal.accounts.retire import (
     RetireReport,
     count_completed,
-    csv_chunks,
     nylas_grants,
     record_listing,
+    retirable_csv,
     retirable_rows,
 )
 from portal.accounts.retire import (
@@ -178,10 +178,10 @@ def retirable_command(path: str, min_age: str, as_json: bool) -> None:
             with byte_progress(count_completed(session), "checking accounts") as advance:
                 rows = retirable_rows(session, report, now, advance)
                 if path == "-":
-                    for chunk in csv_chunks(rows):
+                    for chunk in retirable_csv(rows):
                         sys.stdout.write(chunk)
                 else:
-                    write_atomically(Path(path), csv_chunks(rows))
+                    write_atomically(Path(path), retirable_csv(rows))
     except NylasError as exc:
         session.rollback()
         end_line(progress)
