@@ -671,34 +671,31 @@ def test_the_other_documented_operations_of_the_emulator_conform(
     assert not problems, report(problems)
 
 
+def error_answers(openapi: OpenAPI, conversation: Conversation) -> set[tuple[str | None, int]]:
+    """(operation, status) of every error answer in the conversation."""
+    return {
+        (operation_id(openapi, conversation.base_url, e), e.status)
+        for e in api_exchanges(conversation)
+        if e.status >= 400
+    }
+
+
 def test_error_answers_are_among_those_checked(
     openapi: OpenAPI, gateway_conversation: Conversation
 ) -> None:
-    base = gateway_conversation.base_url
-    errors = {
-        (operation_id(openapi, base, e), e.status)
-        for e in api_exchanges(gateway_conversation)
-        if e.status >= 400
-    }
     assert {
         ("exchange_oauth2_token", 400),  # a spent code
         ("get_oauth2_flow", 400),  # a redirect_uri the application does not allow
         ("get_connector_by_provider", 404),
         ("get_grant_by_id", 404),
         ("get_grant_by_id", 401),  # a wrong API key
-    } <= errors
+    } <= error_answers(openapi, gateway_conversation)
 
 
 def test_error_answers_of_the_other_operations_are_among_those_checked(
     openapi: OpenAPI, other_conversation: Conversation
 ) -> None:
-    base = other_conversation.base_url
-    errors = {
-        (operation_id(openapi, base, e), e.status)
-        for e in api_exchanges(other_conversation)
-        if e.status >= 400
-    }
-    assert errors == {
+    assert error_answers(openapi, other_conversation) == {
         ("patch_grant_by_id", 404),
         ("delete_grant_by_id", 404),
         ("delete_connector_by_provider", 404),
