@@ -207,7 +207,7 @@ def parse_row(fields: dict[str, Any]) -> ImportedRow:
         ews_host=text["ews_host"].lower() if text["ews_host"] else None,
         grant_id=text["grant_id"],
         grant_status=grant_status,
-        tenant=text["tenant"],
+        tenant=text["tenant"].lower() if text["tenant"] else None,  # ids and domains ignore case
         name=text["name"],
         locale=text["locale"],
         external_id=text["external_id"],

@@ -38,6 +38,7 @@ from portal.models import (
     AccountStatus,
     Attempt,
     AttemptStatus,
+    CredentialType,
     Event,
     Invite,
     TenantCredential,
@@ -149,6 +150,7 @@ def with_tenant_credential(
         select(TenantCredential.credential_id).where(
             TenantCredential.tenant == account.tenant.lower(),
             TenantCredential.nylas_provider == request.provider,
+            TenantCredential.credential_type == CredentialType.CONNECTOR,
         )
     )
     if credential_id is None:

@@ -6,11 +6,14 @@ from portal.models.accounts import (
     AccountStatus,
     Attempt,
     AttemptStatus,
+    CredentialType,
     Event,
     GrantOutcome,
     GrantStatus,
     Invite,
+    Tenant,
     TenantCredential,
+    TenantTrack,
 )
 from portal.models.admin import Admin, AdminRole, ApiToken
 from portal.models.base import Base, utcnow
@@ -27,6 +30,7 @@ __all__ = [
     "Attempt",
     "AttemptStatus",
     "Base",
+    "CredentialType",
     "Event",
     "GrantOutcome",
     "GrantStatus",
@@ -35,7 +39,9 @@ __all__ = [
     "OutboxKind",
     "OutboxMessage",
     "OutboxStatus",
+    "Tenant",
     "TenantCredential",
+    "TenantTrack",
     "WebhookDestination",
     "utcnow",
 ]

@@ -180,16 +180,58 @@ class Event(Base):
     )
 
 
+class CredentialType(StrEnum):
+    """Nylas connector credential types the portal records for a tenant."""
+
+    CONNECTOR = "connector"  # another Azure app: the tenant's users sign in through it
+    ADMINCONSENT = "adminconsent"  # App Permissions: admin consent, then bulk re-authentication
+
+
 class TenantCredential(Base):
-    """A Nylas connector credential for an extra Azure tenant; accounts of it sign in through it."""
+    """A Nylas connector credential recorded for a tenant (tenant -> credential id).
+
+    A `connector` credential routes the tenant's users' sign-ins through another Azure app; an
+    `adminconsent` one is what the tenant's administrator approves and bulk re-authentication
+    uses. The secret stays at Nylas; only the id is kept here.
+    """
 
     __tablename__ = "tenant_credential"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant: Mapped[str] = mapped_column(String(255))
     nylas_provider: Mapped[str] = mapped_column(String(32))
+    credential_type: Mapped[str] = mapped_column(String(32), default=CredentialType.CONNECTOR)
     credential_id: Mapped[str] = mapped_column(String(128))
     admin_consent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (UniqueConstraint("tenant", "nylas_provider"),)
+    __table_args__ = (UniqueConstraint("tenant", "nylas_provider", "credential_type"),)
+
+
+class TenantTrack(StrEnum):
+    """How a tenant's accounts are moved."""
+
+    USERS = "users"  # each person signs in through their emailed link
+    ADMIN = "admin"  # the administrator approves once; the worker re-authenticates everyone
+
+
+class Tenant(Base):
+    """An Azure tenant (its id or a verified domain) whose accounts move together.
+
+    Keys are lower case, as the import stores accounts' `tenant`. Consent is recorded when the
+    administrator comes back from Nylas' admin-consent flow (docs/tenants.md).
+    """
+
+    __tablename__ = "tenant"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str | None] = mapped_column(String(256))
+    admin_email: Mapped[str | None] = mapped_column(String(320))
+    track: Mapped[str] = mapped_column(String(16), default=TenantTrack.USERS)
+    consent_requested_at: Mapped[datetime | None]
+    consented_at: Mapped[datetime | None]
+    consented_by: Mapped[str | None] = mapped_column(String(320))
+    bulk_started_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
