@@ -29,6 +29,7 @@ def register_commands() -> None:
     from portal.cli import invite as invite_commands
     from portal.cli import nylas as nylas_commands
     from portal.cli import scopes as scopes_commands
+    from portal.cli import tenants as tenants_commands
     from portal.cli import webhooks as webhooks_commands
     from portal.cli import worker as worker_commands
 
@@ -40,6 +41,7 @@ def register_commands() -> None:
     nylas_commands.nylas_group.add_command(webhooks_commands.nylas_webhooks_group)
     cli.add_command(webhooks_commands.webhooks_group)
     cli.add_command(scopes_commands.scopes_group)
+    cli.add_command(tenants_commands.tenants_group)
     cli.add_command(invite_commands.invite_command)
     cli.add_command(worker_commands.worker_command)
     cli.add_command(admin_commands.admin_group)

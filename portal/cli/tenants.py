@@ -1,0 +1,100 @@
+"""`reauth tenants import | list`: Azure tenants as records (docs/tenants.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from flask.cli import with_appcontext
+
+from portal.accounts.tenants import (
+    DirectoryError,
+    derive_from_accounts,
+    import_directory,
+    summary_lines,
+    tenant_summaries,
+    unrecorded_tenants,
+)
+from portal.db import db
+from portal.models import utcnow
+
+CLI_ACTOR = "cli"
+
+
+@click.group("tenants")
+def tenants_group() -> None:
+    """Azure tenants: their directory, track and administrator consent."""
+
+
+@tenants_group.command("import")
+@click.argument(
+    "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False
+)
+@click.option(
+    "--from-accounts",
+    is_flag=True,
+    help="Also make a users-track record for each accounts' tenant that has none.",
+)
+@click.option("--dry-run", is_flag=True, help="Validate the file; write nothing.")
+@with_appcontext
+def import_command(path: Path | None, from_accounts: bool, dry_run: bool) -> None:
+    """Load a tenant directory (CSV: tenant, name, admin_email, credential_id, track)."""
+    if path is None and not from_accounts:
+        raise click.UsageError("give a directory PATH, --from-accounts, or both")
+    session = db.session
+    if path is not None:
+        with path.open("rb") as stream:
+            try:
+                report = import_directory(
+                    session, stream, actor=CLI_ACTOR, now=utcnow(), dry_run=dry_run
+                )
+            except DirectoryError as exc:
+                session.rollback()
+                raise click.ClickException(f"{path}: {exc}; nothing was imported") from None
+        for line in summary_lines(report):
+            click.echo(line, err=line.startswith(("line ", "...")))
+        if report.errors:
+            raise click.ClickException(
+                f"{len(report.errors)} bad line(s); nothing was imported (fix them and run again)"
+            )
+        if dry_run:
+            click.echo("dry run: nothing was written")
+            return
+    if from_accounts and not dry_run:
+        created = derive_from_accounts(session, actor=CLI_ACTOR, now=utcnow())
+        click.echo(f"tenants from the accounts: {created} new")
+
+
+@tenants_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_appcontext
+def list_command(as_json: bool) -> None:
+    """Each tenant with its accounts, completion, track and consent state."""
+    session = db.session
+    summaries = list(tenant_summaries(session))
+    if as_json:
+        for summary in summaries:
+            click.echo(json.dumps(summary.as_dict()))
+        return
+    if not summaries:
+        click.echo("no tenants: run `reauth tenants import PATH` or `--from-accounts`")
+    for summary in summaries:
+        label = f"{summary.tenant} ({summary.name})" if summary.name else summary.tenant
+        consent = summary.consent
+        if summary.consented_at is not None:
+            consent += f" {summary.consented_at:%Y-%m-%d %H:%M} UTC"
+            if summary.consented_by:
+                consent += f" by {summary.consented_by}"
+        admin = summary.admin_email or "no administrator contact"
+        click.echo(
+            f"{label}: {summary.completed}/{summary.needs_reauth} completed "
+            f"({summary.accounts} accounts), track {summary.track}, consent {consent}, {admin}"
+        )
+    missing = unrecorded_tenants(session)
+    if missing:
+        click.echo(
+            f"{missing} tenant(s) named by accounts have no record: "
+            "run `reauth tenants import --from-accounts`",
+            err=True,
+        )
