@@ -99,26 +99,30 @@ class ConsentStateSigner:
     def from_settings(cls, settings: Settings) -> ConsentStateSigner:
         return cls(settings.secret_key, settings.secret_key_fallbacks)
 
-    def dumps(self, tenant: str) -> str | None:
-        """The state for this tenant; None when it would not fit Nylas' length limit."""
-        state = ADMIN_CONSENT_PREFIX + str(self.serializer.dumps(tenant))
+    def dumps(self, tenant: str, version: int) -> str | None:
+        """The state for this tenant at this consent version; None when it would not fit
+        Nylas' length limit. A recorded consent bumps the version: each state works once."""
+        state = ADMIN_CONSENT_PREFIX + str(self.serializer.dumps({"t": tenant, "v": version}))
         return state if len(state) <= MAX_STATE_LENGTH else None
 
-    def loads(self, state: str) -> str:
-        """Return the tenant the state was signed for, or raise ConsentStateRefused."""
+    def loads(self, state: str) -> tuple[str, int]:
+        """Return the tenant and consent version the state was signed for, or raise
+        ConsentStateRefused."""
         if not state.startswith(ADMIN_CONSENT_PREFIX):
             raise ConsentStateRefused("not an admin-consent state")
         try:
-            tenant = self.serializer.loads(
+            claims = self.serializer.loads(
                 state.removeprefix(ADMIN_CONSENT_PREFIX), max_age=self.max_age
             )
         except SignatureExpired:
             raise ConsentStateRefused("expired") from None
         except BadSignature:
             raise ConsentStateRefused("invalid") from None
-        if not isinstance(tenant, str) or not tenant:
+        tenant = claims.get("t") if isinstance(claims, dict) else None
+        version = claims.get("v") if isinstance(claims, dict) else None
+        if not isinstance(tenant, str) or not tenant or not isinstance(version, int):
             raise ConsentStateRefused("invalid")
-        return tenant
+        return tenant, version
 
 
 def new_nonce() -> str:

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column(
             "consent_requested_at", portal.models.base.UTCDateTime(timezone=True), nullable=True
         ),
+        sa.Column("consent_version", sa.Integer(), nullable=False),
         sa.Column("consented_at", portal.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("consented_by", sa.String(length=320), nullable=True),
         sa.Column("bulk_started_at", portal.models.base.UTCDateTime(timezone=True), nullable=True),

@@ -199,11 +199,16 @@ def apply_row(tenant: Tenant, row: DirectoryRow, now: datetime) -> bool:
     return changed
 
 
-def adminconsent_credentials(session: Session) -> dict[str, TenantCredential]:
+def adminconsent_credentials(
+    session: Session, tenants: Iterable[str] | None = None
+) -> dict[str, TenantCredential]:
+    """The recorded Microsoft `adminconsent` credentials by tenant (of `tenants`, or all)."""
     query = select(TenantCredential).where(
         TenantCredential.nylas_provider == PROVIDER,
         TenantCredential.credential_type == CredentialType.ADMINCONSENT,
     )
+    if tenants is not None:
+        query = query.where(TenantCredential.tenant.in_(list(tenants)))
     return {credential.tenant: credential for credential in session.scalars(query)}
 
 

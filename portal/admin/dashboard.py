@@ -16,25 +16,27 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from sqlalchemy import ColumnElement, bindparam, distinct, func, select, text
 from sqlalchemy.orm import Session
 
 from portal.accounts.ledger import NO_PLUGIN
 from portal.accounts.lifecycle import NEEDS_REAUTH_STATUSES
+from portal.accounts.tenants import adminconsent_credentials
 from portal.journey.flow import UNATTRIBUTED_FAILURE
+from portal.journey.tenant_consent import consent_link
 from portal.models import (
     Account,
     AccountStatus,
     Attempt,
     AttemptStatus,
     Event,
+    Tenant,
     TenantCredential,
 )
 from portal.models.base import UTCDateTime
 from portal.settings import Settings
-from portal.signing import ADMIN_CONSENT_MAX_AGE, ConsentStateSigner
+from portal.signing import ADMIN_CONSENT_MAX_AGE
 
 MEDIAN_SAMPLE = 10_000  # the most recent completions the median is taken over
 MAX_CHART_DAYS = 90
@@ -206,7 +208,8 @@ def mismatched_accounts(db_session: Session) -> int:
 
 
 def consent_tenants(db_session: Session, settings: Settings) -> list[dict[str, Any]]:
-    """Tenants whose users were told an admin must consent, with the link for that admin."""
+    """Tenants whose users were told an admin must consent and that have not consented yet,
+    with what their administrator needs: a consent link, or what is missing for one."""
     rows = db_session.execute(
         select(Account.tenant, func.count(distinct(Account.id)))
         .join(Attempt, Attempt.account_pk == Account.id)
@@ -220,54 +223,45 @@ def consent_tenants(db_session: Session, settings: Settings) -> list[dict[str, A
         .order_by(func.count(distinct(Account.id)).desc())
         .limit(TOP_ROWS)
     ).all()
-    credentials = credentials_for(db_session, [str(tenant) for tenant, _ in rows])
+    keys = [str(tenant) for tenant, _ in rows]
+    records = {
+        t.tenant: t for t in db_session.scalars(select(Tenant).where(Tenant.tenant.in_(keys)))
+    }
+    credentials = adminconsent_credentials(db_session, keys)
     found = []
-    for tenant, waiting in rows:
-        credential = credentials.get(str(tenant))
-        if credential is not None and credential.admin_consent_at is not None:
+    for key, waiting in rows:
+        record = records.get(str(key))
+        if record is not None and record.consented_at is not None:
             continue
-        credential_id = credential.credential_id if credential else None
+        credential = credentials.get(str(key))
+        link = (
+            consent_link(settings, record, credential.credential_id)
+            if record and credential
+            else None
+        )
         found.append(
             {
-                "tenant": tenant,
+                "tenant": key,
                 "accounts": int(waiting),
-                "link": admin_consent_link(settings, str(tenant), credential_id),
+                "link": link,
+                "missing": consent_missing(record, credential, link),
+                "admin_email": record.admin_email if record else None,
             }
         )
     return found
 
 
-def credentials_for(db_session: Session, tenants: list[str]) -> dict[str, TenantCredential]:
-    if not tenants:
-        return {}
-    credentials = db_session.scalars(
-        select(TenantCredential).where(
-            TenantCredential.tenant.in_(tenants), TenantCredential.nylas_provider == "microsoft"
-        )
-    )
-    return {credential.tenant: credential for credential in credentials}
-
-
-def admin_consent_link(settings: Settings, tenant: str, credential_id: str | None) -> str | None:
-    """Nylas hosted admin consent (response_type=adminconsent) for a tenant's administrator.
-
-    The state is signed for this tenant (portal.signing.ConsentStateSigner) and expires, so
-    the callback records only returns from links this dashboard made. None when the tenant's
-    name is too long for a state Nylas accepts.
-    """
-    state = ConsentStateSigner.from_settings(settings).dumps(tenant)
-    if state is None:
-        return None
-    params = {
-        "client_id": settings.nylas_client_id,
-        "redirect_uri": settings.oauth_redirect_uri,
-        "response_type": "adminconsent",
-        "provider": "microsoft",
-    }
-    if credential_id:
-        params["credential_id"] = credential_id
-    params["state"] = state
-    return f"{settings.nylas_api_uri}/v3/connect/auth?{urlencode(params)}"
+def consent_missing(
+    record: Tenant | None, credential: TenantCredential | None, link: str | None
+) -> str:
+    """Why there is no consent link for a tenant, in words an operator can act on."""
+    if record is None:
+        return "no tenant record: run `reauth tenants import --from-accounts` (or import its directory row)"
+    if credential is None:
+        return "no adminconsent credential: run `reauth nylas credentials add microsoft --type adminconsent`"
+    if link is None:
+        return "the tenant's name is too long for a consent link: its administrator can consent in the Azure portal"
+    return ""
 
 
 def domain_of(db_session: Session) -> ColumnElement[Any]:

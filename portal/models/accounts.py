@@ -230,6 +230,8 @@ class Tenant(Base):
     admin_email: Mapped[str | None] = mapped_column(String(320))
     track: Mapped[str] = mapped_column(String(16), default=TenantTrack.USERS)
     consent_requested_at: Mapped[datetime | None]
+    # Bumped when a consent is recorded: admin-consent states carry it, so each is used once.
+    consent_version: Mapped[int] = mapped_column(default=0)
     consented_at: Mapped[datetime | None]
     consented_by: Mapped[str | None] = mapped_column(String(320))
     bulk_started_at: Mapped[datetime | None]

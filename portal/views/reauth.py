@@ -16,7 +16,6 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal.accounts.history import record_event
 from portal.db import database_unreachable, db, discard
 from portal.extensions import current_settings
 from portal.journey.flow import (
@@ -29,13 +28,12 @@ from portal.journey.flow import (
 )
 from portal.journey.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
 from portal.journey.services import current_services
+from portal.journey.tenant_consent import record_consent_return
 from portal.models import Account, Attempt, utcnow
 from portal.nylas import NylasError
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
     ADMIN_CONSENT_PREFIX,
-    ConsentStateRefused,
-    ConsentStateSigner,
     new_secret,
 )
 from portal.web import limiter
@@ -172,34 +170,30 @@ ADMIN_CONSENT_LIMIT = "10 per 15 minutes"
 
 @limiter.limit(ADMIN_CONSENT_LIMIT)
 def admin_consent_return() -> ResponseReturnValue:
-    """A tenant's administrator comes back from Microsoft admin consent (dashboard link).
+    """A tenant's administrator comes back from Microsoft admin consent.
 
-    Only a state the dashboard signed for a tenant, and not yet expired, is recorded; any
-    other gets a plain refusal and writes nothing.
+    Only a state this portal signed for a tenant it has a record of, not yet expired and not
+    used before, is recorded (portal.journey.tenant_consent); any other gets a plain refusal
+    and writes nothing.
     """
-    try:
-        tenant = ConsentStateSigner.from_settings(current_settings()).loads(
-            request.args.get("state", "")
-        )
-    except ConsentStateRefused:
-        days = ADMIN_CONSENT_MAX_AGE // (24 * 3600)
-        return render_template("reauth/admin_consent.html", refused=True, days=days), 400
-    granted = request.args.get("admin_consent", "").lower() == "true"
-    error = request.args.get("error", "")[:64]
-    description = request.args.get("error_description", "")[:500]
-    detail = {
-        "tenant": tenant,
-        "granted": granted,
-        "error": error,
-        "error_description": description,
-    }
-    record_event(
-        db.session, "tenant.admin_consent", actor="tenant-admin", now=utcnow(), detail=detail
+    outcome = record_consent_return(
+        db.session,
+        current_settings(),
+        request.args.get("state", ""),
+        granted=request.args.get("admin_consent", "").lower() == "true",
+        error=request.args.get("error", "")[:64],
+        description=request.args.get("error_description", "")[:500],
+        now=utcnow(),
     )
-    db.session.commit()
-    return render_template(
-        "reauth/admin_consent.html", granted=granted, tenant=tenant
-    ), 200 if granted else 400
+    if outcome.kind == "refused":
+        days = ADMIN_CONSENT_MAX_AGE // (24 * 3600)
+        used = outcome.reason == "already used"
+        page = render_template("reauth/admin_consent.html", refused=True, used=used, days=days)
+        return page, 400
+    granted = outcome.kind == "granted"
+    tenant = outcome.tenant.name or outcome.tenant.tenant if outcome.tenant else None
+    page = render_template("reauth/admin_consent.html", granted=granted, tenant=tenant)
+    return page, 200 if granted else 400
 
 
 def link_problem(kind: str) -> ResponseReturnValue:
