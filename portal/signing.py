@@ -110,19 +110,51 @@ class ConsentStateSigner:
         ConsentStateRefused."""
         if not state.startswith(ADMIN_CONSENT_PREFIX):
             raise ConsentStateRefused("not an admin-consent state")
-        try:
-            claims = self.serializer.loads(
-                state.removeprefix(ADMIN_CONSENT_PREFIX), max_age=self.max_age
-            )
-        except SignatureExpired:
-            raise ConsentStateRefused("expired") from None
-        except BadSignature:
-            raise ConsentStateRefused("invalid") from None
-        tenant = claims.get("t") if isinstance(claims, dict) else None
-        version = claims.get("v") if isinstance(claims, dict) else None
-        if not isinstance(tenant, str) or not tenant or not isinstance(version, int):
-            raise ConsentStateRefused("invalid")
-        return tenant, version
+        return tenant_claims(
+            self.serializer, state.removeprefix(ADMIN_CONSENT_PREFIX), self.max_age
+        )
+
+
+TENANT_LINK_SALT = "reauth.tenant-admin-link.v1"
+
+
+def tenant_claims(serializer: URLSafeTimedSerializer, token: str, max_age: int) -> tuple[str, int]:
+    """The tenant and consent version a token was signed for, or raise ConsentStateRefused."""
+    try:
+        claims = serializer.loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise ConsentStateRefused("expired") from None
+    except BadSignature:
+        raise ConsentStateRefused("invalid") from None
+    tenant = claims.get("t") if isinstance(claims, dict) else None
+    version = claims.get("v") if isinstance(claims, dict) else None
+    if not isinstance(tenant, str) or not tenant or not isinstance(version, int):
+        raise ConsentStateRefused("invalid")
+    if isinstance(version, bool):
+        raise ConsentStateRefused("invalid")
+    return tenant, version
+
+
+class TenantLinkSigner:
+    """Sign and check the token of a tenant administrator's portal link (`/t/<token>`): the
+    tenant and its consent version, valid for ADMIN_CONSENT_MAX_AGE."""
+
+    def __init__(
+        self, secret_key: str, fallbacks: Sequence[str] = (), max_age: int = ADMIN_CONSENT_MAX_AGE
+    ) -> None:
+        self.serializer = URLSafeTimedSerializer([*fallbacks, secret_key], salt=TENANT_LINK_SALT)
+        self.max_age = max_age
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TenantLinkSigner:
+        return cls(settings.secret_key, settings.secret_key_fallbacks)
+
+    def dumps(self, tenant: str, version: int) -> str:
+        return str(self.serializer.dumps({"t": tenant, "v": version}))
+
+    def loads(self, token: str) -> tuple[str, int]:
+        """The tenant and consent version, or raise ConsentStateRefused."""
+        return tenant_claims(self.serializer, token, self.max_age)
 
 
 def new_nonce() -> str:

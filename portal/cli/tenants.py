@@ -17,6 +17,8 @@ from portal.accounts.tenants import (
     unrecorded_tenants,
 )
 from portal.db import db
+from portal.extensions import current_settings
+from portal.journey.tenant_consent import invite_admins
 from portal.models import utcnow
 
 CLI_ACTOR = "cli"
@@ -98,3 +100,18 @@ def list_command(as_json: bool) -> None:
             "run `reauth tenants import --from-accounts`",
             err=True,
         )
+
+
+@tenants_group.command("invite")
+@click.option("--tenant", "only", help="Only this tenant (its id or domain).")
+@with_appcontext
+def invite_command(only: str | None) -> None:
+    """Email each tenant's administrator a link to approve the app (once per consent round)."""
+    report = invite_admins(db.session, current_settings(), now=utcnow(), only=only)
+    if only is not None and not report.invited and not report.skipped:
+        raise click.ClickException(f"no tenant {only}: run `reauth tenants list`")
+    for key in report.invited:
+        click.echo(f"{key}: invitation queued")
+    for key, reason in report.skipped.items():
+        click.echo(f"{key}: not invited: {reason}", err=True)
+    click.echo(f"tenant administrators invited: {len(report.invited)}")

@@ -19,8 +19,8 @@ from portal.accounts.lifecycle import NO_MAIL_STATUSES, Cause
 from portal.mail.backends import DeliveryError, Envelope, MailBackend
 from portal.mail.campaign import record_first_sends
 from portal.mail.message import sender_address, sender_domain
-from portal.mail.prepare import MessagePreparer, Prepared, store
-from portal.models import Account, AccountStatus, Invite, utcnow
+from portal.mail.prepare import TENANT_KEY, MessagePreparer, Prepared, store
+from portal.models import Account, AccountStatus, Invite, Tenant, utcnow
 from portal.outbox.queue import FAILED, RETRY, SENT, WIRE, ClaimedRow, DeliveryOutcome
 from portal.plugins import PluginRegistry
 from portal.settings import Settings
@@ -60,6 +60,7 @@ class EmailHandler:
         # Per batch: the few columns of accounts and invites that sending needs.
         self.accounts: dict[int, Any] = {}
         self.invites: dict[int, Any] = {}
+        self.tenants: dict[str, Any] = {}
         self.ready: dict[int, ClaimedRow] = {}
         self.errors: dict[int, str] = {}
 
@@ -78,10 +79,23 @@ class EmailHandler:
         )
         self.accounts = {row.id: row for row in accounts}
         self.invites = {row.id: row for row in invites}
+        tenant_keys = {c.payload[TENANT_KEY] for c in claims if c.payload.get(TENANT_KEY)}
+        self.tenants = {}
+        if tenant_keys:  # most batches have none: no third query
+            tenants = connection.execute(
+                select(Tenant.tenant, Tenant.consented_at).where(Tenant.tenant.in_(tenant_keys))
+            )
+            self.tenants = {row.tenant: row for row in tenants}
         self.ready, self.errors = {}, {}
         stale: list[ClaimedRow] = []
         for claim in claims:
             if self.skip_reason(claim) is not None:
+                continue
+            if claim.payload.get(TENANT_KEY):  # prepared when queued; nothing to render here
+                if isinstance(claim.payload.get(WIRE), str):
+                    self.ready[claim.id] = claim
+                else:
+                    self.errors[claim.id] = "a tenant administrator's email was not prepared"
                 continue
             if self.preparer.is_current(claim.payload, self.invites[claim.invite_id or -1]):
                 self.ready[claim.id] = claim
@@ -142,6 +156,13 @@ class EmailHandler:
 
     def skip_reason(self, claim: ClaimedRow) -> str | None:
         """Say why this row must not be sent any more, or None."""
+        if claim.payload.get(TENANT_KEY):
+            tenant = self.tenants.get(claim.payload[TENANT_KEY])
+            if tenant is None:
+                return "skipped: the tenant no longer exists"
+            if tenant.consented_at is not None:
+                return "skipped: the tenant's consent is recorded"
+            return None
         account = self.accounts.get(claim.account_pk or -1)
         invite = self.invites.get(claim.invite_id or -1)
         if account is None or invite is None:

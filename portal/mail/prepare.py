@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.links import link_url
 from portal.extensions import current_settings
 from portal.mail.message import build_message, message_id_for, sender_domain, wire_bytes
-from portal.mail.render import render_email
+from portal.mail.render import RenderedEmail, render_email
 from portal.models import Account, Invite
 from portal.outbox.queue import OUTBOX, WIRE
 from portal.plugins import PluginRegistry, plugin_registry
@@ -38,6 +38,8 @@ from portal.resources import resource_dir
 from portal.settings import Settings
 
 NONCE, TAG = "nonce", "tag"
+# Set on the payload of a tenant administrator's email, which has no account or invite.
+TENANT_KEY = "tenant"
 EXTENSION_KEY = "reauth_mail_preparer"
 
 
@@ -145,6 +147,29 @@ class MessagePreparer:
         wire = wire_bytes(message).decode("ascii")
         stored = {**payload, WIRE: wire, NONCE: invite.nonce, TAG: self.tag}
         return Prepared(wire, message_id, stored)
+
+    def prepare_rendered(
+        self,
+        *,
+        outbox_id: int,
+        idempotency_key: str,
+        rendered: RenderedEmail,
+        recipient: str,
+        payload: Mapping[str, Any],
+        now: datetime,
+    ) -> Prepared:
+        """Serialise an email rendered by its caller (one with no account or invite)."""
+        message_id = self.message_id(outbox_id, idempotency_key)
+        message = build_message(
+            rendered,
+            recipient=recipient,
+            recipient_name=None,
+            message_id=message_id,
+            settings=self.settings,
+            now=now,
+        )
+        wire = wire_bytes(message).decode("ascii")
+        return Prepared(wire, message_id, {**payload, WIRE: wire, TAG: self.tag})
 
 
 def store(

@@ -18,6 +18,7 @@ from portal.resources import resource_dir
 from portal.settings import Settings
 
 EMAIL_KINDS = ("invite", "reminder")
+ADMIN_TEMPLATE = "tenant_admin"  # a tenant administrator's consent invitation
 REMINDER_PREFIX = "Reminder: "
 GENERIC_WORDING = Wording(
     headline="Reconnect your mailbox",
@@ -101,3 +102,27 @@ def render_email(
     text = environment.select_template(template_names(kind, plugin_name, "txt")).render(context)
     html = environment.select_template(template_names(kind, plugin_name, "html")).render(context)
     return RenderedEmail(subject=subject_for(kind, wording), text=text, html=html)
+
+
+def render_admin_email(
+    tenant: Any,
+    *,
+    link: str,
+    permissions: list[str],
+    reminder: bool,
+    settings: Settings,
+) -> RenderedEmail:
+    """Render a tenant administrator's invitation to approve the app for the organisation."""
+    organisation = tenant.name or tenant.tenant
+    context = {
+        **branding(settings),
+        "organisation": organisation,
+        "tenant": tenant.tenant,
+        "link": link,
+        "permissions": permissions,
+    }
+    environment = mail_environment()
+    text = environment.get_template(f"email/{ADMIN_TEMPLATE}.txt").render(context)
+    html = environment.get_template(f"email/{ADMIN_TEMPLATE}.html").render(context)
+    subject = f"Approval needed: {settings.product_name} for {organisation}"
+    return RenderedEmail(REMINDER_PREFIX + subject if reminder else subject, text, html)

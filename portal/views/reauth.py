@@ -28,7 +28,12 @@ from portal.journey.flow import (
 )
 from portal.journey.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
 from portal.journey.services import current_services
-from portal.journey.tenant_consent import record_consent_return
+from portal.journey.tenant_consent import (
+    application_permissions,
+    consent_link,
+    record_consent_return,
+    resolve_admin_link,
+)
 from portal.models import Account, Attempt, utcnow
 from portal.nylas import NylasError
 from portal.signing import (
@@ -194,6 +199,40 @@ def admin_consent_return() -> ResponseReturnValue:
     tenant = outcome.tenant.name or outcome.tenant.tenant if outcome.tenant else None
     page = render_template("reauth/admin_consent.html", granted=granted, tenant=tenant)
     return page, 200 if granted else 400
+
+
+TENANT_PROBLEM_STATUS = {"invalid": 404, "expired": 410, "consented": 200, "not_ready": 409}
+
+
+@blueprint.get("/t/<token>")
+def tenant_admin_landing(token: str) -> ResponseReturnValue:
+    """A tenant administrator's page: what approving grants, and a button. Changes nothing."""
+    landing = resolve_admin_link(db.session, current_settings(), token)
+    if landing.problem or landing.tenant is None:
+        status = TENANT_PROBLEM_STATUS.get(landing.problem, 404)
+        page = render_template("reauth/tenant_admin.html", landing=landing, permissions=[])
+        return page, status
+    services = current_services()
+    permissions = application_permissions(db.session, services.registry, landing.tenant.tenant)
+    return render_template(
+        "reauth/tenant_admin.html", landing=landing, permissions=permissions, token=token
+    )
+
+
+@blueprint.post("/t/<token>")
+def tenant_admin_continue(token: str) -> ResponseReturnValue:
+    """Send the administrator to Nylas' admin consent with the tenant's adminconsent credential."""
+    settings = current_settings()
+    landing = resolve_admin_link(db.session, settings, token)
+    if landing.problem or landing.tenant is None or landing.credential_id is None:
+        status = TENANT_PROBLEM_STATUS.get(landing.problem, 404)
+        page = render_template("reauth/tenant_admin.html", landing=landing, permissions=[])
+        return page, status
+    url = consent_link(settings, landing.tenant, landing.credential_id)
+    if url is None:
+        page = render_template("reauth/tenant_admin.html", landing=landing, permissions=[])
+        return page, 409
+    return redirect(url, code=303)
 
 
 def link_problem(kind: str) -> ResponseReturnValue:
