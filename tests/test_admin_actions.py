@@ -16,7 +16,17 @@ from portal.admin.actions import ACTIONS
 from portal.admin.dashboard import build_dashboard
 from portal.db import db
 from portal.extensions import settings_of
-from portal.models import Account, Admin, ApiToken, Event, Invite, OutboxMessage, utcnow
+from portal.models import (
+    Account,
+    Admin,
+    ApiToken,
+    Event,
+    Invite,
+    OutboxMessage,
+    Tenant,
+    TenantCredential,
+    utcnow,
+)
 from portal.signing import digest
 
 
@@ -168,8 +178,22 @@ def test_dashboard_figures(db_app, operator):
     assert board.median_seconds == pytest.approx((8 + 7) / 2 * 3600, abs=2)
     assert board.reasons == [("admin_consent_required", 1)]
     [consent] = board.consent
-    assert consent["tenant"] == "t0" and "response_type=adminconsent" in consent["link"]
-    assert "provider=microsoft" in consent["link"]
+    assert consent["tenant"] == "t0" and consent["link"] is None
+    assert consent["missing"].startswith("no tenant record")
+    with db_app.app_context(), db.transaction() as session:  # the tenant and its credential
+        session.add(Tenant(tenant="t0"))
+        session.add(
+            TenantCredential(
+                tenant="t0",
+                nylas_provider="microsoft",
+                credential_type="adminconsent",
+                credential_id="cred-t0",
+            )
+        )
+    with db_app.app_context():
+        [consent] = build_dashboard(db.session, settings_of(db_app)).consent
+    assert "response_type=adminconsent" in consent["link"]
+    assert "provider=microsoft" in consent["link"] and "credential_id=cred-t0" in consent["link"]
     page = operator.get("/admin/").get_data(as_text=True)
     assert "<svg" in page and "<script" not in page and "40.0%" in page
     tenants = operator.get("/admin/breakdown/tenant").get_data(as_text=True)
