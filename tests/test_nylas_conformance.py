@@ -36,7 +36,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from portal.nylas import NylasGateway
-from portal.nylas.errors import NylasAuthError, NylasNotFound, NylasOAuthError
+from portal.nylas.errors import NylasAuthError, NylasError, NylasNotFound, NylasOAuthError
 from portal.nylas.retry import RetryPolicy
 from portal.plugins import HostedAuthRequest
 from portal.testing.emulator import EmulatorState, complete_hosted_auth
@@ -159,6 +159,14 @@ DOCUMENT_RELAXATIONS = (
         "the three oneOf branches of a new credential (connector override, service account, "
         "admin consent) are identical in the document, so no body can match exactly one; "
         "anyOf keeps every check the branches make",
+    ),
+    Amendment(
+        "/paths/~1v3~1connect~1custom/post/requestBody/content/application~1json/schema",
+        as_any_of,
+        "a Microsoft bulk-auth body (provider microsoft, settings email_address and "
+        "credential_id) also matches the refresh-token and credential-override branches, "
+        "whose settings are open objects with nothing required, so no body matches exactly "
+        "one; anyOf keeps every check the branches make",
     ),
     Amendment(
         "/components/schemas/CredentialObject/properties/credential_type",
@@ -373,6 +381,7 @@ def seed(state: EmulatorState) -> None:
     state.add_grant("ada@contoso.com", grant_status="invalid", account_id="v2-ada")
     state.add_mailbox("ada@contoso.com", ["ada.lovelace@contoso.com"])
     state.add_grant("op@fabrikam.local", provider="ews", grant_status="invalid")
+    state.add_grant("bob@contoso.com", grant_status="invalid", account_id="v2-bob")
 
 
 def sign_in(gateway: NylasGateway, request: HostedAuthRequest, **browser: str) -> str:
@@ -413,7 +422,7 @@ def drive_gateway(gateway: NylasGateway, base_url: str, hook_url: str) -> None:
     assert requests.get(refused.url, timeout=10).status_code == 400
     assert gateway.detect_provider("ada@contoso.com").provider == "microsoft"
     assert not gateway.detect_provider("x@unknown.example", all_provider_types=True).detected
-    assert len(list(gateway.list_grants(page_size=2))) == 3
+    assert len(list(gateway.list_grants(page_size=2))) == 4
     filtered = gateway.list_grants(
         provider="microsoft", grant_status="valid", email="ADA@contoso.com", account_id="v2-ada"
     )
@@ -422,6 +431,7 @@ def drive_gateway(gateway: NylasGateway, base_url: str, hook_url: str) -> None:
     with pytest.raises(NylasNotFound):
         gateway.get_grant("no-such-grant")
     assert gateway.grant_aliases(grant_id) == ["ada.lovelace@contoso.com"]
+    bulk_auth(gateway, connector_credential=credential.id)
     assert gateway.list_callback_uris() == [CALLBACK]
     hook = gateway.create_webhook(
         hook_url, ["grant.created", "grant.updated"], description="portal"
@@ -435,6 +445,28 @@ def drive_gateway(gateway: NylasGateway, base_url: str, hook_url: str) -> None:
     stranger = NylasGateway("wrong-key", gateway.client_id, base_url, redirect_uri=CALLBACK)
     with pytest.raises(NylasAuthError):
         stranger.get_grant(grant_id)
+
+
+def bulk_auth(gateway: NylasGateway, connector_credential: str) -> None:
+    """Microsoft bulk auth: consent through an adminconsent credential, then connect/custom."""
+    wrong_type = gateway.admin_consent_url(connector_credential, "state-2")
+    assert requests.get(wrong_type, timeout=10).status_code == 400
+    consent = gateway.create_credential(
+        "microsoft",
+        name="app-permissions",
+        credential_data={"client_id": "azure-app", "client_secret": "x"},
+        credential_type="adminconsent",
+    )
+    back = complete_hosted_auth(
+        gateway.admin_consent_url(consent.id, "state-2"), tenant="contoso.com"
+    )
+    assert back == {"admin_consent": "true", "tenant": "contoso.com", "state": "state-2"}
+    bob = gateway.custom_auth_microsoft("bob@contoso.com", consent.id)
+    assert bob.account_id == "v2-bob" and bob.grant_status == "valid"
+    with pytest.raises(NylasError) as refused:  # no consent for fabrikam.com's tenant
+        gateway.custom_auth_microsoft("eve@fabrikam.com", consent.id)
+    assert refused.value.status == 400
+    gateway.delete_credential("microsoft", consent.id)
 
 
 def drive_other_operations(client: Client, state: EmulatorState, hook_url: str) -> None:
@@ -603,6 +635,8 @@ GATEWAY_OPERATIONS = {
     "get-webhook-destinations-application",
     "post-new-secret",
     "put-webhook-by-id",
+    "byo_auth",
+    "delete_credential_by_id",
 }
 OTHER_OPERATIONS = {
     "patch_grant_by_id",
@@ -689,6 +723,7 @@ def test_error_answers_are_among_those_checked(
         ("get_connector_by_provider", 404),
         ("get_grant_by_id", 404),
         ("get_grant_by_id", 401),  # a wrong API key
+        ("byo_auth", 400),  # bulk auth for a tenant without consent
     } <= error_answers(openapi, gateway_conversation)
 
 
@@ -707,10 +742,14 @@ def test_the_hosted_auth_query_the_gateway_builds_is_checked(
 ) -> None:
     """Each sign-in's /v3/connect/auth query is validated, parameter by parameter."""
     pages = by_operation(openapi, gateway_conversation, ["get_oauth2_flow"])
-    queries = [dict(parse_qsl(e.query)) for e in pages if e.status == 200]
+    shown = [dict(parse_qsl(e.query)) for e in pages if e.status == 200]
+    queries = [q for q in shown if q["response_type"] == "code"]
     assert [q["provider"] for q in queries] == ["microsoft", "ews", "microsoft"]
     assert queries[0]["scope"] == " ".join(GRAPH_SCOPES) and queries[0]["credential_id"]
     assert {q["code_challenge_method"] for q in queries} == {"s256"}
+    [consent] = [q for q in shown if q["response_type"] == "adminconsent"]
+    assert consent["provider"] == "microsoft" and consent["credential_id"]
+    assert "code_challenge" not in consent
 
 
 def tampered_answer(exchange: Exchange, change: Callable[[Any], None]) -> Exchange:
