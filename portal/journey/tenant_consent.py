@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlencode
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +21,7 @@ from portal.db import begin_writer
 from portal.mail.prepare import TENANT_KEY, MessagePreparer, current_preparer, store
 from portal.mail.render import ADMIN_TEMPLATE, render_admin_email
 from portal.models import Account, OutboxKind, Tenant, TenantCredential
+from portal.nylas import NylasGateway
 from portal.outbox.queue import enqueue_id
 from portal.plugins import PluginRegistry
 from portal.scopes import UNCHECKED_SCOPES, short_graph_name
@@ -37,20 +37,13 @@ CONSENT_EVENT = "tenant.admin_consent"
 def consent_link(settings: Settings, tenant: Tenant, credential_id: str) -> str | None:
     """Nylas hosted admin consent for this tenant's administrator, through its credential.
 
-    None when the tenant's key is too long for a state Nylas accepts. No network call.
+    None when the tenant's key is too long for a state Nylas accepts. No network call: the
+    SDK builds the URL (NylasGateway.admin_consent_url).
     """
     state = ConsentStateSigner.from_settings(settings).dumps(tenant.tenant, tenant.consent_version)
     if state is None:
         return None
-    params = {
-        "client_id": settings.nylas_client_id,
-        "redirect_uri": settings.oauth_redirect_uri,
-        "response_type": "adminconsent",
-        "provider": PROVIDER,
-        "credential_id": credential_id,
-        "state": state,
-    }
-    return f"{settings.nylas_api_uri}/v3/connect/auth?{urlencode(params)}"
+    return NylasGateway.from_settings(settings).admin_consent_url(credential_id, state)
 
 
 @dataclass(frozen=True)
