@@ -14,18 +14,20 @@ from sqlalchemy.orm import Session
 from portal.accounts import lifecycle
 from portal.accounts.app_events import queue_app_notification
 from portal.accounts.lifecycle import Cause
+from portal.journey.tenant_consent import ask_administrator
 from portal.models import Account, Attempt, AttemptStatus
 from portal.plugins import AuthResult
 from portal.settings import Settings
 
 USER_ACTOR = "user"
 ADMIN_CONSENT_CODES = ("AADSTS65001", "AADSTS90094", "AADSTS90008")
+ADMIN_CONSENT_KIND = "admin_consent_required"
 
 
 def provider_error_kind(error: str, description: str) -> str:
     """Turn the error Nylas passed back into one of the kinds the result page explains."""
     if any(code in description for code in ADMIN_CONSENT_CODES) or "admin" in error.lower():
-        return "admin_consent_required"
+        return ADMIN_CONSENT_KIND
     if error == "access_denied" or "cancel" in description.lower():
         return "cancelled"
     return "provider_error"
@@ -101,3 +103,5 @@ def record_failure(
     )
     lifecycle.mark_failed(session, account, status_reason, cause)
     queue_app_notification(session, settings, account, "account.failed", attempt.id, now)
+    if attempt.error_code == ADMIN_CONSENT_KIND:
+        ask_administrator(session, settings, account.tenant, now)

@@ -225,6 +225,9 @@ def queue_admin_email(
     """Queue invitation `number` (0 = the first, then reminders) for the tenant's administrator,
     rendered now; False when it was queued before."""
     assert tenant.admin_email is not None
+    preparer = preparer or current_preparer(settings)
+    if preparer is None:  # outside an app (a bare worker): it is prepared when queued, or not
+        raise RuntimeError("a tenant administrator's email is prepared when queued")
     key = f"tenant-admin:{tenant.id}:v{tenant.consent_version}:{number}"
     payload = {TENANT_KEY: tenant.tenant, "consent_version": tenant.consent_version}
     outbox_id = enqueue_id(
@@ -238,9 +241,6 @@ def queue_admin_email(
     )
     if outbox_id is None:
         return False
-    preparer = preparer or current_preparer(settings)
-    if preparer is None:
-        raise RuntimeError("a tenant administrator's email is prepared when queued")
     rendered = render_admin_email(
         tenant,
         link=admin_link(settings, tenant),
@@ -267,3 +267,32 @@ def queue_admin_email(
         detail={"tenant": tenant.tenant, "outbox_id": outbox_id, "reminder": number},
     )
     return True
+
+
+def ask_administrator(session: Session, settings: Settings, key: str | None, now: datetime) -> bool:
+    """A user was told an administrator must approve: invite the tenant's administrator, once
+    per consent round, when the tenant is known and ready for it. True when they have been
+    asked (now or before), so the person can be told so. In the caller's transaction."""
+    if not key:
+        return False
+    tenant = session.scalar(select(Tenant).where(Tenant.tenant == key))
+    if tenant is None:
+        return False
+    credential = adminconsent_credentials(session, [key]).get(key)
+    if invitable_reason(tenant, credential) is not None:
+        return False
+    if current_preparer(settings) is not None:
+        queue_admin_email(session, settings, tenant, now)
+    return tenant.consent_requested_at is not None
+
+
+def administrator_asked(session: Session, key: str | None) -> bool:
+    """Whether the tenant's administrator has been asked to approve (and has not yet)."""
+    if not key:
+        return False
+    tenant = session.scalar(select(Tenant).where(Tenant.tenant == key))
+    return (
+        tenant is not None
+        and tenant.consent_requested_at is not None
+        and tenant.consented_at is None
+    )

@@ -29,6 +29,7 @@ from portal.journey.flow import (
 from portal.journey.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
 from portal.journey.services import current_services
 from portal.journey.tenant_consent import (
+    administrator_asked,
     application_permissions,
     consent_link,
     record_consent_return,
@@ -145,8 +146,14 @@ def result() -> ResponseReturnValue:
     kind = result_kind(attempt)
     status = 200 if kind in ("completed", "in_progress") else 400
     support = current_settings().support_contact
+    asked = kind == "admin_consent_required" and administrator_asked(db.session, account.tenant)
     page = render_template(
-        "reauth/result.html", kind=kind, attempt=attempt, account=account, support=support
+        "reauth/result.html",
+        kind=kind,
+        attempt=attempt,
+        account=account,
+        support=support,
+        administrator_asked=asked,
     )
     return page, status
 
