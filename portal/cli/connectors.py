@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from portal.accounts.history import record_event
-from portal.db import db
+from portal.db import begin_writer, db
 from portal.extensions import current_settings
 from portal.models import Account, CredentialType, TenantCredential, utcnow
 from portal.nylas import (
@@ -104,7 +104,7 @@ def check_client_id(provider: str, client_id: str) -> str:
     value = client_id.strip()
     if not rules.client_id.match(value):
         raise click.BadParameter(
-            f"{value!r} is not a {rules.label} client id: {rules.client_id_hint}",
+            f"{value!r} is not a valid {rules.label} client id: {rules.client_id_hint}",
             param_hint="--client-id",
         )
     return value.lower() if provider == "microsoft" else value
@@ -121,6 +121,18 @@ def normalize_tenant(value: str, *, audiences: bool = False) -> str:
     if audiences:
         allowed += f", or {', '.join(sorted(AZURE_AUDIENCES))}"
     raise click.BadParameter(f"{value!r} is not {allowed}", param_hint="--tenant")
+
+
+def start_writing(session: Session) -> None:
+    """End any read transaction, then take the write lock before re-reading: nothing is held
+    open across Nylas calls or a prompt, and a row changed meanwhile is seen (SQLite cannot
+    upgrade a read transaction that another process wrote behind)."""
+    session.rollback()
+    begin_writer(session)
+
+
+class Conflict(Exception):
+    """Another process changed the tenant's record while this one talked to Nylas."""
 
 
 def nylas_failed(exc: NylasError, what: str = "nothing was changed") -> click.ClickException:
@@ -293,15 +305,16 @@ def connector_set_command(
         default_scopes=default_scopes(db.session, provider),
         rotate_secret=rotate_secret,
     )
-    secret = read_secret("Client secret") if plan.needs_secret else None
     verb = "Creating" if plan.create else "Updating"
     click.echo(
         f"{verb} the {provider} connector:" if plan.anything else f"The {provider} connector:"
     )
     for line in plan.lines:
         click.echo(f"  {line}")
+    secret = read_secret("Client secret") if plan.needs_secret else None  # after the plan
     if plan.anything:
         apply_plan(gateway, plan, secret)
+        start_writing(db.session)
         record_event(
             db.session,
             "nylas.connector_set",
@@ -389,7 +402,6 @@ def same_name_elsewhere(
 
 def record_credential(
     session: Session,
-    existing: TenantCredential | None,
     *,
     provider: str,
     tenant: str,
@@ -397,7 +409,14 @@ def record_credential(
     credential: Credential,
     replaced: str | None,
 ) -> None:
-    """Write tenant -> credential id and its event in one transaction."""
+    """Write tenant -> credential id and its event in one transaction; Conflict when the
+    record is no longer what this run read before creating the credential."""
+    start_writing(session)
+    existing = recorded(session, provider, tenant, credential_type)
+    if (existing.credential_id if existing else None) != replaced:
+        session.rollback()
+        found = existing.credential_id if existing else "none"
+        raise Conflict(f"meanwhile another process recorded {found} for {tenant}")
     if existing is None:
         session.add(
             TenantCredential(
@@ -427,7 +446,9 @@ def record_credential(
     session.commit()
 
 
-def undo_creation(gateway: NylasGateway, provider: str, credential: Credential) -> str:
+def undo_creation(
+    gateway: NylasGateway, provider: str, credential: Credential, deleted: Sequence[str]
+) -> str:
     """The local write failed: delete the new credential at Nylas so nothing is orphaned,
     or say exactly what is left there when even that fails."""
     try:
@@ -437,6 +458,11 @@ def undo_creation(gateway: NylasGateway, provider: str, credential: Credential) 
             f"it was NOT deleted at Nylas either ({exc}): credential {credential.id} "
             f"({credential.name!r}) exists there unrecorded; run the same command again with "
             "--replace"
+        )
+    if deleted:  # --replace had already deleted the old one(s) at Nylas
+        return (
+            f"credential {credential.id} was deleted at Nylas again; the old one "
+            f"({', '.join(deleted)}) was deleted before, so run the same command again"
         )
     return f"credential {credential.id} was deleted at Nylas again, so nothing was changed"
 
@@ -487,10 +513,12 @@ def credentials_add_command(
         raise click.BadParameter("the name is empty", param_hint="--name")
     session = db.session
     existing = recorded(session, provider, tenant, credential_type)
-    if existing is not None and not replace:
+    existing_id = existing.credential_id if existing else None
+    session.rollback()  # no transaction held open across Nylas calls and the prompt
+    if existing_id is not None and not replace:
         raise click.ClickException(
             f"tenant {tenant} already has a {credential_type} credential "
-            f"({existing.credential_id}); run again with --replace to make a new one; "
+            f"({existing_id}); run again with --replace to make a new one; "
             "nothing was changed"
         )
     gateway = current_gateway()
@@ -499,7 +527,7 @@ def credentials_add_command(
         orphan = same_name_elsewhere(
             nylas_credentials(gateway, provider),
             name,
-            existing.credential_id if existing else None,
+            existing_id,
         )
     except NylasError as exc:
         raise nylas_failed(exc) from None
@@ -510,7 +538,7 @@ def credentials_add_command(
             "and create a fresh one, or choose another --name; nothing was changed"
         )
     secret = read_secret("Client secret")
-    old_ids = [c for c in (orphan.id if orphan else None, existing and existing.credential_id) if c]
+    old_ids = [c for c in (orphan.id if orphan else None, existing_id) if c]
     try:
         for old in old_ids:  # before creating: Nylas wants credential names unique
             delete_at_nylas(gateway, provider, old)
@@ -531,25 +559,25 @@ def credentials_add_command(
     try:
         record_credential(
             session,
-            existing,
             provider=provider,
             tenant=tenant,
             credential_type=credential_type,
             credential=credential,
-            replaced=existing.credential_id if existing else None,
+            replaced=existing_id,
         )
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, Conflict) as exc:
         session.rollback()
+        why = str(exc) if isinstance(exc, Conflict) else type(exc).__name__
         raise click.ClickException(
-            f"could not record the credential here ({type(exc).__name__}); "
-            + undo_creation(gateway, provider, credential)
+            f"could not record the credential here ({why}); "
+            + undo_creation(gateway, provider, credential, old_ids)
         ) from None
     action = "Replaced" if old_ids else "Created"
     click.echo(
         f"{action} the {credential_type} credential {credential.id} ({name!r}) for tenant "
         f"{tenant} at Nylas (Azure app {app_id}) and recorded it here."
     )
-    if existing is not None and credential_type == CredentialType.ADMINCONSENT:
+    if existing_id is not None and credential_type == CredentialType.ADMINCONSENT:
         click.echo("Admin consent given through the old credential is no longer recorded.")
     note = unknown_tenant_note(session, tenant)
     if note:
@@ -679,7 +707,8 @@ def credentials_remove_command(provider: str, tenant: str, credential_type: str,
             f"no {credential_type} credential is recorded for tenant {tenant} ({provider}); "
             "nothing was changed"
         )
-    credential_id = row.credential_id
+    credential_id, consent = row.credential_id, row.admin_consent_at
+    session.rollback()  # no transaction held open across the prompt and the Nylas call
     if not yes:
         click.confirm(
             f"Delete the {credential_type} credential {credential_id} of tenant {tenant} at "
@@ -690,8 +719,10 @@ def credentials_remove_command(provider: str, tenant: str, credential_type: str,
         deleted = delete_at_nylas(current_gateway(), provider, credential_id)
     except NylasError as exc:
         raise nylas_failed(exc) from None
-    consent = row.admin_consent_at
-    session.delete(row)
+    start_writing(session)
+    row = recorded(session, provider, tenant, credential_type)
+    if row is not None and row.credential_id == credential_id:  # else replaced meanwhile
+        session.delete(row)
     record_event(
         session,
         "nylas.credential_removed",
