@@ -381,6 +381,24 @@ def test_a_failed_local_write_deletes_the_new_credential_at_nylas(
     assert events(app, "nylas.credential_added") == []
 
 
+def test_a_nylas_error_on_add_is_one_line_and_records_nothing(
+    app: Flask, reauth: Callable[..., Any], nylas_emulator: EmulatorServer
+) -> None:
+    state = nylas_emulator.state
+    creds = "/v3/connectors/microsoft/creds"
+    # The name check (a GET) is answered; the POST, never retried, meets a 500.
+    state.add_hook(lambda: state.add_fault("server_error", path_prefix=creds), path_prefix=creds)
+
+    result = add(reauth, "--type", "adminconsent", "--client-id", AZURE_APP)
+
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "Nylas: " in line and "status 500" in line and "request_id" in line
+    assert line.endswith("nothing was changed")
+    assert state.credentials == {} and records(app) == []
+    assert events(app, "nylas.credential_added") == []
+
+
 def test_an_unrecorded_credential_of_the_same_name_is_flagged_then_replaced(
     app: Flask, reauth: Callable[..., Any], nylas_emulator: EmulatorServer
 ) -> None:

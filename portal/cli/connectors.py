@@ -467,6 +467,35 @@ def undo_creation(
     return f"credential {credential.id} was deleted at Nylas again, so nothing was changed"
 
 
+def create_replacing(
+    gateway: NylasGateway,
+    provider: str,
+    old_ids: Sequence[str],
+    *,
+    name: str,
+    credential_type: str,
+    credential_data: Mapping[str, Any],
+) -> Credential:
+    """Delete the credentials being replaced, then create the new one. The old ones go first
+    because Nylas wants credential names unique; a failure says what was already deleted."""
+    deleted: list[str] = []
+    try:
+        for old in old_ids:
+            delete_at_nylas(gateway, provider, old)
+            deleted.append(old)
+        return gateway.create_credential(
+            provider, name=name, credential_type=credential_type, credential_data=credential_data
+        )
+    except NylasError as exc:
+        left = "nothing was changed"
+        if deleted:
+            left = (
+                f"{', '.join(deleted)} had been deleted at Nylas already, so the record here "
+                "points at nothing: run the same command again"
+            )
+        raise nylas_failed(exc, left) from None
+
+
 def unknown_tenant_note(session: Session, tenant: str) -> str | None:
     count = session.scalar(select(func.count()).where(Account.tenant == tenant)) or 0
     if count:
@@ -539,23 +568,14 @@ def credentials_add_command(
         )
     secret = read_secret("Client secret")
     old_ids = [c for c in (orphan.id if orphan else None, existing_id) if c]
-    try:
-        for old in old_ids:  # before creating: Nylas wants credential names unique
-            delete_at_nylas(gateway, provider, old)
-        credential = gateway.create_credential(
-            provider,
-            name=name,
-            credential_type=credential_type,
-            credential_data={"client_id": app_id, "client_secret": secret, "tenant": tenant},
-        )
-    except NylasError as exc:
-        left = (
-            "nothing was changed"
-            if not old_ids
-            else f"the old credential was deleted at Nylas, {tenant} has none now: run the "
-            "same command again"
-        )
-        raise nylas_failed(exc, left) from None
+    credential = create_replacing(
+        gateway,
+        provider,
+        old_ids,
+        name=name,
+        credential_type=credential_type,
+        credential_data={"client_id": app_id, "client_secret": secret, "tenant": tenant},
+    )
     try:
         record_credential(
             session,
