@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import upgraded
 from flask import Flask
 from sqlalchemy import select, text
 
@@ -527,3 +528,41 @@ def test_no_secret_reaches_the_output_or_the_logs(
     for secret in (SECRET, NEW_SECRET):
         assert secret not in caplog.text and secret not in stored
         assert all(secret not in output for output in outputs)
+
+
+def test_the_credential_round_on_sqlite_and_postgresql(
+    database_url: str,
+    make_app: Callable[..., Flask],
+    make_runner: Callable[[Flask], Any],
+    nylas_emulator: EmulatorServer,
+) -> None:
+    target = upgraded(
+        make_app(
+            DATABASE_URL=database_url,
+            NYLAS_API_URI=nylas_emulator.url,
+            NYLAS_API_KEY=nylas_emulator.api_key,
+            NYLAS_CLIENT_ID=nylas_emulator.client_id,
+        )
+    )
+    nylas_emulator.state.add_connector("microsoft", settings={"client_id": AZURE_APP})
+    runner = make_runner(target)
+
+    def run(*args: str, given: str | None = f"{SECRET}\n") -> Any:
+        return runner.invoke(args=["nylas", "credentials", *args], input=given)
+
+    made = run("add", "microsoft", "--tenant", "Contoso.com", "--type", "adminconsent")
+    assert made.exit_code == 0, made.output
+    again = run(
+        "add", "microsoft", "--tenant", "contoso.com", "--type", "adminconsent", "--replace"
+    )
+    assert again.exit_code == 0, again.output
+    ((credential_id, _),) = nylas_emulator.state.credentials.items()
+    assert records(target) == [("contoso.com", "microsoft", "adminconsent", credential_id)]
+    listed = json.loads(run("list", "--json", given=None).output)["credentials"]
+    assert [item["state"] for item in listed] == ["ok"]
+    gone = run("remove", "--tenant", "contoso.com", "--type", "adminconsent", "--yes", given=None)
+    assert gone.exit_code == 0, gone.output
+    assert records(target) == [] and nylas_emulator.state.credentials == {}
+    assert [e["credential_type"] for e in events(target, "nylas.credential_removed")] == [
+        "adminconsent"
+    ]
