@@ -23,7 +23,7 @@ def cli() -> None:
 
 
 def register_commands() -> None:
-    from portal.cli import accounts, database, emulator, plugins
+    from portal.cli import accounts, connectors, database, emulator, plugins
     from portal.cli import admin as admin_commands
     from portal.cli import demo as demo_commands
     from portal.cli import invite as invite_commands
@@ -39,6 +39,8 @@ def register_commands() -> None:
     cli.add_command(emulator.emulator_command)
     cli.add_command(nylas_commands.nylas_group)
     nylas_commands.nylas_group.add_command(webhooks_commands.nylas_webhooks_group)
+    nylas_commands.nylas_group.add_command(connectors.connector_group)
+    nylas_commands.nylas_group.add_command(connectors.credentials_group)
     cli.add_command(webhooks_commands.webhooks_group)
     cli.add_command(scopes_commands.scopes_group)
     cli.add_command(tenants_commands.tenants_group)

@@ -20,7 +20,7 @@ from portal.nylas.preflight import run_preflight
 
 @click.group("nylas")
 def nylas_group() -> None:
-    """The Nylas v3 side: grants and connector checks."""
+    """The Nylas v3 side: grants, connector setup and checks, credentials, webhooks."""
 
 
 def grant_counter() -> Callable[[int], None] | None:

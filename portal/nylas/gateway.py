@@ -268,6 +268,28 @@ class NylasGateway:
     def list_connectors(self, page_size: int = 50) -> Iterator[Connector]:
         return self._paged("/v3/connectors", self._client.connectors.list, {}, page_size)
 
+    def create_connector(
+        self,
+        provider: str,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> Connector:
+        """Create the connector of a provider (one per provider per application); not retried,
+        since a second POST after a lost answer would meet the first one's connector (409)."""
+        body: dict[str, Any] = {"provider": provider}
+        if settings is not None:
+            body["settings"] = dict(settings)
+        if scope is not None:
+            body["scope"] = list(scope)
+        response = self._call(
+            "POST",
+            "/v3/connectors",
+            lambda: self._client.connectors.create(body),  # type: ignore[arg-type]
+            idempotent=False,
+        )
+        return response.data
+
     def update_connector(
         self,
         provider: str,

@@ -153,7 +153,8 @@ def check_microsoft_connector(found: Connectors, settings: Settings) -> Check:
             name,
             FAIL,
             "there is no Microsoft connector",
-            "Create it in the Nylas dashboard with your new Azure app's client id and secret.",
+            "Run `reauth nylas connector set microsoft --client-id <new Azure app id>`: it "
+            "creates the connector (the client secret is asked for).",
         )
     reason = unconfigured_reason(found.microsoft, settings.nylas_client_id)
     if reason:
@@ -161,8 +162,8 @@ def check_microsoft_connector(found: Connectors, settings: Settings) -> Check:
             name,
             FAIL,
             f"the Microsoft connector is not usable: {reason}",
-            "Point it at your new Azure app (PATCH /v3/connectors/microsoft with client_id, "
-            "client_secret and tenant).",
+            "Point it at your new Azure app: `reauth nylas connector set microsoft "
+            "--client-id <Azure app id> [--tenant common]` (the client secret is asked for).",
         )
     client_id = (found.microsoft.settings or {}).get("client_id")
     return Check(name, PASS, f"the Microsoft connector uses Azure app {client_id}")
@@ -179,7 +180,8 @@ def check_graph_scopes(found: Connectors) -> Check:
             name,
             FAIL,
             "the Microsoft connector lists no scopes",
-            "Set the connector's scopes to the Graph scopes of `reauth scopes translate`.",
+            "Set the connector's scopes to the Graph scopes of `reauth scopes translate` "
+            "(`reauth nylas connector set microsoft --client-id ... --scope ...`).",
         )
     if bad:
         return Check(
