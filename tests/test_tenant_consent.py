@@ -15,12 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from admin_support import add_account
-from flow_support import Portal, csrf_token, serve_portal
+from flow_support import Browser, Portal, csrf_token, serve_portal
 from mail_fixtures import SmtpServer, mail_settings, run_worker
 from sqlalchemy import select
 
 from portal.db import db
-from portal.models import Event, Tenant
+from portal.models import Account, Event, Tenant
 
 ADMIN = "it-admin@contoso.com"
 ADMIN_LINK = re.compile(r"https?://\S+/t/[A-Za-z0-9_.\-]+")
@@ -194,3 +194,35 @@ def test_a_forged_admin_link_is_refused_and_offers_nothing(mail_portal: Portal, 
     page = requests.get(f"{mail_portal.url}/t/{token}", timeout=10)
     assert page.status_code == 404
     assert "cannot be used" in page.text and "Continue to Microsoft" not in page.text
+
+
+def test_a_user_who_needs_admin_approval_is_told_the_administrator_was_asked(
+    mail_portal: Portal,
+    smtp_server: SmtpServer,
+    make_runner: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    set_up_contoso(mail_portal, make_runner, tmp_path)
+    with mail_portal.app.app_context():
+        account = db.session.scalars(
+            select(Account).where(Account.account_id == "v2-graph-1")
+        ).one()
+        account.tenant = "contoso.com"  # Grace's mailbox is in the Contoso tenant
+        db.session.commit()
+    browser = Browser()
+    start = browser.press_continue(mail_portal.invite_link("v2-graph-1"))
+    params = browser.sign_in(start.headers["Location"], scenario="admin_consent_required")
+    page = browser.finish(mail_portal.url, params)
+
+    assert "administrator must approve this first" in page.text
+    assert "We have asked your IT administrator" in page.text
+    assert "forward" not in page.text.lower()
+    run_worker(mail_portal.app)
+    to_admin = [m for m in smtp_server.handler.received if m.recipients == [ADMIN]]
+    assert len(to_admin) == 1
+    # A second person of the tenant hitting the same page asks nothing more of the administrator.
+    assert (
+        not make_runner(mail_portal.app)
+        .invoke(args=["tenants", "invite"])
+        .output.count("invitation queued")
+    )
