@@ -108,6 +108,7 @@ def list_command(as_json: bool) -> None:
 def invite_command(only: str | None) -> None:
     """Email each tenant's administrator a link to approve the app (once per consent round)."""
     report = invite_admins(db.session, current_settings(), now=utcnow(), only=only)
+    db.session.commit()
     if only is not None and not report.invited and not report.skipped:
         raise click.ClickException(f"no tenant {only}: run `reauth tenants list`")
     for key in report.invited:

@@ -193,7 +193,7 @@ def invite_admins(
     preparer: MessagePreparer | None = None,
 ) -> AdminInviteReport:
     """Queue the consent invitation of each tenant's administrator (or of `only`), once per
-    consent version: running it again queues nothing new. Commits."""
+    consent version: running it again queues nothing new. In the caller's transaction."""
     query = select(Tenant).order_by(Tenant.tenant)
     if only is not None:
         query = query.where(Tenant.tenant == only.lower())
@@ -209,7 +209,6 @@ def invite_admins(
             report.invited.append(tenant.tenant)
         else:
             report.skipped[tenant.tenant] = "already invited"
-    session.commit()
     return report
 
 

@@ -1,0 +1,95 @@
+"""The Tenants page: each tenant with its accounts, completion, track and consent, and the
+operator's actions on it (set the track, invite the administrator); every action audited."""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from portal.accounts.history import record_event
+from portal.accounts.tenants import (
+    TRACKS,
+    adminconsent_credentials,
+    tenant_summaries,
+    unrecorded_tenants,
+)
+from portal.admin.auth import current_admin, has_role, operator_required, viewer_required
+from portal.admin.views import blueprint
+from portal.db import db
+from portal.extensions import current_settings
+from portal.journey.tenant_consent import consent_link, invite_admins
+from portal.models import AdminRole, Tenant, utcnow
+
+
+@blueprint.get("/tenants")
+@viewer_required
+def tenants() -> ResponseReturnValue:
+    """Every tenant record; operators also get its consent link and the actions."""
+    session, settings = db.session, current_settings()
+    summaries = list(tenant_summaries(session))
+    links: dict[str, str] = {}
+    operator = has_role(current_admin(), AdminRole.OPERATOR)
+    if operator:
+        waiting = [s.tenant for s in summaries if s.consent != "consented" and s.credential_id]
+        records = session.scalars(select(Tenant).where(Tenant.tenant.in_(waiting)))
+        credentials = adminconsent_credentials(session, waiting)
+        for record in records:
+            link = consent_link(settings, record, credentials[record.tenant].credential_id)
+            if link:
+                links[record.tenant] = link
+    return render_template(
+        "admin/tenants.html",
+        summaries=summaries,
+        links=links,
+        operator=operator,
+        tracks=TRACKS,
+        unrecorded=unrecorded_tenants(session),
+    )
+
+
+def tenant_or_404(key: str) -> Tenant:
+    tenant = db.session.scalar(select(Tenant).where(Tenant.tenant == key))
+    if tenant is None:
+        abort(404)
+    return tenant
+
+
+@blueprint.post("/tenants/<key>/track")
+@operator_required
+def set_track(key: str) -> ResponseReturnValue:
+    """Move a tenant to the users or the admin track."""
+    tenant = tenant_or_404(key)
+    track = request.form.get("track", "")
+    if track not in TRACKS:
+        abort(400)
+    before, now = tenant.track, utcnow()
+    if track != before:
+        tenant.track = track
+        tenant.updated_at = now
+        detail = {"tenant": key, "before": before, "after": track}
+        actor = f"admin:{current_admin().email}"
+        record_event(db.session, "admin.tenant_track", actor=actor, now=now, detail=detail)
+        db.session.commit()
+        flash(f"{key}: track {before} -> {track}.")
+    else:
+        flash(f"{key}: already on the {track} track.")
+    return redirect(url_for("admin.tenants"), 303)
+
+
+@blueprint.post("/tenants/<key>/invite")
+@operator_required
+def invite_administrator(key: str) -> ResponseReturnValue:
+    """Email the tenant's administrator the approval page (once per consent round)."""
+    tenant_or_404(key)
+    now = utcnow()
+    report = invite_admins(db.session, current_settings(), now=now, only=key)
+    actor = f"admin:{current_admin().email}"
+    detail = {"tenant": key, "invited": bool(report.invited), "skipped": report.skipped.get(key)}
+    record_event(db.session, "admin.tenant_invite", actor=actor, now=now, detail=detail)
+    db.session.commit()
+    if report.invited:
+        flash(f"{key}: the administrator's invitation is queued.")
+    else:
+        flash(f"{key}: not invited: {report.skipped.get(key, 'unknown tenant')}.")
+    return redirect(url_for("admin.tenants"), 303)
