@@ -23,7 +23,7 @@ from sqlalchemy import select
 from portal.admin.dashboard import admin_consent_link
 from portal.db import db
 from portal.extensions import settings_of
-from portal.models import Event
+from portal.models import Event, TenantCredential
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
     ADMIN_CONSENT_PREFIX,
@@ -40,6 +40,20 @@ def tenant_waiting_for_consent(portal: Any, tenant: str) -> None:
     """An account of `tenant` whose sign-in failed because an admin must consent first."""
     pk = add_account(portal.app, f"v2-{tenant}", tenant=tenant, status="failed")
     add_failed_attempt(portal.app, pk, "admin_consent_required")
+
+
+def consent_credential_for(portal: Any, tenant: str) -> None:
+    """The tenant's `adminconsent` credential at Nylas, which the consent link must name."""
+    credential = portal.emulator.state.add_credential(
+        "microsoft", f"{tenant} consent", "adminconsent"
+    )
+    with portal.app.app_context():
+        db.session.add(
+            TenantCredential(
+                tenant=tenant, nylas_provider="microsoft", credential_id=credential["id"]
+            )
+        )
+        db.session.commit()
 
 
 def dashboard_consent_link(portal: Any) -> str:
@@ -105,6 +119,7 @@ def signed(key: str, salt: str, payload: Any, age: int = 0) -> str:
 
 def test_consent_from_the_dashboard_link_is_thanked_and_recorded(portal):
     tenant_waiting_for_consent(portal, "contoso.com")
+    consent_credential_for(portal, "contoso.com")
     link = dashboard_consent_link(portal)
     state = parse_qs(urlsplit(link).query)["state"][0]
     assert state.startswith(ADMIN_CONSENT_PREFIX) and state != "adminconsent:contoso.com"
@@ -112,7 +127,7 @@ def test_consent_from_the_dashboard_link_is_thanked_and_recorded(portal):
 
     back = consent_at_the_emulator(portal, link, "contoso.com")
     assert parse_qs(urlsplit(back).query)["state"] == [state]
-    assert parse_qs(urlsplit(back).query)["admin_consent"] == ["True"]
+    assert parse_qs(urlsplit(back).query)["admin_consent"] == ["true"]
     shown = requests.get(back, timeout=10)
 
     assert shown.status_code == 200

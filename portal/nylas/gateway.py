@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 EXTENSION_KEY = "reauth_nylas"
 EXCHANGE_PATH = "/v3/connect/token"
+CUSTOM_AUTH_PATH = "/v3/connect/custom"
+MAX_STATE_LENGTH = 256  # Nylas refuses a longer `state` on /v3/connect/auth
 GRANT_PAGE_SIZE = 200  # the largest page Nylas serves
 # Nylas serves `email_aliases` only for these providers (GET /v3/grants/{id}?expose_aliases=true).
 ALIAS_PROVIDERS = frozenset({"microsoft", "google"})
@@ -126,6 +128,28 @@ class NylasGateway:
         pkce = self._client.auth.url_for_oauth2_pkce(config)  # type: ignore[arg-type]
         return AuthUrl(url=pkce.url, code_verifier=pkce.secret)
 
+    def admin_consent_url(
+        self, credential_id: str, state: str, *, redirect_uri: str | None = None
+    ) -> str:
+        """Build the hosted admin-consent URL for a tenant's administrator; no network call.
+
+        The SDK's `url_for_admin_consent` sets `provider=microsoft` and
+        `response_type=adminconsent`; Nylas requires `credential_id`, the id of an
+        `adminconsent` credential of the Microsoft connector. Nylas sends the administrator
+        back to `redirect_uri` with `admin_consent=true` and `state` (or an OAuth `error`).
+        """
+        if not credential_id.strip():
+            raise ValueError("admin consent needs the id of an adminconsent credential")
+        if not state or len(state) > MAX_STATE_LENGTH:
+            raise ValueError(f"state must be 1 to {MAX_STATE_LENGTH} characters (Nylas' limit)")
+        config = {
+            "client_id": self.client_id,
+            "redirect_uri": self._redirect_uri(redirect_uri),
+            "credential_id": credential_id,
+            "state": state,
+        }
+        return self._client.auth.url_for_admin_consent(config)  # type: ignore[arg-type]
+
     def exchange_code(
         self, code: str, code_verifier: str, *, redirect_uri: str | None = None
     ) -> AuthResult:
@@ -148,6 +172,29 @@ class NylasGateway:
             provider=answer.provider,
             scopes=split_scopes(answer.scope),
         )
+
+    def custom_auth_microsoft(self, email: str, credential_id: str) -> Grant:
+        """Microsoft bulk auth: re-authenticate (same grant id) or create the address's grant
+        through a tenant whose administrator consented via the `adminconsent` credential.
+
+        Retried (idempotent): Nylas keeps one grant per address, so repeating the request
+        after a lost answer re-authenticates the same grant again and returns the same id; a
+        repeat leaves only one more `grant.updated` notification for an already valid grant.
+        The answer does not say whether the grant is new: callers compare its id with the
+        placeholder's. A refusal (unknown credential, wrong type, no consent for the tenant)
+        is a 400 `NylasError`, never retried; 429 is `NylasRateLimited` after the retries.
+        """
+        body = {
+            "provider": "microsoft",
+            "settings": {"email_address": email, "credential_id": credential_id},
+        }
+        response = self._call(
+            "POST",
+            CUSTOM_AUTH_PATH,
+            lambda: self._client.auth.custom_authentication(body),  # type: ignore[arg-type]
+            idempotent=True,
+        )
+        return response.data
 
     def detect_provider(
         self, email: str, *, all_provider_types: bool = False
@@ -272,6 +319,19 @@ class NylasGateway:
             idempotent=False,
         )
         return response.data
+
+    def delete_credential(self, provider: str, credential_id: str) -> None:
+        """Delete a connector credential; retried (deleting twice leaves it deleted).
+
+        A credential that does not exist is `NylasNotFound`, also when a retry follows a
+        delete whose answer was lost: callers removing a credential treat it as done.
+        """
+        self._call(
+            "DELETE",
+            f"/v3/connectors/{provider}/creds/{credential_id}",
+            lambda: self._client.connectors.credentials.destroy(provider, credential_id),  # type: ignore[arg-type]
+            idempotent=True,
+        )
 
     # -- application and webhooks -----------------------------------------------------------
 

@@ -15,6 +15,7 @@ from portal.testing.emulator import (
     auth,
     connectors,
     control,
+    custom_auth,
     grants,
     providers,
     token,
@@ -42,7 +43,8 @@ def create_emulator_app(state: EmulatorState) -> Flask:
     """Build a Flask app that serves `state` as a Nylas v3 API."""
     app = Flask(__name__, template_folder=str(resource_dir("templates")))
     app.extensions[EXTENSION] = state
-    for module in (auth, token, grants, connectors, providers, webhooks, applications, control):
+    modules = (auth, token, custom_auth, grants, connectors, providers, webhooks, applications)
+    for module in (*modules, control):
         app.register_blueprint(module.blueprint)
     app.before_request(inject_fault)
     app.before_request(require_api_key)

@@ -56,6 +56,26 @@ def check_auth_params(params: dict[str, str]) -> None:
     credential_id = params.get("credential_id")
     if credential_id and credential_id not in state.credentials:
         raise bad_request("credential_id does not exist", "not_found_error")
+    if params.get("response_type") == "adminconsent":
+        check_admin_consent_params(params)
+
+
+def check_admin_consent_params(params: dict[str, str]) -> None:
+    """Admin consent is Microsoft's, through an `adminconsent` credential of its connector
+    (both official SDKs require `credential_id` in `url_for_admin_consent`)."""
+    if params.get("provider", "microsoft") != "microsoft":
+        raise bad_request("response_type adminconsent is only for provider microsoft")
+    credential_id = params.get("credential_id")
+    if not credential_id:
+        raise bad_request("credential_id is required with response_type adminconsent")
+    credential = current_state().credentials[credential_id]
+    if credential.get("provider") != "microsoft":
+        raise bad_request("credential_id is not a credential of the microsoft connector")
+    if credential.get("credential_type") != "adminconsent":
+        raise bad_request(
+            f"credential_id is of type {credential.get('credential_type')}; "
+            "response_type adminconsent needs an adminconsent credential"
+        )
 
 
 @blueprint.get("/v3/connect/auth")
@@ -63,6 +83,8 @@ def start_auth() -> ResponseReturnValue:
     """Validate the hosted-auth request and show the emulated sign-in page."""
     params = request.args.to_dict()
     check_auth_params(params)
+    if params.get("response_type") == "adminconsent":
+        params.setdefault("provider", "microsoft")
     if not params.get("provider"):
         choices = [dict(params, provider=p) for p in ("microsoft", "ews", "google")]
         links = [(c["provider"], f"{url_for('.start_auth')}?{urlencode(c)}") for c in choices]
@@ -73,7 +95,17 @@ def start_auth() -> ResponseReturnValue:
     )
     with state.lock:
         state.pending[pending.id] = pending
-    return render_page(pending)
+    return render_page(pending, **consent_defaults(params))
+
+
+def consent_defaults(params: dict[str, str]) -> dict[str, str]:
+    """Prefill the admin-consent page's tenant with the credential's own `tenant`, if any
+    (Nylas then runs Microsoft's v2.0 admin consent for exactly that tenant)."""
+    if params.get("response_type") != "adminconsent":
+        return {}
+    credential = current_state().credentials.get(params.get("credential_id", "")) or {}
+    tenant = (credential.get("credential_data") or {}).get("tenant")
+    return {"tenant": tenant} if isinstance(tenant, str) and tenant != "common" else {}
 
 
 def render_page(pending: PendingAuth, error: str | None = None, **values: str) -> str:
@@ -107,6 +139,8 @@ def finish_auth(pending_id: str) -> ResponseReturnValue:
     with state.lock:
         state.pending.pop(pending_id, None)
     query = dict(outcome.redirect_params)
+    if outcome.consented_tenant:
+        state.record_consent(pending.params["credential_id"], outcome.consented_tenant)
     if outcome.email:
         query = {"code": issue_code(pending.params, outcome.email, outcome.settings)}
     failed = "error" in query

@@ -50,9 +50,12 @@ def complete_hosted_auth(
     other_email: str | None = None,
     password: str | None = None,
     server: str | None = None,
+    tenant: str | None = None,
     timeout: float = 10.0,
 ) -> dict[str, str]:
-    """Open the hosted-auth URL, submit the sign-in form, return the redirect's query params."""
+    """Open the hosted-auth URL, submit the sign-in form, return the redirect's query params.
+
+    `tenant` is what an administrator types on the admin-consent page."""
     page = requests.get(auth_url, timeout=timeout)
     page.raise_for_status()
     finder = FormFinder()
@@ -60,7 +63,13 @@ def complete_hosted_auth(
     if finder.action is None:
         raise SignInPageError("the hosted-auth page has no sign-in form")
     form = dict(finder.fields, action=action, scenario=scenario)
-    optional = {"email": email, "other_email": other_email, "password": password, "server": server}
+    optional = {
+        "email": email,
+        "other_email": other_email,
+        "password": password,
+        "server": server,
+        "tenant": tenant,
+    }
     form.update({key: value for key, value in optional.items() if value is not None})
     answer = requests.post(
         urljoin(auth_url, finder.action), data=form, allow_redirects=False, timeout=timeout

@@ -27,6 +27,7 @@ PROVIDERS = frozenset(
 )
 SECRET_SETTINGS = frozenset({"client_secret", "secret", "password", "private_key"})
 CREDENTIAL_TYPES = frozenset({"connector", "adminconsent", "serviceaccount"})
+ADMINCONSENT_DATA = ("client_id", "client_secret", "tenant")
 
 
 def public_connector(connector: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +130,20 @@ def credential_or_404(provider: str, credential_id: str) -> dict[str, Any]:
     return credential
 
 
+def check_adminconsent(provider: str, data: dict[str, Any]) -> None:
+    """An `adminconsent` credential: Microsoft's, with string `client_id`, `client_secret`
+    and optional `tenant` (without the first two Nylas uses the connector's Azure app)."""
+    if provider != "microsoft":
+        raise EmulatorError(
+            400, "invalid_request_error", "adminconsent credentials are for the microsoft connector"
+        )
+    for name in ADMINCONSENT_DATA:
+        if name in data and not (isinstance(data[name], str) and data[name].strip()):
+            raise EmulatorError(
+                400, "invalid_request_error", f"credential_data.{name} must be a non-empty string"
+            )
+
+
 @blueprint.post("/v3/connectors/<provider>/creds")
 def create_credential(provider: str) -> Response:
     """Add a credential (an extra OAuth app, admin consent or service account)."""
@@ -139,6 +154,8 @@ def create_credential(provider: str) -> Response:
         raise EmulatorError(400, "invalid_request_error", "name and credential_type are required")
     if not isinstance(body.get("credential_data", {}), dict):
         raise EmulatorError(400, "invalid_request_error", "credential_data must be an object")
+    if kind == "adminconsent":
+        check_adminconsent(provider, body.get("credential_data", {}))
     credential = current_state().add_credential(
         provider, name, kind, credential_data=body.get("credential_data", {})
     )
@@ -186,4 +203,6 @@ def delete_credential(provider: str, credential_id: str) -> Response:
     with state.lock:
         credential_or_404(provider, credential_id)
         del state.credentials[credential_id]
+        # Consent given through a deleted credential cannot be used any more.
+        state.consents = {c for c in state.consents if c[0] != credential_id}
     return jsonify({"request_id": new_request_id()})

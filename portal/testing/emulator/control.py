@@ -88,6 +88,8 @@ def clear_faults() -> Response:
     return jsonify({"status": "ok"})
 
 
+# The settings that take requests per second (> 0), or null for no limit.
+RATE_SETTINGS = ("custom_auth_rate",)
 # The settings that take one of a few words, and the words each allows.
 CHOICE_SETTINGS = {
     "exchange_refusal_form": REFUSAL_FORMS,
@@ -99,8 +101,8 @@ CHOICE_SETTINGS = {
 @blueprint.post("/settings")
 def settings() -> Response:
     """Change behaviour: `duplicate_deliveries`, `webhook_retry_delays`, `callback_uris`,
-    `webhook_failing_after`, `webhook_failed_after` and each of CHOICE_SETTINGS. A bad value
-    changes nothing."""
+    `webhook_failing_after`, `webhook_failed_after`, `custom_auth_rate` and each of
+    CHOICE_SETTINGS. A bad value changes nothing."""
     body = json_body()
     choices = {name: body[name] for name in CHOICE_SETTINGS if name in body}
     for name, value in choices.items():
@@ -113,12 +115,13 @@ def settings() -> Response:
         for name in ("webhook_failing_after", "webhook_failed_after")
         if name in body
     }
+    rates = {name: optional_rate(body[name], name) for name in RATE_SETTINGS if name in body}
     with state.lock:
         if "duplicate_deliveries" in body:
             state.duplicate_deliveries = bool(body["duplicate_deliveries"])
         if "webhook_retry_delays" in body:
             state.webhook_retry_delays = tuple(float(x) for x in body["webhook_retry_delays"])
-        for name, value in [*choices.items(), *thresholds.items()]:
+        for name, value in [*choices.items(), *thresholds.items(), *rates.items()]:
             setattr(state, name, value)
         if "callback_uris" in body:
             for uri in body["callback_uris"]:
@@ -131,3 +134,24 @@ def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise EmulatorError(400, "invalid_request_error", f"{name} must be an integer >= 1")
     return value
+
+
+def optional_rate(value: object, name: str) -> float | None:
+    """Requests per second above 0, or None (JSON null) for no limit; else the 400."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise EmulatorError(
+            400,
+            "invalid_request_error",
+            f"{name} must be a number > 0 (requests per second) or null",
+        )
+    return float(value)
+
+
+@blueprint.get("/consents")
+def consents() -> Response:
+    """The admin consents recorded so far: `[{credential_id, tenant}]`."""
+    with current_state().lock:
+        found = sorted(current_state().consents)
+    return jsonify({"data": [{"credential_id": c, "tenant": t} for c, t in found]})

@@ -17,6 +17,7 @@ ADMIN_CONSENT_REQUIRED = (
 USER_CANCELLED = "AADSTS65004: User declined to consent to access the app (the user cancelled)."
 USER_DENIED = "The user denied the consent request."
 EWS_CANCELLED = "The user cancelled the Exchange sign-in."
+TENANT_REQUIRED = "Enter the tenant (its id or a verified domain) you consent for."
 SCENARIOS = ("normal", "admin_consent_required", "user_cancelled", "different_mailbox")
 
 
@@ -28,6 +29,7 @@ class SignInOutcome:
     redirect_params: dict[str, str] = field(default_factory=dict)
     form_error: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    consented_tenant: str | None = None  # admin consent given for this tenant
 
 
 def redirect_error(error: str, description: str) -> SignInOutcome:
@@ -88,8 +90,16 @@ def ews_outcome(form: Mapping[str, str], ews_passwords: Mapping[str, str]) -> Si
 
 
 def admin_consent_outcome(form: Mapping[str, str]) -> SignInOutcome:
-    """Answer the admin-consent page like Microsoft: admin_consent + tenant, or an error."""
+    """Answer the admin-consent page: `admin_consent=true` and the tenant, or an error.
+
+    Nylas documents `admin_consent` true and `state` on the return; `tenant` is what Microsoft
+    itself sends back (whether Nylas passes it on is UNCONFIRMED, docs/nylas.md)."""
     if form.get("action") != "accept":
         return redirect_error("access_denied", USER_DENIED)
-    tenant = form.get("tenant", "").strip() or "common"
-    return SignInOutcome(redirect_params={"admin_consent": "True", "tenant": tenant})
+    tenant = form.get("tenant", "").strip()
+    if not tenant or tenant.lower() in {"common", "organizations"}:
+        # Microsoft: an administrator consents for one directory, never for "common".
+        return SignInOutcome(form_error=TENANT_REQUIRED)
+    return SignInOutcome(
+        redirect_params={"admin_consent": "true", "tenant": tenant}, consented_tenant=tenant
+    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portal.testing.emulator.delivery import WebhookDispatcher
+from portal.testing.emulator.throttle import TokenBucket
 
 FAULT_KINDS = ("rate_limit", "server_error", "latency")
 ERROR_REDIRECTS = ("full", "error_only")
@@ -113,6 +114,9 @@ class EmulatorState:
     # or "grant.created"; Nylas' docs do not settle which (docs/nylas.md).
     reauth_notification: str = "grant.updated"
     exchange_refusal_form: str = "oauth"  # oauth | oauth_partial | envelope (errors.REFUSAL_FORMS)
+    # Requests per second `POST /v3/connect/custom` admits before answering 429; None: no
+    # limit. Nylas publishes no figure; this lets tests and the benchmark reach one.
+    custom_auth_rate: float | None = None
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -120,6 +124,8 @@ class EmulatorState:
         self.initial_refusal_form = self.exchange_refusal_form
         self.initial_error_redirects = self.error_redirects
         self.initial_reauth_notification = self.reauth_notification
+        self.initial_custom_auth_rate = self.custom_auth_rate
+        self._custom_auth_bucket: TokenBucket | None = None
         self.dispatcher = WebhookDispatcher(self)
         self.reset()
 
@@ -135,6 +141,10 @@ class EmulatorState:
             self.ews_domains: set[str] = set()
             self.microsoft_domains: set[str] = set()
             self.mailboxes: dict[str, Mailbox] = {}
+            # (credential id, tenant): an administrator of the tenant consented through the
+            # credential (lower-case tenant); `tenant_domains` maps a tenant to its domains.
+            self.consents: set[tuple[str, str]] = set()
+            self.tenant_domains: dict[str, set[str]] = {}
             self.pending: dict[str, PendingAuth] = {}
             self.codes: dict[str, AuthorizationCode] = {}
             self.refresh_tokens: dict[str, str] = {}
@@ -144,6 +154,8 @@ class EmulatorState:
             self.exchange_refusal_form = self.initial_refusal_form
             self.error_redirects = self.initial_error_redirects
             self.reauth_notification = self.initial_reauth_notification
+            self.custom_auth_rate = self.initial_custom_auth_rate
+            self._custom_auth_bucket = None
         self.dispatcher.clear_log()
 
     def add_callback_uri(self, uri: str) -> None:
@@ -171,6 +183,10 @@ class EmulatorState:
             self.microsoft_domains.update(d.lower() for d in data.get("microsoft_domains", []))
             for mailbox in data.get("mailboxes", []):
                 self.add_mailbox(mailbox["email"], mailbox.get("aliases", []))
+            for tenant, domains in data.get("tenant_domains", {}).items():
+                self.add_tenant_domains(tenant, domains)
+            for consent in data.get("consents", []):
+                self.record_consent(consent["credential_id"], consent["tenant"])
 
     def add_mailbox(self, email: str, aliases: Iterable[str]) -> Mailbox:
         """Make `email` a mailbox also reached by `aliases` (all compared case-insensitively)."""
@@ -179,6 +195,47 @@ class EmulatorState:
             for address in (mailbox.email, *mailbox.aliases):
                 self.mailboxes[address.lower()] = mailbox
         return mailbox
+
+    def add_tenant_domains(self, tenant: str, domains: Iterable[str]) -> None:
+        """Make `domains` (e.g. contoso.com) belong to `tenant` (e.g. its Azure tenant id)."""
+        with self.lock:
+            known = self.tenant_domains.setdefault(tenant.strip().lower(), set())
+            known.update(d.strip().lower() for d in domains if d.strip())
+
+    def record_consent(self, credential_id: str, tenant: str) -> None:
+        """Remember that an administrator of `tenant` consented through `credential_id`."""
+        with self.lock:
+            self.consents.add((credential_id, tenant.strip().lower()))
+
+    def tenants_of(self, email: str) -> set[str]:
+        """The tenants a mailbox belongs to: those seeded with one of its domains, and a tenant
+        named by the domain itself (an administrator may type the verified domain, not the id)."""
+        with self.lock:
+            mailbox = self.mailboxes.get(email.strip().lower())
+            addresses = [email] if mailbox is None else [mailbox.email, *mailbox.aliases]
+            # A seeded mailbox is in one tenant whichever of its addresses is given.
+            own = {address.rpartition("@")[2].strip().lower() for address in addresses}
+            seeded = {t for t, domains in self.tenant_domains.items() if own & domains}
+        return seeded | own
+
+    def consented_for(self, credential_id: str, email: str) -> bool:
+        """Tell whether the mailbox's tenant consented through this credential."""
+        with self.lock:
+            return any(
+                (credential_id, tenant) in self.consents for tenant in self.tenants_of(email)
+            )
+
+    def take_custom_auth_token(self) -> float:
+        """Admit one `POST /v3/connect/custom` under `custom_auth_rate`: 0.0 when admitted,
+        else the seconds until the next request would be. A changed rate starts a full bucket."""
+        with self.lock:
+            rate = self.custom_auth_rate
+            if rate is None:
+                return 0.0
+            bucket = self._custom_auth_bucket
+            if bucket is None or bucket.rate != rate:
+                bucket = self._custom_auth_bucket = TokenBucket(rate)
+        return bucket.take()
 
     def add_grant(
         self,
