@@ -44,6 +44,7 @@ from portal.models import (
 )
 from portal.outbox.queue import claim_batch
 from portal.outbox.rate import SharedRate
+from portal.outbox.worker import Worker
 from portal.plugins import plugin_registry
 from portal.testing.emulator import EmulatorServer
 
@@ -357,18 +358,24 @@ def test_a_worker_killed_mid_bulk_loses_nothing_and_completes_nobody_twice(bulk:
         handler = BulkReauthHandler(settings, plugin_registry(), sessions=sessions)
         with sessions() as session:
             claims = claim_batch(session, kinds=["bulk_reauth"], limit=3, lease_seconds=60, now=now)
+            handler.prepare(session, claims)
         assert len(claims) == 3
-        # The doomed worker completes one account, then dies before finishing any job: the
-        # second it had called Nylas for (answer lost), the third it never started.
-        assert handler.deliver(claims[0], now).status == "sent"
-        bulk.emulator.state.authenticate("bob@contoso.com", "microsoft", ["Mail.Read"])
+        # The doomed worker got two answers from Nylas, then stopped before recording any.
+        delivered = [handler.deliver(claim, now) for claim in claims[:2]]
+        assert [outcome.status for outcome in delivered] == ["sent", "sent"]
+    assert bulk.events("account.completed") == Counter()
 
     run_worker(bulk.app, clock=lambda: now + timedelta(seconds=30))  # the leases still hold
     assert sum(1 for job in bulk.jobs() if job.status == "sending") == 3
-
-    bulk.drain(clock=lambda: now + timedelta(seconds=61))  # the leases ran out
-
+    bulk.drain(clock=lambda: now + timedelta(seconds=61))  # they ran out: run again
     assert_completed_by_bulk(bulk, CONTOSO)
+
+    # The stalled worker comes back and records what it had: its leases are gone.
+    with bulk.app.app_context():
+        stalled = Worker(settings, sessions, {"bulk_reauth": handler}, [])
+        stalled.record(handler, delivered, claims[2:])
+    assert stalled.stats.lost_lease == 2
+    assert_completed_by_bulk(bulk, CONTOSO)  # still once each
     assert all(job.status == OutboxStatus.SENT for job in bulk.jobs())
 
 

@@ -17,19 +17,20 @@ campaign invites it as usual (portal.accounts.bulk_hold). docs/tenants-bulk.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from portal.accounts import lifecycle
 from portal.accounts.app_events import queue_app_notification
 from portal.accounts.lifecycle import OPEN_STATUSES, Cause
-from portal.db import app_sessions, begin_writer
+from portal.db import app_sessions
 from portal.journey.flow import CallbackError, with_aliases
+from portal.journey.outcomes import alias_match
 from portal.models import (
     Account,
     AccountStatus,
@@ -44,7 +45,6 @@ from portal.nylas import NylasError, NylasGateway, NylasRateLimited, NylasUnavai
 from portal.nylas.retry import RetryPolicy
 from portal.outbox.queue import (
     FAILED,
-    OUTBOX,
     RETRY,
     RETRY_AFTER,
     SENT,
@@ -61,8 +61,8 @@ BULK_VIA = "admin_consent"  # Account.completed_via of a bulk completion
 BULK_ACTOR = "bulk re-authentication"
 PROVIDER = "microsoft"  # Nylas' bulk auth is Microsoft's (App Permissions of an Azure app)
 RATE_NAME = "nylas:connect/custom"
-# Payload key of a job whose completion was recorded (the grant id it recorded).
-RECORDED = "recorded_grant_id"
+# DeliveryOutcome.details key: the grant Nylas re-authenticated, recorded by after_batch.
+GRANT_ID = "grant_id"
 CHUNK = 500
 # A 429 without Retry-After still holds every worker off this long.
 DEFAULT_HOLD_OFF = 1.0
@@ -194,9 +194,18 @@ class Job:
 class BulkReauthHandler:
     """The KindHandler of `bulk_reauth` jobs (see portal.outbox.worker.KindHandler).
 
+    Per batch: `prepare` reads the batch's accounts, tenants and credentials in one go and
+    reserves the batch's slots of the shared rate in one UPDATE; `deliver` calls Nylas and
+    checks the mailbox, writing nothing; `after_batch` completes the accounts in the worker's
+    own transaction, the one that finishes the jobs fenced by their claim token. So a
+    completion exists exactly when its job is finished: a worker killed before recording
+    leaves jobs that the next worker runs again (Nylas re-authenticates the same grant and
+    returns the same id), and a worker whose lease ran out records nothing. An account
+    completed meanwhile (by its owner through a link, or another job) is left as it is.
+
     The gateway makes one attempt per delivery: a 429 or 5xx becomes an outbox retry with
     back-off (at least the Retry-After), and a 429 holds every worker off through the shared
-    rate, instead of one worker sleeping inside its lease.
+    rate; the rest of that batch is handed to the retry without calling Nylas.
     """
 
     # Not an email: the REAUTH_MAIL_RATE_* throttle does not apply; the shared rate does.
@@ -209,6 +218,7 @@ class BulkReauthHandler:
         *,
         sessions: sessionmaker[Session] | None = None,
         gateway: NylasGateway | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -217,6 +227,10 @@ class BulkReauthHandler:
         )
         self._sessions = sessions
         self._rate: SharedRate | None = None
+        self._sleep = sleep
+        self._jobs: dict[int, Job | DeliveryOutcome] = {}
+        self._slots: dict[int, float] = {}
+        self._held_until = 0.0
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -233,15 +247,25 @@ class BulkReauthHandler:
         return self._rate
 
     def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
-        """Nothing to load in advance: each job reads its account when delivered."""
+        """Load the batch's jobs, and reserve a slot of the shared rate for each call."""
+        self._jobs = load_jobs(session, self.registry, claims)
+        session.rollback()  # nothing is held while the slots are waited for and Nylas answers
+        calls = [claim.id for claim in claims if isinstance(self._jobs.get(claim.id), Job)]
+        self._held_until = 0.0
+        self._slots = dict(zip(calls, self.rate.reserve_slots(len(calls)), strict=True))
 
     def deliver(self, claim: ClaimedRow, now: datetime) -> DeliveryOutcome:
-        if RECORDED in claim.payload:  # recorded just before the last worker died
-            return skipped(claim, "already recorded")
-        job = self.load(claim)
+        job = self._jobs.pop(claim.id, None)
+        if job is None:  # not prepared (cannot happen in the worker): try again later
+            return DeliveryOutcome(claim, RETRY, "job not prepared")
         if isinstance(job, DeliveryOutcome):
             return job
-        self.rate.wait()
+        if self._held_until > time.time():  # a 429 in this batch: the rest waits it out
+            wait = self._held_until - time.time()
+            return DeliveryOutcome(claim, RETRY, "rate limited", details={RETRY_AFTER: wait})
+        delay = self._slots.pop(claim.id, 0.0) - time.time()
+        if delay > 0:
+            self._sleep(delay)
         try:
             grant = self.gateway.custom_auth_microsoft(job.account.email, job.credential_id)
         except NylasError as exc:
@@ -260,37 +284,10 @@ class BulkReauthHandler:
             return DeliveryOutcome(claim, RETRY, f"{result.code}: {result.description}")
         verdict = job.plugin.verify(job.account, result)
         if not verdict.accepted:
-            return DeliveryOutcome(
-                claim,
-                FAILED,
-                f"{verdict.reason}: Nylas returned grant {result.grant_id} for {result.email}",
-            )
-        return self.record(claim, result, now)
-
-    def load(self, claim: ClaimedRow) -> Job | DeliveryOutcome:
-        """The account, credential and plugin of a job, or why there is nothing to call."""
-        if claim.account_pk is None:
-            return skipped(claim, "the account was deleted")
-        with self.sessions() as session:
-            account = session.get(Account, claim.account_pk)
-            if account is None:
-                return skipped(claim, "the account was deleted")
-            if account.status == AccountStatus.COMPLETED:
-                return skipped(claim, "already completed")
-            if account.status not in OPEN_STATUSES:
-                return skipped(claim, f"account is {account.status}")
-            tenant = session.scalar(select(Tenant).where(Tenant.tenant == account.tenant))
-            if tenant is None or tenant.track != TenantTrack.ADMIN or tenant.consented_at is None:
-                return skipped(claim, "the tenant is no longer on the admin track with consent")
-            credential_id = consent_credential(session, tenant.tenant)
-            plugin = self.registry.get(account.plugin)
-            session.expunge(account)
-        if credential_id is None:
-            reason = f"no adminconsent credential is recorded for tenant {tenant.tenant}"
+            reason = f"{verdict.reason}: Nylas returned grant {result.grant_id} for {result.email}"
             return DeliveryOutcome(claim, FAILED, reason)
-        if plugin is None:
-            return DeliveryOutcome(claim, FAILED, f"plugin {account.plugin} is not enabled")
-        return Job(account, credential_id, plugin)
+        found = {GRANT_ID: result.grant_id, **alias_match(job.account, result)}
+        return DeliveryOutcome(claim, SENT, details=found)
 
     def refused(self, claim: ClaimedRow, exc: NylasError) -> DeliveryOutcome:
         """A 429 or 5xx is retried later; any other refusal is final for this account."""
@@ -298,50 +295,108 @@ class BulkReauthHandler:
         said += f" (request_id={exc.request_id})" if exc.request_id else ""
         if isinstance(exc, NylasRateLimited):
             wait = exc.retry_after or DEFAULT_HOLD_OFF
+            self._held_until = time.time() + wait
             self.rate.hold_off(wait)
             return DeliveryOutcome(claim, RETRY, said, details={RETRY_AFTER: wait})
         if isinstance(exc, NylasUnavailable):
             return DeliveryOutcome(claim, RETRY, said)
         return DeliveryOutcome(claim, FAILED, said)
 
-    def record(self, claim: ClaimedRow, result: AuthResult, now: datetime) -> DeliveryOutcome:
-        """Complete the account under its row lock, with the job marked under its claim."""
-        with self.sessions() as session:
-            begin_writer(session)
-            account = session.get(Account, claim.account_pk, with_for_update=True)
-            if account is None or account.status not in OPEN_STATUSES:
-                session.rollback()
-                state = "deleted" if account is None else account.status
-                return skipped(claim, f"account {state} meanwhile")
-            cause = Cause(BULK_ACTOR, now, {"outbox_id": claim.id, "plugin": account.plugin})
-            outcome = lifecycle.complete(session, account, result.grant_id, BULK_VIA, cause)
-            queue_app_notification(
-                session, self.settings, account, "account.completed", f"bulk{claim.id}", now
-            )
-            marked: Any = session.execute(
-                update(OUTBOX)
-                .where(OUTBOX.c.id == claim.id, OUTBOX.c.claim_token == claim.claim_token)
-                .values(payload={**claim.payload, RECORDED: result.grant_id})
-            )
-            if not marked.rowcount:  # another worker owns the job now: it records, not us
-                session.rollback()
-                return DeliveryOutcome(claim, RETRY, "lease lost before the completion")
-            session.commit()
-        return DeliveryOutcome(claim, SENT, details={"outcome": outcome.value})
-
     def after(self, session: Session, outcome: DeliveryOutcome, now: datetime) -> None:
-        """A job failed for good: its account goes back to the user track, the reason kept."""
-        if outcome.status != FAILED or outcome.claim.account_pk is None:
+        self.after_batch(session, [outcome], now)
+
+    def after_batch(self, session: Session, outcomes: list[DeliveryOutcome], now: datetime) -> None:
+        """In the transaction finishing the jobs: complete, or hand back to the user track."""
+        effective = [o for o in outcomes if o.claim.account_pk is not None]
+        granted = {o.claim.account_pk: o for o in effective if GRANT_ID in o.details}
+        failed = {o.claim.account_pk: o for o in effective if o.status == FAILED}
+        if not granted and not failed:
             return
-        account = session.get(Account, outcome.claim.account_pk)
-        if account is None:
-            return
-        reason = outcome.error or "failed"
-        cause = Cause(BULK_ACTOR, now, {"outbox_id": outcome.claim.id})
-        lifecycle.bulk_fell_back(session, account, reason, cause)
+        locked = session.scalars(
+            select(Account)
+            .where(Account.id.in_(sorted({*granted, *failed})))
+            .order_by(Account.id)  # one order for every worker: no deadlock between batches
+            .with_for_update()
+        )
+        for account in locked:
+            if account.id in granted:
+                complete_account(session, self.settings, account, granted[account.id], now)
+            else:
+                outcome = failed[account.id]
+                cause = Cause(BULK_ACTOR, now, {"outbox_id": outcome.claim.id})
+                lifecycle.bulk_fell_back(session, account, outcome.error or "failed", cause)
 
     def close(self) -> None:
         """No connection to close (the gateway's HTTP session is per call)."""
+
+
+def load_jobs(
+    session: Session, registry: PluginRegistry, claims: list[ClaimedRow]
+) -> dict[int, Job | DeliveryOutcome]:
+    """Each claim's job, or the outcome that needs no call, from three queries for the batch."""
+    pks = sorted({claim.account_pk for claim in claims if claim.account_pk is not None})
+    accounts = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(pks)))}
+    keys = sorted({a.tenant for a in accounts.values() if a.tenant})
+    tenants = {t.tenant: t for t in session.scalars(select(Tenant).where(Tenant.tenant.in_(keys)))}
+    rows = session.execute(
+        select(TenantCredential.tenant, TenantCredential.credential_id).where(
+            TenantCredential.tenant.in_(keys),
+            TenantCredential.nylas_provider == PROVIDER,
+            TenantCredential.credential_type == CredentialType.ADMINCONSENT,
+        )
+    )
+    credentials = {str(tenant): str(credential_id) for tenant, credential_id in rows}
+    for loaded in accounts.values():
+        session.expunge(loaded)
+    jobs: dict[int, Job | DeliveryOutcome] = {}
+    for claim in claims:
+        account = accounts.get(claim.account_pk or 0)
+        tenant = tenants.get(account.tenant or "") if account is not None else None
+        jobs[claim.id] = job_for(claim, account, tenant, credentials, registry)
+    return jobs
+
+
+def job_for(
+    claim: ClaimedRow,
+    account: Account | None,
+    tenant: Tenant | None,
+    credentials: dict[str, str],
+    registry: PluginRegistry,
+) -> Job | DeliveryOutcome:
+    """The call to make for one claim, or why none is made (skipped, or failed for good)."""
+    if account is None:
+        return skipped(claim, "the account was deleted")
+    if account.status == AccountStatus.COMPLETED:
+        return skipped(claim, "already completed")
+    if account.status not in OPEN_STATUSES:
+        return skipped(claim, f"account is {account.status}")
+    if tenant is None or tenant.track != TenantTrack.ADMIN or tenant.consented_at is None:
+        return skipped(claim, "the tenant is no longer on the admin track with consent")
+    credential_id = credentials.get(tenant.tenant)
+    if credential_id is None:
+        reason = f"no adminconsent credential is recorded for tenant {tenant.tenant}"
+        return DeliveryOutcome(claim, FAILED, reason)
+    plugin = registry.get(account.plugin)
+    if plugin is None:
+        return DeliveryOutcome(claim, FAILED, f"plugin {account.plugin} is not enabled")
+    return Job(account, credential_id, plugin)
+
+
+def complete_account(
+    session: Session, settings: Settings, account: Account, outcome: DeliveryOutcome, now: datetime
+) -> None:
+    """Record the ledger for a grant the bulk got, unless the account finished meanwhile."""
+    if account.status not in OPEN_STATUSES:  # completed through a link, or excluded, meanwhile
+        outcome.details["skipped"] = True
+        return
+    detail = {key: value for key, value in outcome.details.items() if key != GRANT_ID}
+    cause = Cause(BULK_ACTOR, now, {"outbox_id": outcome.claim.id, "plugin": account.plugin})
+    if detail:
+        cause = Cause(BULK_ACTOR, now, {**cause.detail, **detail})
+    lifecycle.complete(session, account, outcome.details[GRANT_ID], BULK_VIA, cause)
+    queue_app_notification(
+        session, settings, account, "account.completed", f"bulk{outcome.claim.id}", now
+    )
 
 
 def skipped(claim: ClaimedRow, why: str) -> DeliveryOutcome:

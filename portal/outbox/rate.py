@@ -40,28 +40,41 @@ class SharedRate:
 
     def wait(self) -> float:
         """Reserve the next slot and sleep until it; return the time slept."""
-        if not self.interval and not self._held_off():
-            return 0.0
         now = self.clock()
-        slot = self.reserve(now)
+        [slot] = self.reserve_slots(1)
         delay = max(0.0, slot - now)
         if delay:
             self.sleep(delay)
         return delay
 
-    def reserve(self, now: float) -> float:
-        """Take the next slot at or after `now`; return when it begins."""
+    def reserve_slots(self, count: int) -> list[float]:
+        """Reserve `count` consecutive slots in one statement; return when each begins.
+
+        A worker reserves a whole batch's calls at once and spaces them itself. Without a
+        rate nothing is written: the slots begin now, or when a hold-off ends.
+        """
+        if count <= 0:
+            return []
+        now = self.clock()
+        if not self.interval:
+            return [max(now, self._next_at())] * count
+        first = self.reserve(now, count)
+        return [first + index * self.interval for index in range(count)]
+
+    def reserve(self, now: float, count: int = 1) -> float:
+        """Take the next `count` slots at or after `now`; return when the first begins."""
         self._ensure_row()
         table: Any = RateSlot.__table__
         start = case((table.c.next_at > now, table.c.next_at), else_=now)
+        span = self.interval * count
         with self.sessions.begin() as session:
             taken = session.execute(
                 update(table)
                 .where(table.c.name == self.name)
-                .values(next_at=start + self.interval)
+                .values(next_at=start + span)
                 .returning(table.c.next_at)
             ).scalar_one()
-        return float(taken) - self.interval
+        return float(taken) - span
 
     def hold_off(self, seconds: float) -> None:
         """The far side refused for being too busy: no worker starts before `seconds` from now."""
@@ -75,11 +88,11 @@ class SharedRate:
                 .values(next_at=until)
             )
 
-    def _held_off(self) -> bool:
-        """Without a rate, only a hold-off (a recent 429) makes a caller wait."""
+    def _next_at(self) -> float:
+        """When the row's next slot begins (a hold-off's end, when there is no rate)."""
         with self.sessions() as session:
             next_at = session.scalar(select(RateSlot.next_at).where(RateSlot.name == self.name))
-        return next_at is not None and next_at > self.clock()
+        return float(next_at or 0.0)
 
     def _ensure_row(self) -> None:
         if self._ensured:
