@@ -240,6 +240,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OIDC_ALLOWED", parse_list, [], "SSO admins: addresses or @domains, comma list"),
     Setting("OIDC_ROLE", choice("viewer", "operator"), "viewer", "role of new SSO admins"),
     Setting("AUTO_INVITE", parse_bool, False, "invite accounts whose grant expired at once"),
+    Setting(
+        "TENANT_AUTO_REAUTH",
+        parse_bool,
+        True,
+        "start bulk re-authentication when an admin-track tenant's consent is recorded",
+    ),
+    Setting(
+        "TENANT_BULK_RATE",
+        float,
+        10.0,
+        "POST /v3/connect/custom calls per second, shared by all workers; 0 = no limit",
+    ),
     Setting("WEBHOOK_MAX_BODY", parse_int, 1024 * 1024, "largest Nylas webhook body, bytes"),
     Setting("APP_WEBHOOK_TIMEOUT", parse_int, 10, "seconds per outbound notification POST"),
     Setting("PROXY_HOPS", parse_int, 0, "proxies in front of the app whose X-Forwarded-* to trust"),

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.journey.bulk import BulkReauthHandler
 from portal.journey.reconcile import reconciler_for
 from portal.journey.renewal import RenewalHandler
 from portal.journey.services import Services
@@ -43,11 +44,13 @@ RECONCILE_EVERY = 30.0
 def handler_table(
     settings: Settings, registry: PluginRegistry, backend: MailBackend
 ) -> dict[str, KindHandler]:
-    """The outbox kinds a worker handles: emails, app notifications, renewal requests."""
+    """The outbox kinds a worker handles: emails, app notifications, renewal requests and
+    bulk re-authentication jobs."""
     return {
         "email": EmailHandler(settings, registry, backend),
         "app_webhook": AppWebhookHandler(settings),
         "renewal": RenewalHandler(settings),
+        "bulk_reauth": BulkReauthHandler(settings, registry),
     }
 
 

@@ -121,6 +121,10 @@ class Settings:
     oidc_role: Literal["viewer", "operator"]
     # invite accounts whose grant expired at once
     auto_invite: bool
+    # start bulk re-authentication when an admin-track tenant's consent is recorded
+    tenant_auto_reauth: bool
+    # POST /v3/connect/custom calls per second, shared by all workers; 0 = no limit
+    tenant_bulk_rate: float
     # largest Nylas webhook body, bytes
     webhook_max_body: int
     # seconds per outbound notification POST
@@ -187,6 +191,8 @@ class Settings:
             oidc_allowed=tuple(config["OIDC_ALLOWED"]),
             oidc_role=config["OIDC_ROLE"],
             auto_invite=config["AUTO_INVITE"],
+            tenant_auto_reauth=config["TENANT_AUTO_REAUTH"],
+            tenant_bulk_rate=config["TENANT_BULK_RATE"],
             webhook_max_body=config["WEBHOOK_MAX_BODY"],
             app_webhook_timeout=config["APP_WEBHOOK_TIMEOUT"],
             proxy_hops=config["PROXY_HOPS"],

@@ -156,6 +156,7 @@ def test_consent_from_the_dashboard_link_is_thanked_recorded_and_closes(portal):
 
     back = consent_at_the_emulator(portal, link, "contoso.com")
     assert parse_qs(urlsplit(back).query)["state"] == [state]
+    assert parse_qs(urlsplit(back).query)["admin_consent"] == ["true"]
     shown = requests.get(back, timeout=10)
 
     assert shown.status_code == 200

@@ -19,6 +19,7 @@ EXPECTED_TABLES = {
     "invite",
     "nylas_notification",
     "outbox",
+    "rate_slot",
     "tenant",
     "tenant_credential",
     "webhook_destination",

@@ -185,6 +185,19 @@ def mark_failed(session: Session, account: Account, status_reason: str, cause: C
     cause.record(session, account.id, "attempt.failed")
 
 
+def bulk_fell_back(session: Session, account: Account, reason: str, cause: Cause) -> bool:
+    """Bulk re-authentication gave up on the account: back to the user track, reason kept.
+
+    The status stays (a `new` account is invited as usual, an invited one reminded); only the
+    reason and the event say why. False, with nothing written, once the account is completed.
+    """
+    if account.status == S.COMPLETED:
+        return False
+    account.status_reason = f"bulk re-authentication failed: {reason}"[:500]
+    cause.record(session, account.id, "account.bulk_fallback", reason=reason[:500])
+    return True
+
+
 def mark_undeliverable(session: Session, account_pk: int, reply: str, cause: Cause) -> bool:
     """The address bounced: undeliverable, unless the account finished meanwhile.
 

@@ -18,7 +18,8 @@ from portal.admin.auth import current_admin, has_role, operator_required, viewer
 from portal.admin.views import blueprint
 from portal.db import db
 from portal.extensions import current_settings
-from portal.journey.tenant_consent import consent_link, invite_admins
+from portal.journey.tenant_consent import consent_link
+from portal.journey.tenant_invites import invite_admins
 from portal.models import AdminRole, Tenant, utcnow
 
 

@@ -18,7 +18,8 @@ from portal.accounts.tenants import (
 )
 from portal.db import db
 from portal.extensions import current_settings
-from portal.journey.tenant_consent import invite_admins
+from portal.journey.bulk import bulk_tenants, plan_bulk
+from portal.journey.tenant_invites import invite_admins
 from portal.models import utcnow
 
 CLI_ACTOR = "cli"
@@ -116,3 +117,40 @@ def invite_command(only: str | None) -> None:
     for key, reason in report.skipped.items():
         click.echo(f"{key}: not invited: {reason}", err=True)
     click.echo(f"tenant administrators invited: {len(report.invited)}")
+
+
+@tenants_group.command("reauth")
+@click.option("--tenant", "tenant_key", metavar="T", help="Only this tenant (id or domain).")
+@click.option("--dry-run", is_flag=True, help="Count the jobs a run would queue; queue nothing.")
+@with_appcontext
+def reauth_command(tenant_key: str | None, dry_run: bool) -> None:
+    """Queue bulk re-authentication for consented tenants on the admin track.
+
+    One job per account still needing re-authentication; `reauth worker` runs them through
+    Nylas' Microsoft bulk auth. Running it again queues nothing new (docs/tenants.md).
+    """
+    session = db.session
+    tenants = bulk_tenants(session, tenant_key)
+    if not tenants:
+        session.rollback()
+        which = f"tenant {tenant_key!r} is not" if tenant_key else "no tenant is"
+        raise click.ClickException(
+            f"{which} on the admin track with consent recorded; nothing was queued"
+        )
+    now = utcnow()
+    plans = [plan_bulk(session, tenant, now, dry_run=dry_run) for tenant in tenants]
+    if dry_run:
+        session.rollback()
+    else:
+        session.commit()
+    verb = "would queue" if dry_run else "queued"
+    for plan in plans:
+        click.echo(
+            f"{plan.tenant}: {verb} {plan.queued} of {plan.accounts} accounts "
+            "still needing re-authentication"
+        )
+    total = sum(plan.queued for plan in plans)
+    if dry_run:
+        click.echo("dry run: nothing was queued")
+    elif total:
+        click.echo("run `reauth worker` to re-authenticate them")

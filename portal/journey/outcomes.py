@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from portal.accounts import lifecycle
 from portal.accounts.app_events import queue_app_notification
 from portal.accounts.lifecycle import Cause
-from portal.journey.tenant_consent import ask_administrator
+from portal.journey.tenant_invites import ask_administrator
 from portal.models import Account, Attempt, AttemptStatus
 from portal.plugins import AuthResult
 from portal.settings import Settings

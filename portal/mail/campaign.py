@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
+from portal.accounts.bulk_hold import not_held
 from portal.accounts.lifecycle import REMINDABLE_STATUSES
 from portal.accounts.links import issue_invite, live_invite, reissue_invite
 from portal.mail.prepare import MessagePreparer, current_preparer, store
@@ -43,10 +44,14 @@ class InviteReport:
 
 
 def invitable(plugins: list[str]) -> Select[Account]:
-    """Select accounts to invite: new, with one of the given (enabled) plugins, by id."""
+    """Select accounts to invite: new, with one of the given (enabled) plugins, by id.
+
+    Accounts that bulk re-authentication holds (their tenant's administrator consented) are
+    left out: the worker re-authenticates them without an email (portal.accounts.bulk_hold).
+    """
     return (
         select(Account)
-        .where(Account.status == AccountStatus.NEW, Account.plugin.in_(plugins))
+        .where(Account.status == AccountStatus.NEW, Account.plugin.in_(plugins), not_held())
         .order_by(Account.id)
     )
 
@@ -224,6 +229,7 @@ def due_reminders(limit: int, now: datetime) -> Select[Invite, Account]:
             Invite.revoked_at.is_(None),
             Invite.first_sent_at.is_not(None),
             Account.status.in_(REMINDABLE_STATUSES),
+            not_held(),  # after consent the bulk re-authenticates them: no more reminders
         )
         .order_by(Invite.next_reminder_at, Invite.id)
         .limit(limit)

@@ -18,6 +18,7 @@ from portal.models.accounts import (
 from portal.models.admin import Admin, AdminRole, ApiToken
 from portal.models.base import Base, utcnow
 from portal.models.outbox import OutboxKind, OutboxMessage, OutboxStatus
+from portal.models.rate import RateSlot
 from portal.models.webhooks import NylasNotification, WebhookDestination
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "OutboxKind",
     "OutboxMessage",
     "OutboxStatus",
+    "RateSlot",
     "Tenant",
     "TenantCredential",
     "TenantTrack",

@@ -16,6 +16,7 @@ class OutboxKind(StrEnum):
     EMAIL = "email"
     APP_WEBHOOK = "app_webhook"
     RENEWAL = "renewal"  # a /r/renew request, resolved by the worker (portal.journey.renewal)
+    BULK_REAUTH = "bulk_reauth"  # one account re-authenticated after admin consent (journey.bulk)
 
 
 class OutboxStatus(StrEnum):

@@ -28,6 +28,7 @@ WIRE = "wire"  # payload key of a prepared email (portal.mail.prepare); holds a 
 STRIP_WIRE = "<strip payload.wire>"  # finishing value: drop the stored message, in SQL
 OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 MAX_RETRY_DELAY = 3600.0
+RETRY_AFTER = "retry_after"  # DeliveryOutcome.details key: seconds the far side asked to wait
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,12 @@ def backoff_delay(attempts: int, base: float, rng: random.Random | None = None) 
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
+def retry_after(outcome: DeliveryOutcome) -> float:
+    """The seconds a handler was told to wait before retrying (details `retry_after`), or 0."""
+    value = outcome.details.get(RETRY_AFTER)
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
+
+
 def finish_values(
     outcome: DeliveryOutcome, *, now: datetime, retry_base: float, max_age: float
 ) -> dict[str, Any]:
@@ -178,7 +185,8 @@ def finish_values(
     if outcome.status == SENT:
         values.update(status=OutboxStatus.SENT, sent_at=now)
     elif outcome.status == RETRY and (now - claim.created_at).total_seconds() < max_age:
-        delay = backoff_delay(claim.attempts, retry_base)
+        # A far side that said when to come back (Retry-After) is not asked sooner.
+        delay = max(backoff_delay(claim.attempts, retry_base), retry_after(outcome))
         values.update(status=OutboxStatus.PENDING, available_at=now + timedelta(seconds=delay))
     else:
         if outcome.status == RETRY:

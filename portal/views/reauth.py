@@ -29,12 +29,11 @@ from portal.journey.flow import (
 from portal.journey.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
 from portal.journey.services import current_services
 from portal.journey.tenant_consent import (
-    administrator_asked,
-    application_permissions,
     consent_link,
     record_consent_return,
     resolve_admin_link,
 )
+from portal.journey.tenant_invites import administrator_asked, application_permissions
 from portal.models import Account, Attempt, utcnow
 from portal.nylas import NylasError
 from portal.signing import (
