@@ -5,7 +5,7 @@ Revises: 0004
 Create Date: 2026-12-04 03:00:00
 
 Bulk re-authentication calls Nylas' `POST /v3/connect/custom` from every worker; the limit on
-those calls is one row here that each worker reserves a slot from (docs/tenants-bulk.md).
+those calls is one row here that each worker reserves a slot from (docs/tenants.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 An account is held while its tenant is on the `admin` track with consent recorded: the worker
 re-authenticates it through Nylas, so nobody emails the person. It is released to the user
 track (invited and reminded as usual) once its bulk job for this consent failed for good, and
-no newer job is still under way (docs/tenants-bulk.md).
+no newer job is still under way (docs/tenants.md).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ back) with the outbound notification, in one transaction fenced by the job's cla
 
 A job that fails for good (refused credential, wrong mailbox, retries used up) hands its
 account back to the user track: the reason is recorded (lifecycle.bulk_fell_back) and the
-campaign invites it as usual (portal.accounts.bulk_hold). docs/tenants-bulk.md.
+campaign invites it as usual (portal.accounts.bulk_hold). docs/tenants.md.
 """
 
 from __future__ import annotations
