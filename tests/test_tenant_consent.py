@@ -226,3 +226,72 @@ def test_a_user_who_needs_admin_approval_is_told_the_administrator_was_asked(
         .invoke(args=["tenants", "invite"])
         .output.count("invitation queued")
     )
+
+
+def test_from_the_directory_to_every_account_completed_by_one_approval(
+    mail_portal: Portal,
+    smtp_server: SmtpServer,
+    make_runner: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    # The whole admin track: directory import -> the administrator's email -> consent at Nylas
+    # -> the verified return -> the worker's bulk re-authentication -> every account completed
+    # with its placeholder's grant id, via admin_consent, and nobody of the tenant emailed.
+    people = {f"v2-contoso-{n}": f"person{n}@contoso.com" for n in range(1, 4)}
+    for account_id, address in people.items():
+        mail_portal.emulator.state.add_grant(
+            address, grant_status="invalid", id=f"g-{account_id}", account_id=account_id
+        )
+        add_account(
+            mail_portal.app,
+            account_id,
+            email=address,
+            tenant="contoso.com",
+            grant_id=f"g-{account_id}",
+            grant_status="invalid",
+        )
+    credential = mail_portal.emulator.state.add_credential(
+        "microsoft", "contoso admin consent", credential_type="adminconsent"
+    )
+    directory = tmp_path / "tenants.csv"
+    directory.write_text(
+        "tenant,name,admin_email,credential_id,track\n"
+        f"contoso.com,Contoso,{ADMIN},{credential['id']},admin\n"
+    )
+    runner = make_runner(mail_portal.app)
+    assert runner.invoke(args=["tenants", "import", str(directory)]).exit_code == 0
+    assert runner.invoke(args=["tenants", "invite"]).exit_code == 0
+    run_worker(mail_portal.app)
+    (mail,) = smtp_server.handler.received
+    (link,) = ADMIN_LINK.findall(text_part(mail.data))
+    path = urlsplit(link).path
+
+    browser = requests.Session()
+    landing = browser.get(mail_portal.url + path, timeout=10)
+    start = browser.post(
+        mail_portal.url + path,
+        data={"csrf_token": csrf_token(landing.text)},
+        headers={"Origin": mail_portal.url},
+        allow_redirects=False,
+        timeout=10,
+    )
+    back = approve_at_nylas(mail_portal, start.headers["Location"])
+    assert "approval received" in browser.get(back, timeout=10).text
+
+    invited = runner.invoke(args=["invite", "--force"])  # the users of other tenants only
+    assert invited.exit_code == 0, invited.output
+    for _ in range(5):  # the worker runs the bulk jobs (and would send any email)
+        run_worker(mail_portal.app)
+    with mail_portal.app.app_context():
+        accounts = db.session.scalars(select(Account).where(Account.tenant == "contoso.com")).all()
+        done = {a.account_id: (a.status, a.grant_id, a.completed_via, a.outcome) for a in accounts}
+        completions = db.session.scalars(
+            select(Event).where(Event.kind == "account.completed")
+        ).all()
+    assert done == {
+        account_id: ("completed", f"g-{account_id}", "admin_consent", "updated")
+        for account_id in people
+    }
+    assert len(completions) == len(people)  # each completed once
+    recipients = {r for m in smtp_server.handler.received for r in m.recipients}
+    assert recipients.isdisjoint(people.values())  # nobody of the tenant was emailed
