@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from portal.db import db
-from portal.models import Event, OutboxMessage, Tenant, TenantCredential
+from portal.models import Event, OutboxMessage, Tenant, TenantCredential, utcnow
 
 
 @pytest.fixture
@@ -107,3 +107,27 @@ def test_a_viewer_sees_no_actions_and_cannot_act(tenant_app: Flask) -> None:
     )
     assert answer.status_code == 403
     assert events(tenant_app, "admin.tenant_track") == []
+
+
+def test_an_operator_starts_the_bulk_of_a_consented_admin_tenant_once(tenant_app: Flask) -> None:
+    client = signed_in(tenant_app)
+    token = page_token(client, "/admin/tenants")
+    refused = client.post("/admin/tenants/contoso.com/reauth", data={"csrf_token": token})
+    assert refused.status_code == 303
+    assert "needs the admin track and a recorded consent" in client.get("/admin/tenants").get_data(
+        as_text=True
+    )
+    with tenant_app.app_context():
+        record = db.session.scalars(select(Tenant).where(Tenant.tenant == "contoso.com")).one()
+        record.track, record.consented_at = "admin", utcnow()
+        db.session.commit()
+    page = client.get("/admin/tenants").get_data(as_text=True)
+    assert "Start bulk re-authentication" in page
+    client.post("/admin/tenants/contoso.com/reauth", data={"csrf_token": token})
+    client.post("/admin/tenants/contoso.com/reauth", data={"csrf_token": token})
+    assert [e.detail["queued"] for e in events(tenant_app, "admin.tenant_bulk")] == [1, 0]
+    with tenant_app.app_context():
+        jobs = db.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "bulk_reauth")
+        ).all()
+    assert len(jobs) == 1  # the one account of contoso.com still needing it

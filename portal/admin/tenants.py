@@ -1,5 +1,6 @@
 """The Tenants page: each tenant with its accounts, completion, track and consent, and the
-operator's actions on it (set the track, invite the administrator); every action audited."""
+operator's actions on it (set the track, invite the administrator, start the bulk
+re-authentication); every action audited."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from portal.admin.auth import current_admin, has_role, operator_required, viewer
 from portal.admin.views import blueprint
 from portal.db import db
 from portal.extensions import current_settings
+from portal.journey.bulk import start_bulk
 from portal.journey.tenant_consent import consent_link
 from portal.journey.tenant_invites import invite_admins
-from portal.models import AdminRole, Tenant, utcnow
+from portal.models import AdminRole, Tenant, TenantTrack, utcnow
 
 
 @blueprint.get("/tenants")
@@ -93,4 +95,23 @@ def invite_administrator(key: str) -> ResponseReturnValue:
         flash(f"{key}: the administrator's invitation is queued.")
     else:
         flash(f"{key}: not invited: {report.skipped.get(key, 'unknown tenant')}.")
+    return redirect(url_for("admin.tenants"), 303)
+
+
+@blueprint.post("/tenants/<key>/reauth")
+@operator_required
+def start_bulk_reauth(key: str) -> ResponseReturnValue:
+    """Queue the bulk re-authentication of a consented admin-track tenant (like
+    `reauth tenants reauth --tenant`); running it again queues nothing new."""
+    tenant = tenant_or_404(key)
+    now = utcnow()
+    if tenant.track != TenantTrack.ADMIN or tenant.consented_at is None:
+        flash(f"{key}: bulk re-authentication needs the admin track and a recorded consent.")
+        return redirect(url_for("admin.tenants"), 303)
+    queued = start_bulk(db.session, current_settings(), tenant, now)
+    actor = f"admin:{current_admin().email}"
+    detail = {"tenant": key, "queued": queued}
+    record_event(db.session, "admin.tenant_bulk", actor=actor, now=now, detail=detail)
+    db.session.commit()
+    flash(f"{key}: {queued} bulk re-authentication job(s) queued; the worker runs them.")
     return redirect(url_for("admin.tenants"), 303)

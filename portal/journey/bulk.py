@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from portal.accounts import lifecycle
 from portal.accounts.app_events import queue_app_notification
 from portal.accounts.lifecycle import OPEN_STATUSES, Cause
+from portal.accounts.tenants import adminconsent_credentials
 from portal.db import app_sessions
 from portal.journey.flow import CallbackError, with_aliases
 from portal.journey.outcomes import alias_match
@@ -92,13 +93,8 @@ def bulk_tenants(session: Session, tenant: str | None = None) -> list[Tenant]:
 
 def consent_credential(session: Session, tenant: str) -> str | None:
     """The id of the tenant's Microsoft `adminconsent` credential, if one is recorded."""
-    return session.scalar(
-        select(TenantCredential.credential_id).where(
-            TenantCredential.tenant == tenant,
-            TenantCredential.nylas_provider == PROVIDER,
-            TenantCredential.credential_type == CredentialType.ADMINCONSENT,
-        )
-    )
+    credential = adminconsent_credentials(session, [tenant]).get(tenant)
+    return credential.credential_id if credential else None
 
 
 def pending_accounts(session: Session, tenant: Tenant) -> Sequence[tuple[int, str]]:
