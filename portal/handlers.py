@@ -25,6 +25,7 @@ from portal.journey.bulk import BulkReauthHandler
 from portal.journey.reconcile import reconciler_for
 from portal.journey.renewal import RenewalHandler
 from portal.journey.services import Services
+from portal.journey.tenant_invites import queue_admin_reminders
 from portal.mail.backends import MailBackend
 from portal.mail.campaign import queue_due_reminders
 from portal.mail.delivery import EmailHandler
@@ -74,11 +75,13 @@ def idle_tasks(
 def reminders_task(
     settings: Settings, sessions: sessionmaker[Session], preparer: MessagePreparer | None
 ) -> IdleTask:
-    """Queue due reminders with the email handler's preparer, so they are queued ready to send."""
+    """Queue due reminders (of users, and of tenant administrators) with the email handler's
+    preparer, so they are queued ready to send."""
 
     def queue_reminders(now: datetime) -> int:
         with sessions.begin() as session:
             queued = queue_due_reminders(session, settings, now=now, preparer=preparer)
+            queued += queue_admin_reminders(session, settings, now=now, preparer=preparer)
         if queued:
             log.info("queued %d reminders", queued)
         return queued

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from mail_fixtures import SmtpServer, mail_settings, run_worker
 from sqlalchemy import select
 
 from portal.db import db
-from portal.models import Account, Event, Tenant
+from portal.journey.tenant_consent import mark_consented
+from portal.models import Account, Event, Tenant, utcnow
 
 ADMIN = "it-admin@contoso.com"
 ADMIN_LINK = re.compile(r"https?://\S+/t/[A-Za-z0-9_.\-]+")
@@ -158,9 +160,6 @@ def test_an_invitation_queued_before_consent_is_not_sent_after_it(
     assert make_runner(mail_portal.app).invoke(args=["tenants", "invite"]).exit_code == 0
     with mail_portal.app.app_context():
         record = db.session.scalars(select(Tenant)).one()
-        from portal.journey.tenant_consent import mark_consented
-        from portal.models import utcnow
-
         mark_consented(db.session, record, utcnow())  # approved in the Azure portal meanwhile
         db.session.commit()
     run_worker(mail_portal.app)
@@ -295,3 +294,31 @@ def test_from_the_directory_to_every_account_completed_by_one_approval(
     assert len(completions) == len(people)  # each completed once
     recipients = {r for m in smtp_server.handler.received for r in m.recipients}
     assert recipients.isdisjoint(people.values())  # nobody of the tenant was emailed
+
+
+def test_the_administrator_is_reminded_on_the_users_schedule_until_approval(
+    mail_portal: Portal,
+    smtp_server: SmtpServer,
+    make_runner: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    set_up_contoso(mail_portal, make_runner, tmp_path)
+    assert make_runner(mail_portal.app).invoke(args=["tenants", "invite"]).exit_code == 0
+    run_worker(mail_portal.app)
+    invited_at = tenant(mail_portal).consent_requested_at
+    assert invited_at is not None
+
+    run_worker(mail_portal.app, clock=lambda: invited_at + timedelta(days=1))
+    assert len(smtp_server.handler.received) == 1  # no reminder before the first reminder day
+    run_worker(mail_portal.app, clock=lambda: invited_at + timedelta(days=8))  # a late worker
+    run_worker(mail_portal.app, clock=lambda: invited_at + timedelta(days=8, hours=1))
+    reminders = [m for m in smtp_server.handler.received[1:] if m.recipients == [ADMIN]]
+    assert len(reminders) == 1  # the latest due, not one per day missed
+    assert b"Subject: Reminder: Approval needed" in reminders[0].data
+
+    with mail_portal.app.app_context():
+        record = db.session.scalars(select(Tenant)).one()
+        mark_consented(db.session, record, utcnow())
+        db.session.commit()
+    run_worker(mail_portal.app, clock=lambda: invited_at + timedelta(days=13))
+    assert len(smtp_server.handler.received) == 2  # approved: nothing more

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.history import record_event
 from portal.accounts.tenants import PROVIDER, adminconsent_credentials
+from portal.mail.campaign import in_quiet_hours, reminder_at
 from portal.mail.prepare import TENANT_KEY, MessagePreparer, current_preparer, store
 from portal.mail.render import ADMIN_TEMPLATE, render_admin_email
 from portal.models import Account, OutboxKind, Tenant, TenantCredential
@@ -186,3 +187,50 @@ def administrator_asked(session: Session, key: str | None) -> bool:
         and tenant.consent_requested_at is not None
         and tenant.consented_at is None
     )
+
+
+def reminder_due(tenant: Tenant, settings: Settings, now: datetime) -> int | None:
+    """The number of the latest reminder due for the tenant's administrator (1 = the first
+    after the invitation), or None; a late worker sends the latest, never a stack of them."""
+    assert tenant.consent_requested_at is not None
+    passed = 0
+    for index in range(len(settings.reminder_days)):
+        due = reminder_at(tenant.consent_requested_at, index, settings)
+        if due is None or due > now:
+            break
+        passed = index + 1
+    return passed or None
+
+
+def queue_admin_reminders(
+    session: Session,
+    settings: Settings,
+    *,
+    now: datetime,
+    preparer: MessagePreparer | None = None,
+) -> int:
+    """Queue the reminders due to administrators invited but not yet approved, on the users'
+    schedule (REAUTH_REMINDER_DAYS, deadline, quiet hours); the caller commits."""
+    if not settings.reminder_days or in_quiet_hours(now, settings):
+        return 0
+    waiting = list(
+        session.scalars(
+            select(Tenant).where(
+                Tenant.consent_requested_at.is_not(None),
+                Tenant.consented_at.is_(None),
+                Tenant.admin_email.is_not(None),
+            )
+        )
+    )
+    if not waiting:
+        return 0
+    credentials = adminconsent_credentials(session, [t.tenant for t in waiting])
+    queued = 0
+    for tenant in waiting:
+        number = reminder_due(tenant, settings, now)
+        if number is None or invitable_reason(tenant, credentials.get(tenant.tenant)):
+            continue
+        queued += queue_admin_email(
+            session, settings, tenant, now, number=number, preparer=preparer
+        )
+    return queued
