@@ -37,10 +37,15 @@ def mail_portal(
 
 
 def set_up_contoso(portal: Portal, make_runner: Callable[..., Any], tmp_path: Path) -> str:
-    """Two accounts of contoso.com, its adminconsent credential at Nylas, and its directory
-    row imported with that credential and the administrator's address."""
+    """Two accounts of contoso.com, and the tenant's directory row (see import_contoso)."""
     for number in (1, 2):
         add_account(portal.app, f"v2-contoso-{number}", tenant="contoso.com", status="invited")
+    return import_contoso(portal, make_runner, tmp_path)
+
+
+def import_contoso(portal: Portal, make_runner: Callable[..., Any], tmp_path: Path) -> str:
+    """Contoso's adminconsent credential at Nylas, and its directory row imported with that
+    credential, the administrator's address and the admin track; the credential's id."""
     credential = portal.emulator.state.add_credential(
         "microsoft", "contoso admin consent", credential_type="adminconsent"
     )
@@ -52,6 +57,19 @@ def set_up_contoso(portal: Portal, make_runner: Callable[..., Any], tmp_path: Pa
     result = make_runner(portal.app).invoke(args=["tenants", "import", str(directory)])
     assert result.exit_code == 0, result.output
     return str(credential["id"])
+
+
+def continue_to_nylas(portal: Portal, browser: requests.Session, path: str) -> requests.Response:
+    """Open the administrator's page and press its button; Nylas' consent URL is the answer's."""
+    landing = browser.get(portal.url + path, timeout=10)
+    assert landing.status_code == 200, landing.text
+    return browser.post(
+        portal.url + path,
+        data={"csrf_token": csrf_token(landing.text)},
+        headers={"Origin": portal.url},
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def text_part(raw: bytes) -> str:
@@ -118,13 +136,7 @@ def test_the_administrator_is_emailed_approves_and_the_consent_is_recorded_once(
     assert "offline_access" not in landing.text
     assert tenant(mail_portal).consented_at is None  # opening the page changes nothing
 
-    start = browser.post(
-        mail_portal.url + path,
-        data={"csrf_token": csrf_token(landing.text)},
-        headers={"Origin": mail_portal.url},
-        allow_redirects=False,
-        timeout=10,
-    )
+    start = continue_to_nylas(mail_portal, browser, path)
     assert start.status_code == 303
     consent_url = start.headers["Location"]
     query = parse_qs(urlsplit(consent_url).query)
@@ -249,31 +261,14 @@ def test_from_the_directory_to_every_account_completed_by_one_approval(
             grant_id=f"g-{account_id}",
             grant_status="invalid",
         )
-    credential = mail_portal.emulator.state.add_credential(
-        "microsoft", "contoso admin consent", credential_type="adminconsent"
-    )
-    directory = tmp_path / "tenants.csv"
-    directory.write_text(
-        "tenant,name,admin_email,credential_id,track\n"
-        f"contoso.com,Contoso,{ADMIN},{credential['id']},admin\n"
-    )
+    import_contoso(mail_portal, make_runner, tmp_path)
     runner = make_runner(mail_portal.app)
-    assert runner.invoke(args=["tenants", "import", str(directory)]).exit_code == 0
     assert runner.invoke(args=["tenants", "invite"]).exit_code == 0
     run_worker(mail_portal.app)
     (mail,) = smtp_server.handler.received
     (link,) = ADMIN_LINK.findall(text_part(mail.data))
-    path = urlsplit(link).path
-
     browser = requests.Session()
-    landing = browser.get(mail_portal.url + path, timeout=10)
-    start = browser.post(
-        mail_portal.url + path,
-        data={"csrf_token": csrf_token(landing.text)},
-        headers={"Origin": mail_portal.url},
-        allow_redirects=False,
-        timeout=10,
-    )
+    start = continue_to_nylas(mail_portal, browser, urlsplit(link).path)
     back = approve_at_nylas(mail_portal, start.headers["Location"])
     assert "approval received" in browser.get(back, timeout=10).text
 

@@ -4,6 +4,9 @@ re-authentication); every action audited."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
@@ -51,6 +54,13 @@ def tenants() -> ResponseReturnValue:
     )
 
 
+def audit(kind: str, now: datetime, **detail: Any) -> None:
+    """Record the operator's action with what it did, and commit it with the change."""
+    actor = f"admin:{current_admin().email}"
+    record_event(db.session, kind, actor=actor, now=now, detail=detail)
+    db.session.commit()
+
+
 def tenant_or_404(key: str) -> Tenant:
     tenant = db.session.scalar(select(Tenant).where(Tenant.tenant == key))
     if tenant is None:
@@ -70,10 +80,7 @@ def set_track(key: str) -> ResponseReturnValue:
     if track != before:
         tenant.track = track
         tenant.updated_at = now
-        detail = {"tenant": key, "before": before, "after": track}
-        actor = f"admin:{current_admin().email}"
-        record_event(db.session, "admin.tenant_track", actor=actor, now=now, detail=detail)
-        db.session.commit()
+        audit("admin.tenant_track", now, tenant=key, before=before, after=track)
         flash(f"{key}: track {before} -> {track}.")
     else:
         flash(f"{key}: already on the {track} track.")
@@ -87,10 +94,8 @@ def invite_administrator(key: str) -> ResponseReturnValue:
     tenant_or_404(key)
     now = utcnow()
     report = invite_admins(db.session, current_settings(), now=now, only=key)
-    actor = f"admin:{current_admin().email}"
-    detail = {"tenant": key, "invited": bool(report.invited), "skipped": report.skipped.get(key)}
-    record_event(db.session, "admin.tenant_invite", actor=actor, now=now, detail=detail)
-    db.session.commit()
+    invited, skipped = bool(report.invited), report.skipped.get(key)
+    audit("admin.tenant_invite", now, tenant=key, invited=invited, skipped=skipped)
     if report.invited:
         flash(f"{key}: the administrator's invitation is queued.")
     else:
@@ -109,9 +114,6 @@ def start_bulk_reauth(key: str) -> ResponseReturnValue:
         flash(f"{key}: bulk re-authentication needs the admin track and a recorded consent.")
         return redirect(url_for("admin.tenants"), 303)
     queued = start_bulk(db.session, current_settings(), tenant, now)
-    actor = f"admin:{current_admin().email}"
-    detail = {"tenant": key, "queued": queued}
-    record_event(db.session, "admin.tenant_bulk", actor=actor, now=now, detail=detail)
-    db.session.commit()
+    audit("admin.tenant_bulk", now, tenant=key, queued=queued)
     flash(f"{key}: {queued} bulk re-authentication job(s) queued; the worker runs them.")
     return redirect(url_for("admin.tenants"), 303)
