@@ -15,7 +15,7 @@ from portal.db import db
 from portal.models import Admin
 from portal.web import limiter
 
-SAMPLE_VALUES = {"account_id": "v2-1", "by": "tenant"}
+SAMPLE_VALUES = {"account_id": "v2-1", "by": "tenant", "key": "contoso.example"}
 
 
 @pytest.fixture(autouse=True)
