@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes
+from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +32,7 @@ from portal.extensions import settings_of
 from portal.mail.campaign import invite_account
 from portal.mail.render import render_admin_email
 from portal.models import utcnow
+from portal.testing.serving import ThreadedServer
 
 if TYPE_CHECKING or sync_playwright is not None:
     from playwright.sync_api import Browser, Page, expect
@@ -190,3 +192,110 @@ def test_the_unbreakable_parts_are_wrapped_not_cut(
             assert height > 20, f"{text[:20]}... did not wrap"  # more than one line
     finally:
         page.context.close()
+
+
+# --- /dev/mail ---------------------------------------------------------------------------
+
+HOSTILE_HTML = """<!doctype html><html><head><title>x</title></head><body>
+<p id="static">Static content is shown.</p>
+<script>document.body.insertAdjacentHTML('beforeend', '<p>script ran</p>');</script>
+<img src="data:," onerror="document.body.insertAdjacentHTML('beforeend', '<p>handler ran</p>')">
+<form action="https://attacker.example/"><button>Send</button></form>
+</body></html>"""
+
+
+def write_hostile_message(folder: Path) -> str:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "x@x.example", "eve@x.example", "Hostile"
+    message.set_content("Plain text of the hostile message.")
+    message.add_alternative(HOSTILE_HTML, subtype="html")
+    name = "outbox-999999.eml"
+    (folder / name).write_bytes(message.as_bytes(policy=default))
+    return name
+
+
+@pytest.fixture
+def demo_portal(make_app: Any, tmp_path: Path) -> Iterator[tuple[str, Flask]]:
+    """A live portal in demo mode whose captured mailbox holds a real invitation."""
+    mail_dir = tmp_path / "mail"
+    built: dict[str, Flask] = {}
+
+    def build(url: str) -> Flask:
+        built["app"] = make_app(
+            **mail_settings(BASE_URL=url, DEMO=True, MAIL_FILE_DIR=str(mail_dir))
+        )
+        return built["app"]
+
+    with ThreadedServer(build) as server:
+        app = upgraded(built["app"])
+        with app.app_context(), db.transaction() as session:
+            account = add_account(session, "grace@contoso.com", name="Grace Hopper")
+            invite_account(session, settings_of(app), account, utcnow())
+        assert run_worker(app).sent == 1
+        yield server.url, app
+
+
+def test_dev_mail_shows_the_html_part_in_a_sandboxed_frame(
+    browser: Browser, demo_portal: tuple[str, Flask]
+) -> None:
+    url, _ = demo_portal
+    context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+    page = context.new_page()
+    try:
+        page.goto(f"{url}/dev/mail/")
+        page.get_by_role("link", name=re.compile("grace@contoso.com")).click()
+        frame = page.locator("iframe")
+        sandbox = frame.get_attribute("sandbox")
+        assert sandbox is not None
+        assert "allow-scripts" not in sandbox and "allow-same-origin" not in sandbox
+        button = page.frame_locator("iframe").get_by_role("link", name="Continue", exact=True)
+        expect(button).to_be_visible()
+        link = button.get_attribute("href")
+        assert link is not None and link.startswith(f"{url}/r/")
+        # The plain-text part is still there, its link the same as the HTML part's.
+        assert page.locator(f'pre a[href="{link}"]').count() == 1
+
+        with context.expect_page() as opened:  # the frame's links open a new tab
+            button.click()
+        assert opened.value.url.startswith(f"{url}/r/")
+    finally:
+        context.close()
+
+
+def test_no_script_in_a_captured_email_runs(
+    browser: Browser, demo_portal: tuple[str, Flask], tmp_path: Path
+) -> None:
+    url, _ = demo_portal
+    name = write_hostile_message(tmp_path / "mail")
+    context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+    page = context.new_page()
+    try:
+        # Framed by the message page, and opened on its own: neither runs the script.
+        page.goto(f"{url}/dev/mail/{name}")
+        framed = page.frame_locator("iframe")
+        expect(framed.locator("#static")).to_be_visible()
+        assert framed.get_by_text("ran").count() == 0
+
+        response = page.goto(f"{url}/dev/mail/{name}/html")
+        assert response is not None
+        policy = response.headers["content-security-policy"]
+        assert "sandbox" in policy and "allow-scripts" not in policy
+        expect(page.locator("#static")).to_be_visible()
+        assert page.get_by_text("ran").count() == 0
+    finally:
+        context.close()
+
+
+def test_dev_mail_html_view_refuses_bad_names_and_missing_parts(
+    demo_portal: tuple[str, Flask], tmp_path: Path
+) -> None:
+    _, app = demo_portal
+    message = EmailMessage()
+    message["Subject"] = "Text only"
+    message.set_content("Only plain text.")
+    (tmp_path / "mail" / "outbox-5.eml").write_bytes(message.as_bytes(policy=default))
+    client = app.test_client()
+    assert client.get("/dev/mail/outbox-5.eml/html").status_code == 404
+    assert "no HTML part" in client.get("/dev/mail/outbox-5.eml").get_data(as_text=True)
+    assert client.get("/dev/mail/..%2Fsecret.eml/html").status_code == 404
+    assert client.get("/dev/mail/outbox-404.eml/html").status_code == 404

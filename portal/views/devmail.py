@@ -8,7 +8,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, Response, abort, render_template
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
 
@@ -17,6 +17,18 @@ from portal.extensions import current_settings
 blueprint = Blueprint("devmail", __name__, url_prefix="/dev/mail")
 MESSAGE_NAME = re.compile(r"outbox-\d+\.eml")
 URL = re.compile(r"https?://[^\s<>\"]+")
+# The HTML part is shown as the recipient's client would: inline styles and remote images, but
+# no script, plugin, form or same-origin access (CSP `sandbox` without allow-scripts or
+# allow-same-origin), and framed only by the message page. Links open in a new tab
+# (allow-popups) because the portal's own pages refuse to be framed.
+HTML_PART_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "form-action 'none'; base-uri 'none'; frame-ancestors 'self'; "
+    "sandbox allow-popups allow-popups-to-escape-sandbox"
+)
+# The iframe's own sandbox, the same restrictions on the framing side.
+HTML_FRAME_SANDBOX = "allow-popups allow-popups-to-escape-sandbox"
+NEW_TAB = '<base target="_blank">'
 
 
 def mail_folder() -> Path:
@@ -39,15 +51,57 @@ def inbox() -> ResponseReturnValue:
     return render_template("devmail/inbox.html", messages=messages, total=len(files))
 
 
-@blueprint.get("/<name>")
-def show(name: str) -> ResponseReturnValue:
-    """Show one email's plain-text part with its links clickable."""
+def captured(name: str) -> EmailMessage:
+    """The captured message called `name`, or a 404 (the name is checked, never a path)."""
     if not MESSAGE_NAME.fullmatch(name) or not (mail_folder() / name).is_file():
         abort(404)
-    message = read_message(mail_folder() / name)
-    part = message.get_body(preferencelist=("plain",))
-    text = part.get_content() if part is not None else ""
-    return render_template("devmail/message.html", message=message, body=linkify(text))
+    return read_message(mail_folder() / name)
+
+
+def part_text(message: EmailMessage, subtype: str) -> str | None:
+    """The decoded text of the message's `subtype` (plain or html) body, if it has one."""
+    part = message.get_body(preferencelist=(subtype,))
+    if part is None or part.get_content_subtype() != subtype:
+        return None
+    content = part.get_content()
+    return content if isinstance(content, str) else None
+
+
+@blueprint.get("/<name>")
+def show(name: str) -> ResponseReturnValue:
+    """Show one email: its plain-text part with links clickable, and its HTML part framed."""
+    message = captured(name)
+    text = part_text(message, "plain") or ""
+    return render_template(
+        "devmail/message.html",
+        message=message,
+        name=name,
+        body=linkify(text),
+        has_html=part_text(message, "html") is not None,
+        sandbox=HTML_FRAME_SANDBOX,
+    )
+
+
+@blueprint.get("/<name>/html")
+def html_part(name: str) -> ResponseReturnValue:
+    """Serve one email's HTML part on its own, sandboxed by its Content-Security-Policy."""
+    html = part_text(captured(name), "html")
+    if html is None:
+        abort(404)
+    response = Response(with_new_tab_links(html), mimetype="text/html")
+    # Set before the app's after_request hook, which only fills headers that are missing.
+    response.headers["Content-Security-Policy"] = HTML_PART_POLICY
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    response.headers["Cache-Control"] = "no-store"  # it holds a live link
+    return response
+
+
+def with_new_tab_links(html: str) -> str:
+    """Make the email's links open in a new tab: a sandboxed frame cannot show portal pages."""
+    head = re.search(r"<head[^>]*>", html, re.IGNORECASE)
+    if head is None:
+        return NEW_TAB + html
+    return html[: head.end()] + NEW_TAB + html[head.end() :]
 
 
 def linkify(text: str) -> Markup:
