@@ -9,6 +9,7 @@ fallback URL wrapped inside its paragraph, and the card no wider than its max-wi
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from portal.testing.serving import ThreadedServer
 if TYPE_CHECKING or sync_playwright is not None:
     from playwright.sync_api import Browser, Page, expect
 
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 CARD_MAX_WIDTH = 560
@@ -169,6 +171,10 @@ def test_the_email_fits_the_viewport(
             assert card["width"] == pytest.approx(CARD_MAX_WIDTH, abs=1)  # max-width holds
         else:
             assert card["width"] >= width - 40  # fluid: the card fills the phone
+        if kind == "invite" and os.environ.get("REAUTH_UPDATE_SCREENSHOTS") == "1":
+            suffix = "phone" if viewport is PHONE else "desktop"
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            (SCREENSHOTS / f"email-{suffix}.png").write_bytes(page.screenshot(full_page=True))
     finally:
         page.context.close()
 
