@@ -105,3 +105,45 @@ def test_a_nylas_outage_does_not_break_the_dashboard(emulator_app, nylas_emulato
     assert webhook_lists(nylas_emulator) == 1  # one attempt, no retries on a page view
     dashboard_html(emulator_app)
     assert webhook_lists(nylas_emulator) == 1  # the error is remembered for a minute too
+
+
+def test_the_admin_404_is_in_the_admin_layout(app):
+    from admin_support import login, make_admin
+
+    make_admin(app)
+    client = app.test_client()
+    login(client)
+    answer = client.get("/admin/no-such-page")
+    assert answer.status_code == 404
+    page = answer.get_data(as_text=True)
+    assert "admin" in page and "Back to the dashboard" in page
+    assert "· admin" in page  # the admin layout, not the end users' page
+
+
+def test_signing_out_says_so(portal):
+    import requests
+    from admin_support import csrf_token_from, make_admin
+
+    make_admin(portal.app)
+    browser = requests.Session()
+    page = browser.get(f"{portal.url}/admin/login", timeout=10)
+    signed_in = browser.post(
+        f"{portal.url}/admin/login",
+        headers={"Origin": portal.url},
+        data={
+            "email": "ops@example.com",
+            "password": "correct horse battery staple",
+            "csrf_token": csrf_token_from(page.text),
+        },
+        timeout=10,
+    )
+    token = csrf_token_from(signed_in.text)
+    out = browser.post(
+        f"{portal.url}/admin/logout",
+        headers={"Origin": portal.url},
+        data={"csrf_token": token},
+        timeout=10,
+    )
+    assert out.status_code == 200 and out.url.endswith("/admin/login")
+    assert "You are signed out." in out.text
+    assert '<div role="status"><ul class="flash">' in out.text  # a list inside the live region

@@ -21,8 +21,11 @@ from flask import (
     session,
     url_for,
 )
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError
 from requests import RequestException
+from werkzeug.exceptions import HTTPException
 
 from portal.accounts.history import record_event
 from portal.admin.auth import (
@@ -40,9 +43,17 @@ from portal.admin.sso import SsoRefused, admin_for, init_sso, redirect_uri, sso_
 from portal.db import db
 from portal.extensions import current_settings
 from portal.models import utcnow
-from portal.web import limiter
+from portal.web import (
+    CSRF_MESSAGE,
+    UNEXPECTED_MESSAGE,
+    PathErrors,
+    answer_errors_under,
+    limiter,
+    redact,
+)
 
 log = logging.getLogger(__name__)
+ADMIN_PATHS = "/admin/"
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 blueprint.record_once(lambda state: init_sso(state.app))  # type: ignore[arg-type]
 PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.sso_login", "admin.sso_callback"})
@@ -72,6 +83,29 @@ def admin_headers(response: Response) -> Response:
     if current_settings().base_url.startswith("https://"):
         response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     return response
+
+
+@blueprint.record_once
+def own_errors(state: BlueprintSetupState) -> None:
+    """Errors under /admin/ (routing's 404 included) show in the admin layout."""
+    answer_errors_under(state.app, ADMIN_PATHS, PathErrors(admin_http_error, admin_unexpected))
+
+
+def admin_http_error(error: HTTPException) -> ResponseReturnValue:
+    status = error.code or 500
+    title, message = error.name, error.description or ""
+    if isinstance(error, CSRFError):  # Flask-WTF's own words mean nothing to a person
+        title, message = "Please try again", CSRF_MESSAGE
+    page = render_template("admin/error.html", title=title, message=message, status=status)
+    return page, status
+
+
+def admin_unexpected(error: Exception) -> ResponseReturnValue:
+    log.exception("unexpected admin error on %s %s", request.method, redact(request.path))
+    page = render_template(
+        "admin/error.html", title="Something went wrong", message=UNEXPECTED_MESSAGE, status=500
+    )
+    return page, 500
 
 
 @blueprint.app_context_processor
@@ -137,6 +171,7 @@ def logout() -> ResponseReturnValue:
     """End this session and every other one of this admin (the epoch moves on)."""
     end_all_sessions(db.session, current_admin())
     session.clear()
+    flash("You are signed out.")
     return redirect(url_for("admin.login"), 303)
 
 
