@@ -128,9 +128,8 @@ def tenant_claims(serializer: URLSafeTimedSerializer, token: str, max_age: int) 
         raise ConsentStateRefused("invalid") from None
     tenant = claims.get("t") if isinstance(claims, dict) else None
     version = claims.get("v") if isinstance(claims, dict) else None
-    if not isinstance(tenant, str) or not tenant or not isinstance(version, int):
-        raise ConsentStateRefused("invalid")
-    if isinstance(version, bool):
+    # bool is an int in Python; a state claiming `"v": true` was not signed by this portal.
+    if not isinstance(tenant, str) or not tenant or type(version) is not int:
         raise ConsentStateRefused("invalid")
     return tenant, version
 

@@ -212,6 +212,11 @@ def adminconsent_credentials(
     return {credential.tenant: credential for credential in session.scalars(query)}
 
 
+def adminconsent_credential(session: Session, tenant: str) -> TenantCredential | None:
+    """The tenant's recorded Microsoft `adminconsent` credential, if any."""
+    return adminconsent_credentials(session, [tenant]).get(tenant)
+
+
 def record_credential(
     session: Session,
     credentials: dict[str, TenantCredential],

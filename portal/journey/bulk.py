@@ -28,18 +28,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from portal.accounts import lifecycle
 from portal.accounts.app_events import queue_app_notification
 from portal.accounts.lifecycle import OPEN_STATUSES, Cause
-from portal.accounts.tenants import adminconsent_credentials
+from portal.accounts.tenants import adminconsent_credential, adminconsent_credentials
 from portal.db import app_sessions
 from portal.journey.flow import CallbackError, with_aliases
 from portal.journey.outcomes import alias_match
 from portal.models import (
     Account,
     AccountStatus,
-    CredentialType,
     OutboxKind,
     OutboxMessage,
     Tenant,
-    TenantCredential,
     TenantTrack,
 )
 from portal.nylas import NylasError, NylasGateway, NylasRateLimited, NylasUnavailable
@@ -60,7 +58,6 @@ from portal.settings import Settings
 log = logging.getLogger(__name__)
 BULK_VIA = "admin_consent"  # Account.completed_via of a bulk completion
 BULK_ACTOR = "bulk re-authentication"
-PROVIDER = "microsoft"  # Nylas' bulk auth is Microsoft's (App Permissions of an Azure app)
 RATE_NAME = "nylas:connect/custom"
 # DeliveryOutcome.details key: the grant Nylas re-authenticated, recorded by after_batch.
 GRANT_ID = "grant_id"
@@ -93,7 +90,7 @@ def bulk_tenants(session: Session, tenant: str | None = None) -> list[Tenant]:
 
 def consent_credential(session: Session, tenant: str) -> str | None:
     """The id of the tenant's Microsoft `adminconsent` credential, if one is recorded."""
-    credential = adminconsent_credentials(session, [tenant]).get(tenant)
+    credential = adminconsent_credential(session, tenant)
     return credential.credential_id if credential else None
 
 
@@ -334,14 +331,10 @@ def load_jobs(
     accounts = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(pks)))}
     keys = sorted({a.tenant for a in accounts.values() if a.tenant})
     tenants = {t.tenant: t for t in session.scalars(select(Tenant).where(Tenant.tenant.in_(keys)))}
-    rows = session.execute(
-        select(TenantCredential.tenant, TenantCredential.credential_id).where(
-            TenantCredential.tenant.in_(keys),
-            TenantCredential.nylas_provider == PROVIDER,
-            TenantCredential.credential_type == CredentialType.ADMINCONSENT,
-        )
-    )
-    credentials = {str(tenant): str(credential_id) for tenant, credential_id in rows}
+    credentials = {
+        key: credential.credential_id
+        for key, credential in adminconsent_credentials(session, keys).items()
+    }
     for loaded in accounts.values():
         session.expunge(loaded)
     jobs: dict[int, Job | DeliveryOutcome] = {}
@@ -385,10 +378,9 @@ def complete_account(
     if account.status not in OPEN_STATUSES:  # completed through a link, or excluded, meanwhile
         outcome.details["skipped"] = True
         return
-    detail = {key: value for key, value in outcome.details.items() if key != GRANT_ID}
-    cause = Cause(BULK_ACTOR, now, {"outbox_id": outcome.claim.id, "plugin": account.plugin})
-    if detail:
-        cause = Cause(BULK_ACTOR, now, {**cause.detail, **detail})
+    found = {key: value for key, value in outcome.details.items() if key != GRANT_ID}
+    detail = {"outbox_id": outcome.claim.id, "plugin": account.plugin, **found}
+    cause = Cause(BULK_ACTOR, now, detail)
     lifecycle.complete(session, account, outcome.details[GRANT_ID], BULK_VIA, cause)
     queue_app_notification(
         session, settings, account, "account.completed", f"bulk{outcome.claim.id}", now

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.accounts.history import record_event
-from portal.accounts.tenants import adminconsent_credentials
+from portal.accounts.tenants import adminconsent_credential
 from portal.db import begin_writer
 from portal.journey.bulk import start_on_consent
 from portal.models import Tenant
@@ -97,7 +97,7 @@ def mark_consented(session: Session, tenant: Tenant, now: datetime) -> None:
     tenant.consented_by = tenant.admin_email or ADMIN_ACTOR
     tenant.consent_version += 1
     tenant.updated_at = now
-    credential = adminconsent_credentials(session, [tenant.tenant]).get(tenant.tenant)
+    credential = adminconsent_credential(session, tenant.tenant)
     if credential is not None:
         credential.admin_consent_at = now
 
@@ -122,7 +122,7 @@ def resolve_admin_link(session: Session, settings: Settings, token: str) -> Admi
         return AdminLanding("invalid")
     if tenant.consented_at is not None:
         return AdminLanding("consented", tenant)
-    credential = adminconsent_credentials(session, [key]).get(key)
+    credential = adminconsent_credential(session, key)
     if credential is None:
         return AdminLanding("not_ready", tenant)
     return AdminLanding("", tenant, credential.credential_id)

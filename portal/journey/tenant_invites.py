@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal.accounts.history import record_event
-from portal.accounts.tenants import PROVIDER, adminconsent_credentials
+from portal.accounts.tenants import PROVIDER, adminconsent_credential, adminconsent_credentials
 from portal.mail.campaign import in_quiet_hours, reminder_at
 from portal.mail.prepare import TENANT_KEY, MessagePreparer, current_preparer, store
 from portal.mail.render import ADMIN_TEMPLATE, render_admin_email
@@ -169,7 +169,7 @@ def ask_administrator(session: Session, settings: Settings, key: str | None, now
     tenant = session.scalar(select(Tenant).where(Tenant.tenant == key))
     if tenant is None:
         return False
-    credential = adminconsent_credentials(session, [key]).get(key)
+    credential = adminconsent_credential(session, key)
     if invitable_reason(tenant, credential) is not None:
         return False
     if current_preparer(settings) is not None:

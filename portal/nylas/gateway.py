@@ -37,13 +37,13 @@ from portal.nylas.retry import RetryPolicy, is_retryable
 from portal.plugins import AuthResult, HostedAuthRequest
 from portal.scopes import split_scopes
 from portal.settings import Settings
+from portal.signing import MAX_STATE_LENGTH
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EXTENSION_KEY = "reauth_nylas"
 EXCHANGE_PATH = "/v3/connect/token"
 CUSTOM_AUTH_PATH = "/v3/connect/custom"
-MAX_STATE_LENGTH = 256  # Nylas refuses a longer `state` on /v3/connect/auth
 GRANT_PAGE_SIZE = 200  # the largest page Nylas serves
 # Nylas serves `email_aliases` only for these providers (GET /v3/grants/{id}?expose_aliases=true).
 ALIAS_PROVIDERS = frozenset({"microsoft", "google"})

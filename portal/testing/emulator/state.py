@@ -20,6 +20,12 @@ from portal.testing.emulator.throttle import TokenBucket
 FAULT_KINDS = ("rate_limit", "server_error", "latency")
 ERROR_REDIRECTS = ("full", "error_only")
 REAUTH_NOTIFICATIONS = ("grant.updated", "grant.created")
+RESETTABLE_SWITCHES = (
+    "exchange_refusal_form",
+    "error_redirects",
+    "reauth_notification",
+    "custom_auth_rate",
+)
 # The providers whose grants Nylas lists `email_aliases` for (GET /v3/grants/{id}?expose_aliases).
 ALIAS_PROVIDERS = frozenset({"microsoft", "google"})
 DEFAULT_SCOPES = {
@@ -121,10 +127,8 @@ class EmulatorState:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.initial_callback_uris = list(self.callback_uris)
-        self.initial_refusal_form = self.exchange_refusal_form
-        self.initial_error_redirects = self.error_redirects
-        self.initial_reauth_notification = self.reauth_notification
-        self.initial_custom_auth_rate = self.custom_auth_rate
+        # Behaviour switches tests change at run time; reset() puts back the constructor's.
+        self.initial_switches = {name: getattr(self, name) for name in RESETTABLE_SWITCHES}
         self._custom_auth_bucket: TokenBucket | None = None
         self.dispatcher = WebhookDispatcher(self)
         self.reset()
@@ -151,10 +155,8 @@ class EmulatorState:
             self.faults: list[Fault] = []
             self.request_log: list[dict[str, Any]] = []
             self.duplicate_deliveries = False
-            self.exchange_refusal_form = self.initial_refusal_form
-            self.error_redirects = self.initial_error_redirects
-            self.reauth_notification = self.initial_reauth_notification
-            self.custom_auth_rate = self.initial_custom_auth_rate
+            for name, value in self.initial_switches.items():
+                setattr(self, name, value)
             self._custom_auth_bucket = None
         self.dispatcher.clear_log()
 
