@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -93,3 +94,19 @@ def add_failed_attempt(
                 error_description=error_description,
             )
         )
+
+
+def sign_in_over_http(
+    portal: Any, email: str = "ops@example.com", password: str = PASSWORD
+) -> tuple[requests.Session, requests.Response]:
+    """Sign in to a served portal as a browser would; the session and the page it lands on."""
+    browser = requests.Session()
+    page = browser.get(f"{portal.url}/admin/login", timeout=10)
+    signed_in = browser.post(
+        f"{portal.url}/admin/login",
+        headers={"Origin": portal.url},
+        data={"email": email, "password": password, "csrf_token": csrf_token_from(page.text)},
+        timeout=10,
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    return browser, signed_in

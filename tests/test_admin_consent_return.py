@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-from admin_support import add_account, add_failed_attempt, csrf_token_from, make_admin
+from admin_support import add_account, add_failed_attempt, make_admin, sign_in_over_http
 from conftest import TEST_SECRET_KEY
 from flow_support import Browser, db_snapshot
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -77,23 +77,11 @@ def state_for(app: Any, tenant: str, version: int = 0) -> str:
 
 def dashboard_page(portal: Any) -> str:
     """Sign in as an operator (once) and return the dashboard's HTML."""
-    browser = requests.Session()
-    page = browser.get(f"{portal.url}/admin/login", timeout=10)
     with portal.app.app_context():
         known = db.session.scalar(select(Admin.id).where(Admin.email == "ops@example.com"))
     if known is None:
         make_admin(portal.app)
-    signed_in = browser.post(
-        f"{portal.url}/admin/login",
-        headers={"Origin": portal.url},
-        data={
-            "email": "ops@example.com",
-            "password": "correct horse battery staple",
-            "csrf_token": csrf_token_from(page.text),
-        },
-        timeout=10,
-    )
-    assert signed_in.status_code == 200
+    browser, _ = sign_in_over_http(portal)
     return browser.get(f"{portal.url}/admin/", timeout=10).text
 
 

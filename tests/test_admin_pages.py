@@ -121,22 +121,10 @@ def test_the_admin_404_is_in_the_admin_layout(app):
 
 
 def test_signing_out_says_so(portal):
-    import requests
-    from admin_support import csrf_token_from, make_admin
+    from admin_support import csrf_token_from, make_admin, sign_in_over_http
 
     make_admin(portal.app)
-    browser = requests.Session()
-    page = browser.get(f"{portal.url}/admin/login", timeout=10)
-    signed_in = browser.post(
-        f"{portal.url}/admin/login",
-        headers={"Origin": portal.url},
-        data={
-            "email": "ops@example.com",
-            "password": "correct horse battery staple",
-            "csrf_token": csrf_token_from(page.text),
-        },
-        timeout=10,
-    )
+    browser, signed_in = sign_in_over_http(portal)
     token = csrf_token_from(signed_in.text)
     out = browser.post(
         f"{portal.url}/admin/logout",
