@@ -29,6 +29,7 @@ from portal.journey.flow import (
 from portal.journey.renewal import RENEW_INTERVAL, RENEW_LIMIT, request_fresh_link
 from portal.journey.services import current_services
 from portal.journey.tenant_consent import (
+    AdminLanding,
     consent_link,
     record_consent_return,
     resolve_admin_link,
@@ -215,9 +216,7 @@ def tenant_admin_landing(token: str) -> ResponseReturnValue:
     """A tenant administrator's page: what approving grants, and a button. Changes nothing."""
     landing = resolve_admin_link(db.session, current_settings(), token)
     if landing.problem or landing.tenant is None:
-        status = TENANT_PROBLEM_STATUS.get(landing.problem, 404)
-        page = render_template("reauth/tenant_admin.html", landing=landing, permissions=[])
-        return page, status
+        return tenant_admin_problem(landing)
     services = current_services()
     permissions = application_permissions(db.session, services.registry, landing.tenant.tenant)
     return render_template(
@@ -231,14 +230,17 @@ def tenant_admin_continue(token: str) -> ResponseReturnValue:
     settings = current_settings()
     landing = resolve_admin_link(db.session, settings, token)
     if landing.problem or landing.tenant is None or landing.credential_id is None:
-        status = TENANT_PROBLEM_STATUS.get(landing.problem, 404)
-        page = render_template("reauth/tenant_admin.html", landing=landing, permissions=[])
-        return page, status
+        return tenant_admin_problem(landing)
     url = consent_link(settings, landing.tenant, landing.credential_id)
-    if url is None:
-        page = render_template("reauth/tenant_admin.html", landing=landing, permissions=[])
-        return page, 409
+    if url is None:  # the tenant's key is too long for a state Nylas accepts
+        return tenant_admin_problem(landing, 409)
     return redirect(url, code=303)
+
+
+def tenant_admin_problem(landing: AdminLanding, status: int | None = None) -> ResponseReturnValue:
+    """The administrator's page saying why the link cannot lead to an approval."""
+    page = render_template("reauth/tenant_admin.html", landing=landing, permissions=[])
+    return page, status or TENANT_PROBLEM_STATUS.get(landing.problem, 404)
 
 
 def link_problem(kind: str) -> ResponseReturnValue:
