@@ -4,6 +4,9 @@
 same handlers and the same tasks. The worker (portal.outbox.worker) only runs what it is given.
 
 The idle tasks, in the order they run:
+- campaigns: start the scheduled campaigns that are due and queue the next chunk of each
+  running one, inside its send window and under its daily cap (portal.mail.campaigns); every
+  round, so a campaign's chunks follow each other as fast as the mail goes;
 - reminders: queue the reminders that are due, ready to send (portal.mail.campaign); every
   round, so that a campaign's backlog does not hold them up;
 - reconciliation: record attempts left `exchanging` (portal.journey.reconcile); every round,
@@ -28,6 +31,7 @@ from portal.journey.services import Services
 from portal.journey.tenant_invites import queue_admin_reminders
 from portal.mail.backends import MailBackend
 from portal.mail.campaign import queue_due_reminders
+from portal.mail.campaigns import dispatch_due
 from portal.mail.delivery import EmailHandler
 from portal.mail.prepare import MessagePreparer
 from portal.models import utcnow
@@ -66,10 +70,28 @@ def idle_tasks(
     preparer = email.preparer if isinstance(email, EmailHandler) else None
     services = Services.standalone(settings, registry)  # the worker's own Nylas client
     return [
+        campaigns_task(settings, sessions, registry, preparer),
         reminders_task(settings, sessions, preparer),
         reconciliation_task(sessions, services),
         nylas_notifications_task(sessions, services),
     ]
+
+
+def campaigns_task(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    registry: PluginRegistry,
+    preparer: MessagePreparer | None,
+) -> IdleTask:
+    """Queue the next chunk of every running campaign, ready to send."""
+
+    def dispatch(now: datetime) -> int:
+        queued = dispatch_due(sessions, settings, registry, now, preparer)
+        if queued:
+            log.info("campaigns: queued %d invitations", queued)
+        return queued
+
+    return IdleTask("campaigns", dispatch, every_round=True)
 
 
 def reminders_task(

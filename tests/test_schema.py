@@ -15,6 +15,7 @@ EXPECTED_TABLES = {
     "admin",
     "api_token",
     "attempt",
+    "campaign",
     "event",
     "invite",
     "nylas_notification",

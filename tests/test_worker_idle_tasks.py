@@ -128,6 +128,11 @@ def test_a_deployment_worker_runs_reminders_reconciliation_and_notifications(app
         backend = backend_from_settings(settings)
         worker = build_worker(settings, session_factory(app), plugin_registry(app), backend)
     assert set(worker.handlers) == {"email", "app_webhook", "renewal", "bulk_reauth"}
-    expected = [("reminders", True), ("reconciliation", True), ("nylas notifications", False)]
+    expected = [
+        ("campaigns", True),
+        ("reminders", True),
+        ("reconciliation", True),
+        ("nylas notifications", False),
+    ]
     assert [(t.name, t.every_round) for t in worker.idle_tasks] == expected
     assert worker.run(once=True).sent == 0

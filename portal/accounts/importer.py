@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -82,6 +83,9 @@ class ImportReport:
     by_category: Counter[str] = field(default_factory=Counter)
     errors: list[tuple[int, str]] = field(default_factory=list)
     committed: bool = False
+    # The import run's id, set on every row it inserts or changes (`account.import_batch`), so
+    # that a campaign's cohort can choose the accounts of one import (docs/campaigns.md).
+    batch: str = ""
 
     def reject(self, line: int, reason: str) -> None:
         self.rejected += 1
@@ -113,12 +117,14 @@ Existing = tuple[int, str, str, str]  # id, row digest, category, status
 class AccountImporter:
     """Validate, classify and upsert rows; writes stop at the first error unless skipping."""
 
-    def __init__(self, session: Session, registry: Any, *, skip_invalid: bool) -> None:
+    def __init__(
+        self, session: Session, registry: Any, *, skip_invalid: bool, batch: str = ""
+    ) -> None:
         self.session = session
         self.registry = registry
         self.skip_invalid = skip_invalid
         self.salt = classification_salt(registry).encode()
-        self.report = ImportReport()
+        self.report = ImportReport(batch=batch or new_batch_id(utcnow()))
         self.seen: set[int] = set()  # hashes of account ids: constant-size per row, not the ids
         self.pending: list[PendingRow] = []
 
@@ -202,7 +208,11 @@ class AccountImporter:
         decided = classify(row, self.registry)
         values: dict[str, Any] = dict(zip(ROW_COLUMNS, row_values(row), strict=True))
         values.update(
-            category=decided.category, plugin=decided.plugin, row_digest=digest, updated_at=now
+            category=decided.category,
+            plugin=decided.plugin,
+            row_digest=digest,
+            updated_at=now,
+            import_batch=self.report.batch,
         )
         values.update(imported_status(current[3] if current else None, decided))
         if current is None:
@@ -220,6 +230,11 @@ class AccountImporter:
         if updates:
             self.session.execute(update(Account), updates)
         record_events(self.session, events)
+
+
+def new_batch_id(now: datetime) -> str:
+    """An import run's id: when it started (UTC), and a few random characters."""
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def one_of(column: Any, values: list[str], dialect: str) -> ColumnElement[bool]:
@@ -277,7 +292,7 @@ def import_accounts(
     if dry_run or not importer.writing:
         session.rollback()
         return report
-    detail = {"source": source_name, **report.as_dict()}
+    detail = {"source": source_name, "import_batch": report.batch, **report.as_dict()}
     record_event(session, "accounts.imported", actor="cli", now=utcnow(), detail=detail)
     session.commit()
     report.committed = True
@@ -298,3 +313,5 @@ def summary_lines(report: ImportReport, shown_errors: int = 50) -> Iterable[str]
     )
     for category, count in sorted(report.by_category.items()):
         yield f"  {category}: {count}"
+    if report.committed and (report.imported or report.updated):
+        yield f"import batch: {report.batch} (a campaign's cohort can choose it)"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import click
 from flask.cli import with_appcontext
@@ -12,7 +14,8 @@ from flask.cli import with_appcontext
 from portal.db import db
 from portal.extensions import current_settings
 from portal.mail.campaign import count_invitable, queue_invites
-from portal.models import utcnow
+from portal.mail.campaigns import Cohort, finish, start_synchronous
+from portal.models import Campaign, utcnow
 from portal.nylas import current_gateway
 from portal.nylas.preflight import report_lines, run_preflight
 from portal.plugins import plugin_registry
@@ -72,18 +75,48 @@ def invite_command(plugin_name: str | None, limit: int | None, dry_run: bool, fo
     if dry_run:
         click.echo(f"would invite {counts.total()} accounts{by_plugin(counts)}")
         return
+    now = utcnow()
+    campaign_id = cli_campaign(plugin_name, limit, now)
     with invite_progress(counts.total()) as progress:
         report = queue_invites(
             db.transaction,
             current_settings(),
             plugins,
             limit=limit,
-            now=utcnow(),
+            now=now,
             progress=progress,
+            campaign_id=campaign_id,
         )
+    with db.transaction() as session:
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None
+        finish(session, campaign, utcnow(), actor=campaign.launched_by or "cli")
     click.echo(f"invited {report.queued} accounts{by_plugin(report.by_plugin)}")
     if report.queued:
         click.echo("run `reauth worker` to send the emails")
+
+
+def os_user() -> str:
+    """Who runs the command, as the operating system names them."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return "unknown"
+
+
+def cli_campaign(plugin_name: str | None, limit: int | None, now: datetime) -> int:
+    """Record the run as a campaign launched by `cli:<os user>`; its id."""
+    name = f"reauth invite{f' --plugin {plugin_name}' if plugin_name else ''}"
+    name += f" --limit {limit}" if limit else ""
+    with db.transaction() as session:
+        campaign = start_synchronous(
+            session,
+            name=name,
+            cohort=Cohort(plugin=plugin_name or ""),
+            actor=f"cli:{os_user()}",
+            now=now,
+        )
+        return campaign.id
 
 
 def by_plugin(counts: dict[str, int]) -> str:

@@ -74,6 +74,7 @@ def queue_email(
     now: datetime,
     payload: dict[str, Any] | None = None,
     preparer: MessagePreparer | None = None,
+    campaign_id: int | None = None,
 ) -> bool:
     """Queue an email and store it ready to send (rendered with the invite's current link).
 
@@ -90,6 +91,7 @@ def queue_email(
         template=template,
         payload=payload,
         now=now,
+        campaign_id=campaign_id,
     )
     if outbox_id is None:
         return False
@@ -116,9 +118,11 @@ def invite_account(
     now: datetime,
     *,
     preparer: MessagePreparer | None = None,
+    campaign_id: int | None = None,
+    actor: str = INVITE_ACTOR,
 ) -> bool:
     """Issue an invite and queue its (prepared) email in the caller's transaction."""
-    invite = issue_invite(session, settings, account, actor=INVITE_ACTOR, now=now)
+    invite = issue_invite(session, settings, account, actor=actor, now=now)
     return queue_email(
         session,
         settings,
@@ -128,6 +132,7 @@ def invite_account(
         template="invite",
         now=now,
         preparer=preparer,
+        campaign_id=campaign_id,
     )
 
 
@@ -139,10 +144,13 @@ def send_fresh_link(
     actor: str,
     reason: str,
     now: datetime,
+    preparer: MessagePreparer | None = None,
+    campaign_id: int | None = None,
 ) -> Invite:
     """Re-issue the account's link (or issue one) and queue the invitation with it.
 
-    Older links stop working; used by `/r/renew` and the admin's resend action.
+    Older links stop working; used by `/r/renew`, the admin's resend action and campaigns
+    whose cohort holds accounts already invited (portal.mail.campaigns).
     """
     invite = live_invite(session, account)
     if invite is None:
@@ -159,6 +167,8 @@ def send_fresh_link(
         template="invite",
         now=now,
         payload={"reason": reason},
+        preparer=preparer,
+        campaign_id=campaign_id,
     )
     return invite
 
@@ -172,8 +182,12 @@ def queue_invites(
     now: datetime,
     progress: Callable[[int], None] | None = None,
     preparer: MessagePreparer | None = None,
+    campaign_id: int | None = None,
 ) -> InviteReport:
-    """Invite new accounts in chunks, one transaction per chunk; return what was queued."""
+    """Invite new accounts in chunks, one transaction per chunk; return what was queued.
+
+    With `campaign_id` (`reauth invite` creates one) the emails carry the campaign's id.
+    """
     report = InviteReport()
     preparer = preparer or current_preparer(settings)
     while limit is None or report.queued < limit:
@@ -184,7 +198,9 @@ def queue_invites(
                 invitable(plugins).limit(size).with_for_update(skip_locked=True, of=Account)
             ).all()
             for account in accounts:
-                invite_account(session, settings, account, now, preparer=preparer)
+                invite_account(
+                    session, settings, account, now, preparer=preparer, campaign_id=campaign_id
+                )
                 report.by_plugin[str(account.plugin)] += 1
         report.queued += len(accounts)
         if progress is not None:

@@ -19,7 +19,7 @@ from portal.accounts.lifecycle import NO_MAIL_STATUSES, Cause
 from portal.mail.backends import DeliveryError, Envelope, MailBackend
 from portal.mail.campaign import record_first_sends
 from portal.mail.message import sender_address, sender_domain
-from portal.mail.prepare import TENANT_KEY, MessagePreparer, Prepared, store
+from portal.mail.prepare import TENANT_KEY, TEST_KEY, MessagePreparer, Prepared, store
 from portal.models import Account, AccountStatus, Invite, Tenant, utcnow
 from portal.outbox.queue import FAILED, RETRY, SENT, WIRE, ClaimedRow, DeliveryOutcome
 from portal.plugins import PluginRegistry
@@ -91,11 +91,12 @@ class EmailHandler:
         for claim in claims:
             if self.skip_reason(claim) is not None:
                 continue
-            if claim.payload.get(TENANT_KEY):  # prepared when queued; nothing to render here
+            if claim.payload.get(TENANT_KEY) or claim.payload.get(TEST_KEY):
+                # prepared when queued, with no invite: nothing to render here
                 if isinstance(claim.payload.get(WIRE), str):
                     self.ready[claim.id] = claim
                 else:
-                    self.errors[claim.id] = "a tenant administrator's email was not prepared"
+                    self.errors[claim.id] = "an email without an invite was not prepared"
                 continue
             if self.preparer.is_current(claim.payload, self.invites[claim.invite_id or -1]):
                 self.ready[claim.id] = claim
@@ -163,6 +164,8 @@ class EmailHandler:
             if tenant.consented_at is not None:
                 return "skipped: the tenant's consent is recorded"
             return None
+        if claim.payload.get(TEST_KEY):
+            return None  # a campaign's test email, to the admin who asked for it
         account = self.accounts.get(claim.account_pk or -1)
         invite = self.invites.get(claim.invite_id or -1)
         if account is None or invite is None:

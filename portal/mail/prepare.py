@@ -40,6 +40,9 @@ from portal.settings import Settings
 NONCE, TAG = "nonce", "tag"
 # Set on the payload of a tenant administrator's email, which has no account or invite.
 TENANT_KEY = "tenant"
+# Set on the payload of a campaign's test email (portal.mail.campaigns): prepared when queued,
+# with no account or invite, sent to the admin who asked for it.
+TEST_KEY = "campaign_test"
 EXTENSION_KEY = "reauth_mail_preparer"
 
 

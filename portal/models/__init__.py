@@ -17,6 +17,7 @@ from portal.models.accounts import (
 )
 from portal.models.admin import Admin, AdminRole, ApiToken
 from portal.models.base import Base, utcnow
+from portal.models.campaigns import Campaign, CampaignState
 from portal.models.outbox import OutboxKind, OutboxMessage, OutboxStatus
 from portal.models.rate import RateSlot
 from portal.models.webhooks import NylasNotification, WebhookDestination
@@ -31,6 +32,8 @@ __all__ = [
     "Attempt",
     "AttemptStatus",
     "Base",
+    "Campaign",
+    "CampaignState",
     "CredentialType",
     "Event",
     "GrantOutcome",

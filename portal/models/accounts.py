@@ -88,6 +88,8 @@ class Account(Base):
     completed_via: Mapped[str | None] = mapped_column(String(16))  # portal, webhook or admin
     # Digest of the imported row; an unchanged row on re-import writes nothing.
     row_digest: Mapped[str] = mapped_column(String(64))
+    # The import run that last wrote the row (portal.accounts.importer), for campaign cohorts.
+    import_batch: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

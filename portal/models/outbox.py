@@ -22,6 +22,7 @@ class OutboxKind(StrEnum):
 class OutboxStatus(StrEnum):
     PENDING = "pending"
     SENDING = "sending"  # claimed under a lease by one worker
+    HELD = "held"  # its campaign is paused: no worker claims it until the campaign resumes
     SENT = "sent"
     FAILED = "failed"  # permanent; will not be retried
 
@@ -34,6 +35,8 @@ class OutboxMessage(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     account_pk: Mapped[int | None] = mapped_column(ForeignKey("account.id", ondelete="SET NULL"))
     invite_id: Mapped[int | None] = mapped_column(ForeignKey("invite.id", ondelete="SET NULL"))
+    # The campaign that queued it (portal.mail.campaigns): its stats, pause and resume.
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
     recipient: Mapped[str] = mapped_column(String(2048))
     template: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -50,4 +53,5 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_status_available_at", "status", "available_at"),
         Index("ix_outbox_account_pk", "account_pk"),
+        Index("ix_outbox_campaign_id_account_pk", "campaign_id", "account_pk"),
     )

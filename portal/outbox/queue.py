@@ -72,6 +72,7 @@ def enqueue_id(
     invite_id: int | None = None,
     template: str | None = None,
     payload: dict[str, Any] | None = None,
+    campaign_id: int | None = None,
 ) -> int | None:
     """Queue a message unless one with the same idempotency key exists.
 
@@ -83,6 +84,7 @@ def enqueue_id(
         "recipient": recipient,
         "account_pk": account_pk,
         "invite_id": invite_id,
+        "campaign_id": campaign_id,
         "template": template,
         "payload": payload or {},
         "status": OutboxStatus.PENDING,
@@ -102,7 +104,12 @@ def enqueue_id(
 
 
 def claimable(kinds: Sequence[str], now: datetime) -> Any:
-    """Return the condition of rows a worker may take: due, or left behind by a dead worker."""
+    """Return the condition of rows a worker may take: due, or left behind by a dead worker.
+
+    Rows of a paused campaign are `held` (portal.mail.campaigns), a status this condition
+    never matches: pausing costs the claim nothing and keeps its index
+    (ix_outbox_status_available_at).
+    """
     return and_(
         OutboxMessage.kind.in_(kinds),
         or_(
