@@ -138,7 +138,7 @@ def clean(value: Any) -> str:
 
 def cohort_accounts(
     cohort: Cohort, plugins: list[str], campaign_id: int | None = None
-) -> Select[tuple[Account]]:
+) -> Select[Account]:
     """Select the cohort's accounts by id; with a campaign, only those it has not queued yet."""
     statement = select(Account).where(*cohort.conditions(plugins)).order_by(Account.id)
     if campaign_id is not None:
@@ -356,9 +356,7 @@ def cancel(session: Session, campaign: Campaign, *, actor: str, now: datetime) -
     return dropped
 
 
-def finish(
-    session: Session, campaign: Campaign, now: datetime, actor: str = WORKER_ACTOR
-) -> None:
+def finish(session: Session, campaign: Campaign, now: datetime, actor: str = WORKER_ACTOR) -> None:
     """The cohort has nobody left: the campaign is finished (its queued emails still go)."""
     campaign.state = C.FINISHED
     campaign.finished_at = campaign.updated_at = now
