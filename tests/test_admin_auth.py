@@ -15,7 +15,14 @@ from portal.db import db
 from portal.models import Admin
 from portal.web import limiter
 
-SAMPLE_VALUES = {"account_id": "v2-1", "by": "tenant", "key": "contoso.example"}
+SAMPLE_VALUES = {
+    "account_id": "v2-1",
+    "by": "tenant",
+    "key": "contoso.example",
+    "campaign_id": "1",
+    "plugin": "microsoft-graph",
+    "move": "pause",
+}
 
 
 @pytest.fixture(autouse=True)

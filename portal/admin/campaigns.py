@@ -38,6 +38,7 @@ from portal.mail.campaigns import (
     queue_test_email,
     render_preview,
     resume,
+    start_now,
     zone,
 )
 from portal.mail.prepare import current_preparer
@@ -47,7 +48,9 @@ from portal.views.devmail import HTML_FRAME_SANDBOX, HTML_PART_POLICY, with_new_
 
 LIST_LIMIT = 200
 HOURS = list(range(24))
-CAMPAIGN_MOVES = {"pause": pause, "resume": resume, "cancel": cancel}
+CAMPAIGN_MOVES = {"start": start_now, "pause": pause, "resume": resume, "cancel": cancel}
+MOVE_LABELS = {"start": "Launch now", "pause": "Pause", "resume": "Resume", "cancel": "Cancel"}
+MOVE_EVENTS = {"start": "started", "pause": "paused", "resume": "resumed", "cancel": "cancelled"}
 
 
 def is_operator() -> bool:
@@ -144,6 +147,7 @@ def campaign(campaign_id: int) -> ResponseReturnValue:
         operator=is_operator(),
         synchronous=bool(found.cohort.get(SYNCHRONOUS)),
         moves=allowed_moves(found),
+        move_labels=MOVE_LABELS,
         hours=HOURS,
         sandbox=HTML_FRAME_SANDBOX,
     )
@@ -154,12 +158,8 @@ def select_count(statement: Any) -> Any:
 
 
 def allowed_moves(found: Campaign) -> list[str]:
-    """The pause / resume / cancel buttons this campaign's state allows."""
-    return [
-        move
-        for move, past in (("pause", "paused"), ("resume", "resumed"), ("cancel", "cancelled"))
-        if found.state in MOVES[past][0]
-    ]
+    """The start / pause / resume / cancel buttons this campaign's state allows."""
+    return [move for move, past in MOVE_EVENTS.items() if found.state in MOVES[past][0]]
 
 
 @blueprint.get("/campaigns/<int:campaign_id>/preview/<plugin>")
@@ -258,10 +258,11 @@ def launch_campaign(campaign_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.campaign", campaign_id=campaign_id), 303)
 
 
-@blueprint.post("/campaigns/<int:campaign_id>/<any(pause, resume, cancel):move>")
+@blueprint.post("/campaigns/<int:campaign_id>/<any(start, pause, resume, cancel):move>")
 @operator_required
 def move_campaign(campaign_id: int, move: str) -> ResponseReturnValue:
-    """Pause (its pending emails are held), resume (they are sent) or cancel a campaign."""
+    """Start a scheduled campaign now, pause it (its pending emails are held), resume it
+    (they are sent) or cancel it."""
     found = campaign_or_404(campaign_id)
     try:
         count = CAMPAIGN_MOVES[move](db.session, found, actor=actor(), now=utcnow())
@@ -270,8 +271,8 @@ def move_campaign(campaign_id: int, move: str) -> ResponseReturnValue:
         flash(f"Nothing done: {exc}.")
         return redirect(url_for("admin.campaign", campaign_id=campaign_id), 303)
     db.session.commit()
-    said = {"pause": "held", "resume": "released", "cancel": "dropped"}[move]
-    flash(f"Campaign {found.state}: {count} pending email(s) {said}.")
+    said = {"pause": "held", "resume": "released", "cancel": "dropped"}.get(move)
+    flash(f"Campaign {found.state}" + (f": {count} pending email(s) {said}." if said else "."))
     return redirect(url_for("admin.campaign", campaign_id=campaign_id), 303)
 
 

@@ -4,7 +4,8 @@ Every change of a campaign's state happens here and is recorded as a `campaign.<
 (who, when, what), in the same transaction as the change:
 
     draft -> scheduled | running        launch (now, or at `scheduled_at`)
-    scheduled -> running                started by the worker when `scheduled_at` has come
+    scheduled -> running                started by the worker when `scheduled_at` has come,
+                                        or by an operator at once (`start_now`)
     running | scheduled -> paused       pause: nothing is queued, pending emails are held
     paused -> running | scheduled       resume: held emails are pending again
     running -> finished                 the cohort has nobody left to invite
@@ -67,6 +68,7 @@ SYNCHRONOUS = "synchronous"  # cohort key of a campaign its caller queues (`reau
 
 MOVES: dict[str, tuple[frozenset[CampaignState], str]] = {
     "launched": (frozenset({C.DRAFT}), "launch"),
+    "started": (frozenset({C.SCHEDULED}), "start"),
     "paused": (frozenset({C.RUNNING, C.SCHEDULED}), "pause"),
     "resumed": (frozenset({C.PAUSED}), "resume"),
     "cancelled": (frozenset({C.DRAFT, C.SCHEDULED, C.RUNNING, C.PAUSED}), "cancel"),
@@ -309,6 +311,15 @@ def launch(
     record(
         session, campaign, "launched", actor, now, window=[start, end], timezone=timezone, **detail
     )
+
+
+def start_now(session: Session, campaign: Campaign, *, actor: str, now: datetime) -> int:
+    """Start a scheduled campaign now instead of at its time; the worker queues it next."""
+    move_to(campaign, "started", C.RUNNING, now)
+    before = campaign.scheduled_at
+    campaign.scheduled_at = now
+    record(session, campaign, "started", actor, now, was_scheduled_at=str(before))
+    return 0
 
 
 def set_outbox(session: Session, campaign_id: int, before: str, values: dict[str, Any]) -> int:
