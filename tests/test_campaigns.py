@@ -410,3 +410,22 @@ def test_reauth_invite_records_a_campaign_and_who_launched_it(
     assert kinds == ["campaign.created", "campaign.launched", "campaign.finished"]
     assert dispatch(db_app, T0) == 0  # the worker never goes on with a CLI run's cohort
     assert len(campaign_rows(db_app, campaign_id)) == 2
+
+
+def test_reauth_campaigns_lists_pauses_and_resumes(
+    db_app: Flask, make_runner: Callable[[Flask], Any]
+) -> None:
+    seed(db_app, 2)
+    campaign_id = new_campaign(db_app)
+    dispatch(db_app, T0)
+    runner = make_runner(db_app)
+    paused = runner.invoke(args=["campaigns", "pause", str(campaign_id)])
+    assert paused.exit_code == 0, paused.output
+    assert f"campaign {campaign_id} paused: 2 pending email(s) held" in paused.output
+    listed = runner.invoke(args=["campaigns", "list"])
+    assert f"{campaign_id}\tpaused\tspring\tsent 0/2" in listed.output
+    again = runner.invoke(args=["campaigns", "pause", str(campaign_id)])
+    assert again.exit_code != 0 and "cannot pause a paused campaign" in again.output
+    resumed = runner.invoke(args=["campaigns", "resume", str(campaign_id)])
+    assert resumed.exit_code == 0 and "2 pending email(s) released" in resumed.output
+    assert ("campaign.paused", f"cli:{getpass.getuser()}") in events(db_app)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from portal.admin.auth import current_admin, has_role, operator_required, viewer_required
 from portal.admin.views import blueprint
-from portal.db import db
+from portal.db import begin_writer, db
 from portal.extensions import current_settings
 from portal.mail.campaigns import (
     COHORT_STATUSES,
@@ -66,6 +66,14 @@ def campaign_or_404(campaign_id: int) -> Campaign:
     if campaign is None:
         abort(404)
     return campaign
+
+
+def campaign_to_change(campaign_id: int) -> Campaign:
+    """The campaign, read in a transaction that writes (SQLite: BEGIN IMMEDIATE), so that a
+    worker queuing it meanwhile makes this request wait instead of fail."""
+    db.session.commit()  # the sign-in check's read
+    begin_writer(db.session)
+    return campaign_or_404(campaign_id)
 
 
 def form_choices() -> dict[str, Any]:
@@ -181,7 +189,7 @@ def preview_html(campaign_id: int, plugin: str) -> ResponseReturnValue:
 @operator_required
 def send_test(campaign_id: int) -> ResponseReturnValue:
     """Queue the sample account's invitation to the signed-in admin, marked as a test."""
-    found = campaign_or_404(campaign_id)
+    found = campaign_to_change(campaign_id)
     plugin = request.form.get("plugin", "")
     samples = cohort_samples(db.session, Cohort.from_mapping(found.cohort), plugin_registry().names)
     account = samples.get(plugin) or next(iter(samples.values()), None)
@@ -232,7 +240,7 @@ def scheduled_time(timezone: str) -> datetime | None:
 @operator_required
 def launch_campaign(campaign_id: int) -> ResponseReturnValue:
     """Launch a draft now or at a time, with its daily cap and send window."""
-    found = campaign_or_404(campaign_id)
+    found = campaign_to_change(campaign_id)
     timezone = request.form.get("timezone", "UTC").strip() or "UTC"
     try:
         launch(
@@ -263,7 +271,7 @@ def launch_campaign(campaign_id: int) -> ResponseReturnValue:
 def move_campaign(campaign_id: int, move: str) -> ResponseReturnValue:
     """Start a scheduled campaign now, pause it (its pending emails are held), resume it
     (they are sent) or cancel it."""
-    found = campaign_or_404(campaign_id)
+    found = campaign_to_change(campaign_id)
     try:
         count = CAMPAIGN_MOVES[move](db.session, found, actor=actor(), now=utcnow())
     except IllegalMove as exc:

@@ -23,7 +23,7 @@ def cli() -> None:
 
 
 def register_commands() -> None:
-    from portal.cli import accounts, connectors, database, emulator, plugins
+    from portal.cli import accounts, campaigns, connectors, database, emulator, plugins
     from portal.cli import admin as admin_commands
     from portal.cli import demo as demo_commands
     from portal.cli import invite as invite_commands
@@ -45,6 +45,7 @@ def register_commands() -> None:
     cli.add_command(scopes_commands.scopes_group)
     cli.add_command(tenants_commands.tenants_group)
     cli.add_command(invite_commands.invite_command)
+    cli.add_command(campaigns.campaigns_group)
     cli.add_command(worker_commands.worker_command)
     cli.add_command(admin_commands.admin_group)
     cli.add_command(admin_commands.api_token_group)
