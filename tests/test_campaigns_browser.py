@@ -8,6 +8,7 @@ campaign but gets no controls, and a POST of theirs is refused with 403.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = ["smtp_server"]  # the fixture, imported by name
 OPERATOR_EMAIL = "ops@contoso.com"
 VIEWER_EMAIL = "viewer@contoso.com"
 PASSWORD = "a long admin password for tests"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
@@ -67,6 +69,14 @@ def sign_in(browser: Browser, portal: Any, email: str) -> Page:
     return page
 
 
+def shoot(page: Page, name: str) -> None:
+    """Take a screenshot; it replaces the one in docs/img with REAUTH_UPDATE_SCREENSHOTS=1."""
+    image = page.screenshot(full_page=True)
+    assert image.startswith(b"\x89PNG")
+    if os.environ.get("REAUTH_UPDATE_SCREENSHOTS") == "1":
+        (SCREENSHOTS / f"{name}.png").write_bytes(image)
+
+
 def received_by(server: SmtpServer, address: str) -> list[str]:
     return [item.data.decode() for item in server.handler.received if address in item.recipients]
 
@@ -98,6 +108,7 @@ def test_an_operator_builds_tests_schedules_launches_pauses_and_resumes(
     expect(frame.locator("body")).to_contain_text("Reconnect your Microsoft 365 mailbox")
     expect(frame.locator("body")).to_contain_text(TEST_LINK_PATH)
     assert page.locator("iframe[sandbox]").get_attribute("sandbox") is not None
+    shoot(page, "campaign")
 
     # A test to myself: through the outbox and the worker, to the loopback server.
     page.get_by_role("button", name=re.compile("Send a test to me")).click()

@@ -487,15 +487,24 @@ def dispatch_due(
 ) -> int:
     """Start due scheduled campaigns, then queue one chunk of each running one."""
     with sessions() as session:
-        begin_writer(session)
-        start_due(session, now)
+        due = session.scalar(
+            select(func.count())
+            .select_from(Campaign)
+            .where(Campaign.state == C.SCHEDULED, Campaign.scheduled_at <= now)
+        )
         session.commit()
+        if due:  # most rounds have none: no write, no SQLite write lock
+            begin_writer(session)
+            start_due(session, now)
+            session.commit()
+        # Read first, write only for campaigns with work now: outside its window or at its
+        # cap, a campaign costs each round two reads, no write.
         running = [
-            campaign_id
-            for campaign_id, cohort in session.execute(
-                select(Campaign.id, Campaign.cohort).where(Campaign.state == C.RUNNING)
-            )
-            if not cohort.get(SYNCHRONOUS)
+            campaign.id
+            for campaign in session.scalars(select(Campaign).where(Campaign.state == C.RUNNING))
+            if not campaign.cohort.get(SYNCHRONOUS)
+            and in_window(campaign, now)
+            and chunk_size(session, campaign, now) > 0
         ]
     return sum(
         dispatch_chunk(sessions, settings, registry, campaign_id, now, preparer)
