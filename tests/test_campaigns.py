@@ -429,3 +429,48 @@ def test_reauth_campaigns_lists_pauses_and_resumes(
     resumed = runner.invoke(args=["campaigns", "resume", str(campaign_id)])
     assert resumed.exit_code == 0 and "2 pending email(s) released" in resumed.output
     assert ("campaign.paused", f"cli:{getpass.getuser()}") in events(db_app)
+
+
+@pytest.mark.postgres
+def test_a_pause_during_a_chunk_holds_that_chunk_too(
+    postgres_url: str, make_app: Callable[..., Flask]
+) -> None:
+    """The pause waits for the worker's chunk to commit, then holds its emails as well."""
+    from conftest import upgraded
+    from sqlalchemy import text
+
+    from portal.outbox.queue import enqueue_id
+
+    app = upgraded(make_app(DATABASE_URL=postgres_url))
+    (account_pk,) = seed(app, 1)
+    campaign_id = new_campaign(app)
+    with app.app_context():
+        sessions = session_factory(app)
+        with sessions() as worker:
+            assert take(worker, campaign_id, T0) is not None  # the chunk's transaction
+            enqueue_id(
+                worker,
+                kind="email",
+                idempotency_key="chunk-row",
+                recipient="user@contoso.com",
+                account_pk=account_pk,
+                campaign_id=campaign_id,
+                now=T0,
+            )
+            paused: list[int] = []
+            pausing = threading.Thread(
+                target=lambda: paused.append(move(app, campaign_id, pause, T0))
+            )
+            pausing.start()
+            with sessions() as probe:  # wait until the pause waits for the campaign row
+                waiting = 0
+                while not waiting and pausing.is_alive():
+                    waiting = (
+                        probe.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")) or 0
+                    )
+                    probe.rollback()
+            worker.commit()
+            pausing.join()
+    assert paused == [1]
+    (row,) = campaign_rows(app, campaign_id)
+    assert row.status == OutboxStatus.HELD

@@ -339,6 +339,9 @@ def pause(session: Session, campaign: Campaign, *, actor: str, now: datetime) ->
     """
     move_to(campaign, "paused", C.PAUSED, now)
     campaign.paused_by, campaign.paused_at = actor, now
+    # The campaign row first: a worker queuing a chunk holds it (PostgreSQL), so this waits
+    # for that chunk to commit, and the UPDATE below then holds the chunk's emails too.
+    session.flush()
     held = set_outbox(session, campaign.id, OutboxStatus.PENDING, {"status": OutboxStatus.HELD})
     record(session, campaign, "paused", actor, now, held=held)
     return held
@@ -348,6 +351,7 @@ def resume(session: Session, campaign: Campaign, *, actor: str, now: datetime) -
     """Resume: held emails are pending again and the queuing goes on; returns how many."""
     waiting = campaign.scheduled_at is not None and campaign.scheduled_at > now
     move_to(campaign, "resumed", C.SCHEDULED if waiting else C.RUNNING, now)
+    session.flush()
     released = set_outbox(session, campaign.id, OutboxStatus.HELD, {"status": OutboxStatus.PENDING})
     record(session, campaign, "resumed", actor, now, released=released)
     return released
@@ -356,6 +360,7 @@ def resume(session: Session, campaign: Campaign, *, actor: str, now: datetime) -
 def cancel(session: Session, campaign: Campaign, *, actor: str, now: datetime) -> int:
     """Cancel for good: its held and pending emails fail unsent (their links stay valid)."""
     move_to(campaign, "cancelled", C.CANCELLED, now)
+    session.flush()  # after a chunk being queued, as in `pause`
     values = {
         "status": OutboxStatus.FAILED,
         "last_error": "campaign cancelled",
