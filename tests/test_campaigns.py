@@ -474,3 +474,39 @@ def test_a_pause_during_a_chunk_holds_that_chunk_too(
     assert paused == [1]
     (row,) = campaign_rows(app, campaign_id)
     assert row.status == OutboxStatus.HELD
+
+
+# -- the pages, over the test client ------------------------------------------------------------
+
+
+def test_launch_refuses_settings_that_cannot_work(db_app: Flask) -> None:
+    app = db_app  # not `app`: pytest-flask would keep a request context around the test
+    from admin_support import login, make_admin, page_token
+
+    make_admin(app)
+    seed(app, 1)
+    campaign_id = new_campaign(app, launched=False)
+    client = app.test_client()
+    login(client)
+    path = f"/admin/campaigns/{campaign_id}"
+    refusals = {
+        "unknown time zone": {"timezone": "Mars/Olympus", "when": "now"},
+        "needs both its start and its end hour": {"window_start": "9", "when": "now"},
+        "daily cap must be a whole number": {"daily_cap": "-3", "when": "now"},
+        "choose the date and time": {"when": "later", "scheduled_at": ""},
+    }
+    for message, form in refusals.items():
+        form = {"csrf_token": page_token(client, path), **form}
+        answer = client.post(f"{path}/launch", data=form, follow_redirects=True)
+        print(answer.history, answer.request.path, answer.get_data(as_text=True)[-900:])
+        assert message in answer.get_data(as_text=True), message
+    assert campaign_of(app, campaign_id).state == CampaignState.DRAFT
+    form = {"csrf_token": page_token(client, path), "when": "now", "daily_cap": "10"}
+    answer = client.post(f"{path}/launch", data=form, follow_redirects=True)
+    assert "Launched" in answer.get_data(as_text=True)
+    launched = campaign_of(app, campaign_id)
+    assert (launched.state, launched.daily_cap, launched.launched_by) == (
+        CampaignState.RUNNING,
+        10,
+        "admin:ops@example.com",
+    )
