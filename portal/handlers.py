@@ -10,7 +10,10 @@ The idle tasks, in the order they run:
   at most every RECONCILE_EVERY seconds, as Nylas is asked about each of them;
 - nylas notifications: process up to 100 pending ones (portal.webhooks.nylas_in) when there
   is nothing to send, the safety net for notifications whose processing right after the
-  webhook response did not happen.
+  webhook response did not happen;
+- bounces, only when REAUTH_BOUNCE_MAILBOX is set: read the delivery status notifications of
+  the bounce mailbox (portal.mail.bounces); every round, at most every
+  REAUTH_BOUNCE_POLL_SECONDS, so that bounces of a long campaign stop its reminders early.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from portal.journey.renewal import RenewalHandler
 from portal.journey.services import Services
 from portal.journey.tenant_invites import queue_admin_reminders
 from portal.mail.backends import MailBackend
+from portal.mail.bounces import bounce_reader
 from portal.mail.campaign import queue_due_reminders
 from portal.mail.delivery import EmailHandler
 from portal.mail.prepare import MessagePreparer
@@ -65,11 +69,13 @@ def idle_tasks(
     email = handlers.get("email")
     preparer = email.preparer if isinstance(email, EmailHandler) else None
     services = Services.standalone(settings, registry)  # the worker's own Nylas client
-    return [
+    tasks = [
         reminders_task(settings, sessions, preparer),
         reconciliation_task(sessions, services),
         nylas_notifications_task(sessions, services),
     ]
+    bounces = bounces_task(settings, sessions, preparer)
+    return tasks if bounces is None else [*tasks, bounces]
 
 
 def reminders_task(
@@ -107,6 +113,17 @@ def nylas_notifications_task(sessions: sessionmaker[Session], services: Services
         return counts["processed"] + counts["errors"]
 
     return IdleTask("nylas notifications", process_notifications)
+
+
+def bounces_task(
+    settings: Settings, sessions: sessionmaker[Session], preparer: MessagePreparer | None
+) -> IdleTask | None:
+    """Read the bounce mailbox, when one is configured; emails sent again after a soft bounce
+    are prepared by the email handler's preparer."""
+    reader = bounce_reader(settings, sessions, preparer)
+    if reader is None:
+        return None
+    return IdleTask("bounces", reader, every=settings.bounce_poll_seconds, every_round=True)
 
 
 def build_worker(
