@@ -4,16 +4,17 @@
 same handlers and the same tasks. The worker (portal.outbox.worker) only runs what it is given.
 
 The idle tasks, in the order they run:
+- bounces, only when REAUTH_BOUNCE_MAILBOX is set: read the delivery status notifications of
+  the bounce mailbox (portal.mail.bounces); every round, at most every
+  REAUTH_BOUNCE_POLL_SECONDS, and before the reminders, so that a bounce read in a round
+  stops that round's reminder to the address;
 - reminders: queue the reminders that are due, ready to send (portal.mail.campaign); every
   round, so that a campaign's backlog does not hold them up;
 - reconciliation: record attempts left `exchanging` (portal.journey.reconcile); every round,
   at most every RECONCILE_EVERY seconds, as Nylas is asked about each of them;
 - nylas notifications: process up to 100 pending ones (portal.webhooks.nylas_in) when there
   is nothing to send, the safety net for notifications whose processing right after the
-  webhook response did not happen;
-- bounces, only when REAUTH_BOUNCE_MAILBOX is set: read the delivery status notifications of
-  the bounce mailbox (portal.mail.bounces); every round, at most every
-  REAUTH_BOUNCE_POLL_SECONDS, so that bounces of a long campaign stop its reminders early.
+  webhook response did not happen.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def idle_tasks(
         nylas_notifications_task(sessions, services),
     ]
     bounces = bounces_task(settings, sessions, preparer)
-    return tasks if bounces is None else [*tasks, bounces]
+    # Before the reminders: a bounce read in a round stops that round's reminder.
+    return tasks if bounces is None else [bounces, *tasks]
 
 
 def reminders_task(

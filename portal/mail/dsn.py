@@ -76,6 +76,8 @@ def read_message(raw: bytes) -> Reading:
     """Tell what one message is; a DSN is read down to its worst recipient."""
     try:
         message = parse(raw)
+        if not message.keys():
+            return Reading(Verdict.MALFORMED, reason="not a mail message (no headers)")
         if is_delivery_report(message):
             return read_report(message)
         if is_auto_reply(message):
