@@ -30,6 +30,7 @@ from portal.extensions import settings_of
 from portal.handlers import build_worker
 from portal.mail.backends import backend_from_settings
 from portal.mail.campaign import invite_account
+from portal.mail.dsn import read_message
 from portal.models import Account, Event, OutboxMessage, utcnow
 from portal.plugins import plugin_registry
 
@@ -405,3 +406,85 @@ def test_bounce_settings_are_checked_one_line_each(
         load_settings(tmp_path, environ=environ)
     assert caught.value.problems == [problem]
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_report_without_the_original_message_id_is_matched_by_its_failed_recipient(
+    campaign: Callable[..., Campaign],
+    dovecot: Dovecot,  # noqa: F811
+) -> None:
+    run = campaign()
+    invitation = run.row(BOUNCED)
+    # Some relays return neither the message nor its Message-ID: only Final-Recipient is left.
+    raw = sample(
+        "exchange_online_hard.eml", message_id="", recipient=BOUNCED.upper(), now=run.sent_at
+    )
+    dovecot.append(raw)
+    run.work(run.sent_at + timedelta(hours=1))
+
+    assert run.account(BOUNCED).status == "undeliverable"
+    assert run.account(KEPT).status == "invited"
+    [event] = [e for e in run.events(BOUNCED) if e.kind == "account.undeliverable"]
+    assert event.detail["outbox_id"] == invitation.id
+
+
+def report(*blocks: str, extra: str = "") -> bytes:
+    """A minimal multipart/report with the given per-recipient blocks."""
+    body = "\r\n\r\n".join(["Reporting-MTA: dns; relay.example", *blocks])
+    return (
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n'
+        f"{extra}\r\n--b\r\nContent-Type: text/plain\r\n\r\nreport\r\n"
+        f"--b\r\nContent-Type: message/delivery-status\r\n\r\n{body}\r\n\r\n--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "verdict", "detail"),
+    [
+        (
+            report("Final-Recipient: rfc822; a@x\r\nAction: delivered\r\nStatus: 2.0.0"),
+            "delivered",
+            None,
+        ),
+        (
+            report("Final-Recipient: rfc822; a@x\r\nAction: failed\r\nStatus: 2.0.0"),
+            "malformed",
+            "success Status",
+        ),
+        (
+            report("Final-Recipient: rfc822; a@x\r\nAction: exploded\r\nStatus: 5.0.0"),
+            "malformed",
+            "unknown Action",
+        ),
+        (report(), "malformed", "no per-recipient Action"),
+        (
+            report(
+                "Final-Recipient: rfc822; a@x\r\nAction: delayed\r\nStatus: 4.4.7",
+                "Final-Recipient: rfc822; b@x\r\nAction: failed\r\nStatus: 5.7.1 (refused)",
+            ),
+            "bounce",
+            "hard 5.7.1 b@x",
+        ),
+        (
+            report(
+                "Action: failed\r\nStatus: 5.1.1",
+                extra="X-Failed-Recipients: Someone@X.example\r\n",
+            ),
+            "bounce",
+            "hard 5.1.1 someone@x.example",
+        ),
+        (
+            b"Subject: hi\r\nX-Failed-Recipients: a@x\r\n\r\nno report\r\n",
+            "malformed",
+            "without a delivery-status",
+        ),
+        (b"Subject: lunch?\r\nFrom: a@x\r\n\r\nsee you\r\n", "other", None),
+    ],
+)
+def test_reading_the_report_fields(raw: bytes, verdict: str, detail: str | None) -> None:
+    reading = read_message(raw)
+    assert reading.verdict == verdict
+    if reading.bounce is not None:
+        bounce = reading.bounce
+        assert f"{bounce.severity} {bounce.status} {bounce.recipient}" == detail
+    elif detail is not None:
+        assert detail in reading.reason
