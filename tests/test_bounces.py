@@ -175,9 +175,11 @@ def test_a_soft_bounce_is_counted_and_the_email_sent_again_later(
 ) -> None:
     run = campaign()
     invitation = run.row(BOUNCED)
-    dovecot.append(
-        sample("postfix_soft_mailbox_full.eml", message_id=invitation.message_id, now=run.sent_at)
+    soft = sample(
+        "postfix_soft_mailbox_full.eml", message_id=invitation.message_id, now=run.sent_at
     )
+    dovecot.append(soft)
+    dovecot.append(soft)  # the relay sent it twice (or a worker died before marking it read)
     read_at = run.sent_at + timedelta(hours=1)
     run.work(read_at)
 

@@ -248,11 +248,17 @@ class BounceReader:
         """Record the bounce on the row's account; returns what was done, for the log."""
         assert row.account_pk is not None
         cause = Cause(BOUNCE_ACTOR, now, bounce_detail(row, bounce))
+        if bounce.severity == HARD:  # one conditional UPDATE: moves the account once
+            return undeliverable(session, row.account_pk, bounce_reply(bounce), cause)
+        # Counted once per bounced message, whoever reads its DSN and however often: the
+        # account's row is locked (PostgreSQL) while its events are looked at.
+        session.get(Account, row.account_pk, with_for_update=True)
+        kind = DELAYED_EVENT if bounce.severity == DELAYED else SOFT_BOUNCE_EVENT
+        if counted_already(session, row.account_pk, kind, row.id):
+            return "counted already (a DSN read before); nothing changed"
         if bounce.severity == DELAYED:
             cause.record(session, row.account_pk, DELAYED_EVENT)
             return "counted; the relay is still trying"
-        if bounce.severity == HARD:
-            return undeliverable(session, row.account_pk, bounce_reply(bounce), cause)
         assert bounce.severity == SOFT
         count = soft_bounces(session, row.account_pk) + 1
         cause.record(session, row.account_pk, SOFT_BOUNCE_EVENT, count=count)
@@ -323,6 +329,14 @@ def matching_row(session: Session, bounce: Bounce) -> OutboxMessage | None:
         .order_by(OutboxMessage.sent_at.desc(), OutboxMessage.id.desc())
         .limit(1)
     ).first()
+
+
+def counted_already(session: Session, account_pk: int, kind: str, outbox_id: int) -> bool:
+    """Whether a `kind` event of the account is about this outbox row (an account has few)."""
+    details = session.scalars(
+        select(Event.detail).where(Event.account_pk == account_pk, Event.kind == kind)
+    )
+    return any(detail.get("outbox_id") == outbox_id for detail in details)
 
 
 def soft_bounces(session: Session, account_pk: int) -> int:
