@@ -15,7 +15,7 @@ from markupsafe import Markup
 from portal.admin.views import blueprint
 from portal.extensions import current_settings
 
-NO_VALUE = "–"
+NO_VALUE = "\u2013"  # an en dash, as the templates print for "none"
 
 # The categories the classification and the built-in plugins decide (docs/classification.md).
 # A category a plugin invents and this map lacks is shown by its internal name alone.
@@ -66,6 +66,6 @@ def category_name(category: str | None) -> str:
     return f"{friendly} ({category})" if friendly else category
 
 
-FILTERS = {"when": when, "category_name": category_name}
-for _name, _filter in FILTERS.items():
-    blueprint.add_app_template_filter(_filter, _name)
+blueprint.add_app_template_filter(when, "when")
+blueprint.add_app_template_filter(category_name, "category_name")
+blueprint.app_context_processor(lambda: {"category_names": CATEGORY_NAMES})
