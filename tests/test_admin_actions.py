@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from admin_support import add_account, add_failed_attempt, login, make_admin, page_token
 from flask import Flask
 from sqlalchemy import select
 
+from portal.accounts.classify import NOT_HANDLED_CATEGORY, SERVICE_ACCOUNT_CATEGORY
 from portal.admin.actions import ACTIONS
+from portal.admin.chart import MAX_X_LABELS, bar_chart, extent, short_day
 from portal.admin.dashboard import build_dashboard
+from portal.admin.filters import CATEGORY_NAMES, readable_time
+from portal.config import ConfigError
 from portal.db import db
 from portal.extensions import settings_of
 from portal.models import (
@@ -421,3 +426,82 @@ def test_admin_create_and_api_token_cli(db_app, db_runner):
     assert (
         client.get("/api/v1/stats", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     )
+
+
+# -- admin polish: times, category names, the chart's axis -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [
+        ("UTC", "4 Dec 2026, 13:05 UTC"),
+        ("Europe/Berlin", "4 Dec 2026, 14:05 CET"),
+        ("America/New_York", "4 Dec 2026, 08:05 EST"),
+    ],
+)
+def test_times_read_in_the_admins_zone_and_keep_utc_in_the_attribute(make_app, zone, shown):
+    from conftest import upgraded
+
+    app = upgraded(make_app(ADMIN_TIMEZONE=zone))
+    make_admin(app)
+    moment = datetime(2026, 12, 4, 13, 5, 42, tzinfo=UTC)
+    add_account(app, "v2-z", status="invited", invited_at=moment)
+    client = app.test_client()
+    login(client)
+    page = client.get("/admin/accounts/v2-z").get_data(as_text=True)
+    assert f'<dt>Invited</dt><dd><time datetime="2026-12-04T13:05:42Z">{shown}</time></dd>' in page
+    assert "<dt>Sent</dt><dd>\u2013</dd>" in page  # no time: a dash, as before
+    assert readable_time(moment.replace(tzinfo=None), zone) == shown  # SQLite's naive values
+
+
+def test_an_unknown_admin_time_zone_is_refused_with_one_clear_line(make_app):
+    with pytest.raises(ConfigError) as raised:
+        make_app(ADMIN_TIMEZONE="Mars/Olympus")
+    assert raised.value.problems == [
+        "REAUTH_ADMIN_TIMEZONE: unknown time zone 'Mars/Olympus'; use a name such as Europe/Berlin"
+    ]
+
+
+def test_categories_show_their_friendly_name_beside_the_internal_one(db_app, operator):
+    add_account(db_app, "v2-g", category="graph_consent", status="completed")
+    add_account(db_app, "v2-q", category="a_plugins_own", status="new")
+    friendly = "Microsoft 365, old permissions (graph_consent)"
+    listing = operator.get("/admin/accounts").get_data(as_text=True)
+    assert f"<td>{friendly}</td>" in listing and "<td>a_plugins_own</td>" in listing
+    assert '<option value="graph_consent">Microsoft 365, old permissions</option>' in listing
+    assert f"<dd>{friendly}</dd>" in operator.get("/admin/accounts/v2-g").get_data(as_text=True)
+    assert f'<th scope="row">{friendly}</th>' in operator.get("/admin/").get_data(as_text=True)
+    assert set(CATEGORY_NAMES) >= {
+        "graph_ready",
+        "graph_consent",
+        "exchange_onprem",
+        "personal",
+        SERVICE_ACCOUNT_CATEGORY,
+        NOT_HANDLED_CATEGORY,
+    }
+
+
+def days(count: int) -> list[tuple[str, int]]:
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    return [((start + timedelta(days=n)).date().isoformat(), n % 4) for n in range(count)]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 14, 30, 90])
+def test_the_chart_axis_names_each_date_once_and_never_crowds(count):
+    chart = bar_chart(days(count))
+    texts = [label.text for label in chart.x_labels]
+    assert texts and len(texts) == len(set(texts)) <= MAX_X_LABELS
+    assert texts[0] == "20 Nov 2026"  # the first day is always named
+    extents = [extent(label) for label in chart.x_labels]
+    assert all(left >= 0 and right <= chart.width for left, right in extents)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(extents))  # no overlap
+    if count >= 7:  # room for both ends
+        assert texts[-1] == short_day(chart.last)
+
+
+def test_the_dashboard_draws_one_label_for_a_one_day_chart(db_app, operator):
+    add_account(db_app, "v2-1d", status="completed", completed_at=utcnow())
+    page = operator.get("/admin/").get_data(as_text=True)
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    day = short_day(utcnow().date().isoformat())
+    assert svg.count(f">{day}</text>") == 1
