@@ -115,6 +115,7 @@ def test_exclude_says_what_happens_on_its_confirmation_page(db_app, operator):
     add_account(db_app, "v2-c", status="invited")
     text = operator.get("/admin/accounts/v2-c/action?action=exclude").get_data(as_text=True)
     assert "Exclude 1 account</strong>: its live link is revoked and it gets no more email" in text
+    assert "<script" not in text and " style=" not in text  # the CSP allows neither
 
 
 @pytest.mark.parametrize("reason", [None, "", "   ", "x" * 501])

@@ -500,7 +500,8 @@ def bulk_result(
     text += "." + (" More remain: run it again." if done >= BULK_LIMIT else "")
     if name != "exclude" or done == left_out:
         return text
-    excluded = {**filter_args(account_filter), "status": S.EXCLUDED.value, "action": "include"}
+    # The same filter narrowed to the excluded accounts: a query in a link, not a status write.
+    excluded = {**filter_args(account_filter), "status": "excluded", "action": "include"}
     undo = url_for("admin.confirm_bulk_action", **excluded)
     return Markup('{} <a href="{}">Include the excluded accounts of this filter again</a>').format(
         text, undo
