@@ -190,6 +190,8 @@ def test_exclude_offers_the_undo_and_include_again_restores_the_state(db_app, op
     assert 'href="/admin/accounts/v2-u/action?action=include">Include it again</a>' in page
     assert act(operator, "v2-u", "include", reason="excluded by mistake").status_code == 303
     assert status_of(db_app, "v2-u") == "new"
+    page = operator.get("/admin/accounts/v2-u").get_data(as_text=True)
+    assert "Include again: done, the account is now new (the state before the exclusion)." in page
     [event] = events(db_app, "admin.include")
     assert event.detail["result"] == "restored" and event.detail["status_before_exclusion"] == "new"
     assert (event.detail["status_before"], event.detail["status_after"]) == ("excluded", "new")

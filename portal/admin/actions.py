@@ -370,6 +370,11 @@ def single_result(name: str, account: Account, detail: Mapping[str, Any]) -> str
         return Markup(
             '{}: done, the account is excluded. <a href="{}">Include it again</a>'
         ).format(label, undo)
+    if name == "include":
+        how = (
+            "the state before the exclusion" if detail["result"] == "restored" else "re-classified"
+        )
+        return f"{label}: done, the account is now {detail['status_after']} ({how})."
     return f"{label}: {detail['result']} (state {detail['status_after']})."
 
 
