@@ -23,7 +23,7 @@ CATEGORY_NAMES: dict[str, str] = {
     "graph_ready": "Microsoft 365, already on Graph",
     "graph_consent": "Microsoft 365, old permissions",
     "exchange_onprem": "Exchange on-premises, password",
-    "personal": "Outlook.com or Hotmail (personal)",
+    "personal": "Outlook.com or Hotmail",
     "service_account": "Exchange service account",
     "not_handled": "No plugin handles it",
 }
