@@ -39,7 +39,7 @@ EXCLUDED = "v2-excluded"
 SAMPLES: dict[str, list[str]] = {
     "account_id": ["v2-graph-1", EXCLUDED],
     "by": ["tenant", "domain"],
-    "key": ["contoso.com"],
+    "key": ["contoso.com", "fabrikam.com"],  # not consented; consented on the admin track
 }
 # Query strings visited per endpoint ("" = the bare page).
 VARIANTS: dict[str, list[str]] = {
