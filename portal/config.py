@@ -302,6 +302,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_IDLE_TIMEOUT", parse_int, 30 * 60, "admin session idle timeout in seconds"),
     Setting("ADMIN_SESSION_LIFETIME", parse_int, 12 * 3600, "admin session absolute lifetime, s"),
     Setting("ADMIN_LOGIN_RATE_LIMIT", parse_str, "10 per minute", "login POSTs per client address"),
+    Setting(
+        "ADMIN_TIMEZONE", parse_timezone, "UTC", "time zone of admin page times, e.g. Europe/Berlin"
+    ),
     Setting("OIDC_ISSUER", parse_http_url, None, "OpenID Connect issuer for admin single sign-on"),
     Setting("OIDC_CLIENT_ID", parse_str, None, "OpenID Connect client (application) id"),
     Setting("OIDC_CLIENT_SECRET", parse_str, None, "OpenID Connect client secret", True),

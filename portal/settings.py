@@ -123,6 +123,8 @@ class Settings:
     admin_session_lifetime: int
     # login POSTs per client address
     admin_login_rate_limit: str
+    # time zone of admin page times, e.g. Europe/Berlin
+    admin_timezone: str
     # OpenID Connect issuer for admin single sign-on
     oidc_issuer: str | None
     # OpenID Connect client (application) id
@@ -206,6 +208,7 @@ class Settings:
             admin_idle_timeout=config["ADMIN_IDLE_TIMEOUT"],
             admin_session_lifetime=config["ADMIN_SESSION_LIFETIME"],
             admin_login_rate_limit=config["ADMIN_LOGIN_RATE_LIMIT"],
+            admin_timezone=config["ADMIN_TIMEZONE"],
             oidc_issuer=config["OIDC_ISSUER"],
             oidc_client_id=config["OIDC_CLIENT_ID"],
             oidc_client_secret=config["OIDC_CLIENT_SECRET"],
