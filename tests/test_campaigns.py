@@ -20,9 +20,13 @@ from flask import Flask
 from mail_fixtures import SmtpServer, add_account, mail_settings, run_worker, smtp_server
 from sqlalchemy import func, select
 
+from portal.accounts import lifecycle
+from portal.accounts.history import record_event
 from portal.accounts.importer import import_accounts
+from portal.accounts.lifecycle import Cause
 from portal.db import begin_writer, db, session_factory
 from portal.extensions import settings_of
+from portal.mail.bounces import DELAYED_EVENT, SOFT_BOUNCE_EVENT
 from portal.mail.campaigns import (
     TEST_LINK_PATH,
     Cohort,
@@ -287,14 +291,12 @@ def test_stats_count_sent_bounced_opened_and_completed(db_app: Flask) -> None:
         )
         accounts = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(ids)))}
         accounts[ids[0]].opened_at = T0
-        from portal.accounts import lifecycle
-        from portal.accounts.lifecycle import Cause
 
         lifecycle.mark_opened(accounts[ids[1]], T0)
         lifecycle.mark_undeliverable(session, ids[2], "550 no such user", Cause("worker", T0, {}))
-        from portal.accounts.history import record_event
 
-        record_event(session, "mail.bounce.soft", actor="bounces", now=T0, account_pk=ids[3])
+        record_event(session, SOFT_BOUNCE_EVENT, actor="bounces", now=T0, account_pk=ids[3])
+        record_event(session, DELAYED_EVENT, actor="bounces", now=T0, account_pk=ids[1])
     with db_app.app_context():
         stats = campaign_stats(db.session, [campaign_id])[campaign_id]
         db.session.rollback()

@@ -62,7 +62,9 @@ WORKER_ACTOR = "worker"
 # Where the link of a test email leads: an admin page saying it was a test (never a real link).
 TEST_LINK_PATH = "/admin/campaigns/test-link"
 TEST_SUBJECT_PREFIX = "[TEST] "
-BOUNCE_EVENT_PREFIXES = ("mail.bounce", "account.undeliverable")
+# Hard bounces make an account undeliverable; soft ones leave an event (portal.mail.bounces).
+# A delay (mail.delayed) is not a bounce.
+BOUNCE_EVENT_PREFIXES = ("mail.bounce", "mail.soft_bounce", "account.undeliverable")
 MAX_NAME = 200
 SYNCHRONOUS = "synchronous"  # cohort key of a campaign its caller queues (`reauth invite`)
 
