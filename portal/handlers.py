@@ -8,11 +8,11 @@ The idle tasks, in the order they run:
   the bounce mailbox (portal.mail.bounces); every round, at most every
   REAUTH_BOUNCE_POLL_SECONDS, and before the reminders, so that a bounce read in a round
   stops that round's reminder to the address;
+- reminders: queue the reminders that are due, ready to send (portal.mail.campaign); every
+  round, so that a campaign's backlog does not hold them up;
 - campaigns: start the scheduled campaigns that are due and queue the next chunk of each
   running one, inside its send window and under its daily cap (portal.mail.campaigns); every
   round, so a campaign's chunks follow each other as fast as the mail goes;
-- reminders: queue the reminders that are due, ready to send (portal.mail.campaign); every
-  round, so that a campaign's backlog does not hold them up;
 - reconciliation: record attempts left `exchanging` (portal.journey.reconcile); every round,
   at most every RECONCILE_EVERY seconds, as Nylas is asked about each of them;
 - nylas notifications: process up to 100 pending ones (portal.webhooks.nylas_in) when there
@@ -75,8 +75,8 @@ def idle_tasks(
     preparer = email.preparer if isinstance(email, EmailHandler) else None
     services = Services.standalone(settings, registry)  # the worker's own Nylas client
     tasks = [
-        campaigns_task(settings, sessions, registry, preparer),
         reminders_task(settings, sessions, preparer),
+        campaigns_task(settings, sessions, registry, preparer),
         reconciliation_task(sessions, services),
         nylas_notifications_task(sessions, services),
     ]

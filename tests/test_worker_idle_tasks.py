@@ -129,8 +129,8 @@ def test_a_deployment_worker_runs_reminders_reconciliation_and_notifications(app
         worker = build_worker(settings, session_factory(app), plugin_registry(app), backend)
     assert set(worker.handlers) == {"email", "app_webhook", "renewal", "bulk_reauth"}
     expected = [
-        ("campaigns", True),
         ("reminders", True),
+        ("campaigns", True),
         ("reconciliation", True),
         ("nylas notifications", False),
     ]
