@@ -22,6 +22,7 @@ from werkzeug.exceptions import NotFound
 
 from portal.admin.actions import ACTIONS
 from portal.db import db
+from portal.mail.campaigns import Cohort, create_campaign, launch
 from portal.models import Tenant, utcnow
 
 pytestmark = [
@@ -40,6 +41,8 @@ SAMPLES: dict[str, list[str]] = {
     "account_id": ["v2-graph-1", EXCLUDED],
     "by": ["tenant", "domain"],
     "key": ["contoso.com", "fabrikam.com"],  # not consented; consented on the admin track
+    "campaign_id": ["1", "2"],  # a draft; a running campaign
+    "plugin": ["microsoft-graph"],  # the draft's preview of that plugin's email
 }
 # Query strings visited per endpoint ("" = the bare page).
 VARIANTS: dict[str, list[str]] = {
@@ -115,7 +118,7 @@ def page(browser: Browser) -> Iterator[Page]:
 
 def furnish(portal: Any) -> None:
     """Enough data for every part of every page to render: an operator, a link, an excluded
-    and a completed account, a failed sign-in, a tenant."""
+    and a completed account, a failed sign-in, a tenant, a draft and a running campaign."""
     app = portal.app
     make_admin(app, ADMIN_EMAIL)
     portal.invite_link("v2-graph-1")
@@ -130,6 +133,10 @@ def furnish(portal: Any) -> None:
     with app.app_context(), db.transaction() as session:
         session.add(Tenant(tenant="contoso.com", admin_email="it@contoso.com"))
         session.add(Tenant(tenant="fabrikam.com", track="admin", consented_at=done))
+        now, actor = utcnow(), f"admin:{ADMIN_EMAIL}"
+        create_campaign(session, name="Graph users", cohort=Cohort(), actor=actor, now=now)
+        running = create_campaign(session, name="Everyone", cohort=Cohort(), actor=actor, now=now)
+        launch(session, running, actor=actor, now=now, daily_cap=100, window=(8, 18))
 
 
 def serious(page: Page) -> list[dict[str, Any]]:
