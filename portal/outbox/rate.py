@@ -158,8 +158,11 @@ class DomainRate:
     The later of both: a message goes at max(overall slot, its domain's next slot). When its
     domain is free only later than the next overall slot plus one interval, the message
     takes no overall slot at all (taking one would leave the slots before it unused by every
-    worker); it is left out and asked for again once its domain frees up. Waiting for a
-    domain thus wastes at most one overall slot, at the cost of one more reservation.
+    worker); it is left out, the batch's other domains go first, and it is asked for again
+    once its domain frees up. Waiting for a domain thus wastes at most one overall slot, at
+    the cost of one more reservation per wait. Without an overall rate a busy domain's
+    message is likewise left out rather than given a later slot, so that a worker reserving
+    one slot at a time sends another domain's message meanwhile.
     """
 
     def __init__(
@@ -222,7 +225,7 @@ class DomainRate:
                 break
             name = names[key]
             slot = max(cursor, free_at[name])
-            if step and slot - cursor > step:  # the domain is busy: take no overall slot
+            if slot > cursor + step:  # the domain is busy: take no overall slot, let others go
                 schedule.busy_until = min(schedule.busy_until, free_at[name])
                 continue
             schedule.slots.append((index, slot))
