@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from portal.db import database_unreachable
 from portal.models import utcnow
 from portal.outbox.queue import (
+    EMAIL,
     FAILED,
     RETRY,
     SENT,
@@ -459,12 +460,15 @@ class Worker:
         """Send until done, stopped, or the lease is nearly used up.
 
         Emails go in the order the shared throttle gives (a busy domain's wait after the
-        others); a handler with a rate of its own (`mail_throttled = False`) sends in order.
+        others). Other kinds (app webhooks, renewal requests) are no mail: they take no slot
+        of the mail rate and go in order, as do the rows of a handler saying
+        `mail_throttled = False` (it has a rate of its own); `mail_throttled = True` puts
+        another kind under the mail rate.
         """
         started = time.monotonic()
         budget = self.settings.outbox_lease_seconds * LEASE_SAFETY
         outcomes: list[DeliveryOutcome] = []
-        throttled = getattr(handler, "mail_throttled", True)
+        throttled = bool(claims) and getattr(handler, "mail_throttled", claims[0].kind == EMAIL)
         if throttled:
             order: Iterator[int] = self.throttle.pace(
                 [recipient_domain(claim.recipient) for claim in claims]
