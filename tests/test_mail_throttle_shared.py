@@ -108,6 +108,7 @@ def queue_app(database_url: str, make_app: Callable[..., Flask], timed_server: S
     return upgraded(make_app(DATABASE_URL=database_url, **mail_settings(timed_server)))
 
 
+@pytest.mark.slow
 def test_three_worker_processes_share_the_overall_rate(
     queue_app: Flask, timed_server: SmtpServer, tmp_path: Path
 ) -> None:
@@ -121,6 +122,7 @@ def test_three_worker_processes_share_the_overall_rate(
     assert busiest_second(times) <= 6
 
 
+@pytest.mark.slow
 def test_three_worker_processes_share_each_domains_rate(
     queue_app: Flask, timed_server: SmtpServer, tmp_path: Path
 ) -> None:
@@ -242,17 +244,24 @@ def test_a_hold_off_makes_the_rest_of_the_batch_and_other_workers_wait(db_app: F
     assert list(other.pace(["c.com"])) == [0] and clock.now == pytest.approx(start + 3.0)
 
 
-def test_a_slow_sender_reserves_one_slot_at_a_time_and_skips_a_late_one(db_app: Flask) -> None:
+def test_a_slow_sender_reserves_fewer_slots_ahead_and_skips_a_late_one(db_app: Flask) -> None:
     clock = FakeClock()
     start = clock.now
     paced = throttle(db_app, clock, per_second=5, per_domain=0)
+    assert paced.lookahead(20) == 1  # the pace is not known before the first send
     when: list[float] = []
     for _ in paced.pace(["a.com"] * 3):
         when.append(round(clock.now - start, 3))
-        clock.now += 0.15  # a send longer than half an interval
-    # One slot reserved at a time: each is reserved once the previous send is done.
-    assert when == [0.0, 0.2, 0.4]
-    assert rows(db_app)[MAIL_RATE] == pytest.approx(start + 0.6)
+        clock.now += 0.25  # a send longer than the interval (0.2 s), 0.05 s behind a slot
+    # Then two slots ahead (0.25, 0.45): the second is used 0.05 s late, within 0.1 s.
+    assert when == [0.0, 0.25, 0.5]
+    assert rows(db_app)[MAIL_RATE] == pytest.approx(start + 0.65)
+    # As many slots as stay within half an interval of lateness; all when sends keep up.
+    lookaheads = {}
+    for seconds in (0.1, 0.25, 0.5):
+        paced.send_seconds = seconds
+        lookaheads[seconds] = paced.lookahead(20)
+    assert lookaheads == {0.1: 20, 0.25: 3, 0.5: 1}
     fast = throttle(db_app, clock, per_second=5, per_domain=0)
     fast.send_seconds = 0.0
     clock.now = start + 10

@@ -51,6 +51,9 @@ from portal.settings import Settings
 log = logging.getLogger(__name__)
 # Stop sending from a batch once this share of its lease is used up; the rest goes back.
 LEASE_SAFETY = 0.8
+# A reserved slot is used at most max(half an interval, this) late: below it lie sleep and
+# scheduling jitter, which would otherwise throw away the slots of fast rates.
+MIN_TOLERANCE = 0.005
 # The rows of table rate_slot behind REAUTH_MAIL_RATE_PER_SECOND and _PER_DOMAIN.
 MAIL_RATE = "mail"
 DOMAIN_RATE_PREFIX = "mail:domain:"
@@ -187,10 +190,11 @@ class Throttle:
     The limits are rows of table rate_slot (portal.outbox.rate): "mail" overall and
     "mail:domain:<domain>" per domain. `pace` reserves a batch's slots with one statement
     (one transaction with domain limits) and sleeps until each. A worker whose sends take
-    longer than half an interval reserves one slot at a time instead: slots it reserved
-    ahead but could not keep up with would be lost to every worker. A slot found already
-    half an interval past is not used (sent that late, it would crowd the next worker's
-    slot); the rest of the batch is reserved anew. Without limits nothing is written: one
+    longer than an interval reserves fewer slots ahead, down to one at a time (`lookahead`):
+    slots it reserved but could not keep up with would be lost to every worker. A slot found
+    more than the tolerance past (half an interval, at least MIN_TOLERANCE; counted from
+    when it was reserved, if it was due already) is not used: sent that late, it would crowd
+    the next worker's slot; the rest of the batch is reserved anew. Without limits nothing is written: one
     read per batch, so that a hold-off (a relay saying "too many") is still respected.
     """
 
@@ -211,8 +215,9 @@ class Throttle:
             else None
         )
         intervals = [step for step in (self.overall.interval, self.domain_interval) if step]
-        # A slot more than this late is not used (see the class docstring).
-        self.tolerance = min(intervals) / 2 if intervals else math.inf
+        # The shortest interval between two slots, and how late a slot may still be used.
+        self.step = min(intervals) if intervals else math.inf
+        self.tolerance = max(self.step / 2, MIN_TOLERANCE)
         self.send_seconds: float | None = None  # how long the last paced send took
         self.replan = False
 
@@ -233,13 +238,16 @@ class Throttle:
         pending = list(range(len(domains)))
         while pending:
             schedule = self.reserve([domains[index] for index in pending])
+            # A slot already due when reserved is late from the reservation's return on: the
+            # time the reservation took is not the worker's lateness.
+            reserved_at = self.clock()
             if not schedule.slots:  # every domain left is busy: wait for the first to free up
-                self.sleep(max(0.0, schedule.busy_until - self.clock()))
+                self.sleep(max(0.0, schedule.busy_until - reserved_at))
                 continue
             sent: set[int] = set()
             for position, slot in schedule.slots:
                 now = self.clock()
-                if now > slot + self.tolerance:
+                if now > max(slot, reserved_at) + self.tolerance:
                     break
                 if slot > now:
                     self.sleep(slot - now)
@@ -261,11 +269,20 @@ class Throttle:
         return Schedule(slots=list(enumerate(slots)))
 
     def lookahead(self, count: int) -> int:
-        """Reserve the whole rest of a batch only while sends are fast enough to keep up."""
+        """How many slots to reserve: as many as this worker can send before they are late.
+
+        Sends quicker than an interval keep up with consecutive slots: the whole rest of the
+        batch. Slower ones fall behind by (send - interval) a message: as many as stay within
+        the tolerance. Before the first send the pace is unknown: one.
+        """
         if not self.limited:
             return count  # nothing is reserved: one read for the whole batch
-        fast = self.send_seconds is not None and self.send_seconds < self.tolerance
-        return count if fast else 1
+        if self.send_seconds is None:
+            return 1
+        behind = self.send_seconds - self.step
+        if behind <= 0:
+            return count
+        return max(1, min(count, 1 + int(self.tolerance / behind)))
 
     def hold_off(self, seconds: float) -> None:
         """The relay said "too many": no worker sends for `seconds`."""
