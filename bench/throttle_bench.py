@@ -8,7 +8,8 @@ setup), in the same process, rounds alternating:
 3. REAUTH_MAIL_RATE_PER_SECOND = U / 2, a rate that binds: slots reserved a batch at a time;
    reported as the share of the configured rate reached (1.00 = all of it);
 4. as 3, with REAUTH_MAIL_RATE_PER_DOMAIN = U / 2 too (every message to one domain): both
-   rows reserved in one transaction per batch.
+   rows reserved in one transaction per batch;
+5. a relay's sort of rate, 50 a second (--messages / 3 messages): the share reached.
 
 Usage: python bench/throttle_bench.py [--messages 600] [--rounds 3]
 """
@@ -28,6 +29,8 @@ from send_bench import CountingHandler, bench_config, free_port, seed, smtp_work
 
 from portal import create_app
 from portal.db import db
+
+RELAY_RATE = 50.0
 
 
 def sent_per_second(config: dict[str, Any], count: int) -> float:
@@ -52,7 +55,13 @@ def main() -> None:
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
-    figures: dict[str, list[float]] = {"free": [], "loose": [], "binding": [], "domain": []}
+    figures: dict[str, list[float]] = {
+        "free": [],
+        "loose": [],
+        "binding": [],
+        "domain": [],
+        "relay": [],
+    }
     try:
         with tempfile.TemporaryDirectory() as folder:
             os.environ["REAUTH_INSTANCE_PATH"] = folder
@@ -67,6 +76,8 @@ def main() -> None:
                 figures["loose"].append(sent_per_second(loose, args.messages) / free)
                 figures["binding"].append(sent_per_second(binding, args.messages) / (free / 2))
                 figures["domain"].append(sent_per_second(domain, args.messages) / (free / 2))
+                relay = {**config, "MAIL_RATE_PER_SECOND": RELAY_RATE}
+                figures["relay"].append(sent_per_second(relay, args.messages // 3) / RELAY_RATE)
     finally:
         controller.stop()
     median = {name: statistics.median(values) for name, values in figures.items()}
@@ -77,6 +88,7 @@ def main() -> None:
         f"rate U/2: share of the rate reached   : {median['binding']:8.2f}   ({shown['binding']})"
     )
     print(f"rate and domain U/2: share reached    : {median['domain']:8.2f}   ({shown['domain']})")
+    print(f"rate 50/s: share of the rate reached  : {median['relay']:8.2f}   ({shown['relay']})")
     print(f"({args.messages} messages, median of {args.rounds} rounds, one worker, SQLite)")
 
 

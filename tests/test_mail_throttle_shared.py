@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,10 +35,14 @@ from mail_fixtures import (
 from sqlalchemy import func, select
 
 from portal.db import session_factory
+from portal.extensions import settings_of
+from portal.handlers import build_worker
+from portal.mail.backends import backend_from_settings
 from portal.mail.delivery import RELAY_HOLD_OFF
 from portal.models import RateSlot
 from portal.outbox.rate import NAME_LIMIT, rate_name
 from portal.outbox.worker import DOMAIN_RATE_PREFIX, MAIL_RATE, Throttle
+from portal.plugins import plugin_registry
 
 REAUTH = str(Path(sys.executable).with_name("reauth"))
 
@@ -302,3 +307,23 @@ def test_greylisting_holds_nobody_off(
     run_worker(app)
     assert [row.status for row in outbox_rows(app)] == ["pending"]
     assert rows(app) == {}  # no limits, no hold-off: nothing written
+
+
+def test_a_stop_during_a_throttle_wait_sends_nothing_more(
+    make_app: Callable[..., Flask], timed_server: SmtpServer
+) -> None:
+    app = upgraded(make_app(**mail_settings(timed_server, MAIL_RATE_PER_SECOND=0.5)))
+    seed_queue(app, 2)
+    with app.app_context():
+        settings = settings_of(app)
+        backend = backend_from_settings(settings)
+        worker = build_worker(settings, session_factory(app), plugin_registry(app), backend)
+        thread = threading.Thread(target=worker.run, kwargs={"once": True})
+        thread.start()
+        while not arrivals(timed_server) and thread.is_alive():
+            time.sleep(0.01)
+        worker.stop()  # the second message waits for its slot, two seconds after the first
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert [row.status for row in outbox_rows(app)] == ["sent", "pending"]
+    assert len(arrivals(timed_server)) == 1

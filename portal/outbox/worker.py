@@ -194,8 +194,9 @@ class Throttle:
     slots it reserved but could not keep up with would be lost to every worker. A slot found
     more than the tolerance past (half an interval, at least MIN_TOLERANCE; counted from
     when it was reserved, if it was due already) is not used: sent that late, it would crowd
-    the next worker's slot; the rest of the batch is reserved anew. Without limits nothing is written: one
-    read per batch, so that a hold-off (a relay saying "too many") is still respected.
+    the next worker's slot; the rest of the batch is reserved anew. Without limits nothing
+    is written: one read per batch, so that a hold-off (a relay saying "too many") is still
+    respected.
     """
 
     def __init__(
@@ -289,13 +290,6 @@ class Throttle:
         self.overall.hold_off(seconds)
         self.replan = True
 
-    def wait(self, domain: str) -> float:
-        """Sleep until one message to `domain` may go; return the time slept."""
-        started = self.clock()
-        for _ in self.pace([domain]):
-            pass
-        return self.clock() - started
-
 
 def recipient_domain(address: str) -> str:
     """Return the lower-cased domain of an address."""
@@ -324,8 +318,9 @@ class Worker:
         self.idle_tasks = list(idle_tasks)
         self.clock = clock
         self.progress = progress
+        # The throttle's waits end early on a stop, as the idle pause does.
         self.throttle = Throttle(
-            sessions, settings.mail_rate_per_second, settings.mail_rate_per_domain
+            sessions, settings.mail_rate_per_second, settings.mail_rate_per_domain, sleep=self.pause
         )
         self.stats = WorkerStats()
         self.stopping = False
@@ -493,9 +488,13 @@ class Worker:
         else:
             order = iter(range(len(claims)))
         done: set[int] = set()
-        while not self.stopping and time.monotonic() - started <= budget:
-            index = self.next_paced(order)
-            if index is None:
+
+        def must_stop() -> bool:
+            return self.stopping or time.monotonic() - started > budget
+
+        while not must_stop():
+            index = self.next_paced(order)  # may wait for a slot: look at the clock again
+            if index is None or must_stop():
                 break
             outcome = self.deliver(handler, claims[index])
             outcomes.append(outcome)
