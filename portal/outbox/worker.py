@@ -237,6 +237,7 @@ class Throttle:
         caller that stops early leaves the rest unsent (their reserved slots go unused).
         """
         pending = list(range(len(domains)))
+        self.replan = False  # a hold-off of an earlier batch is in the row already
         while pending:
             schedule = self.reserve([domains[index] for index in pending])
             # A slot already due when reserved is late from the reservation's return on: the
