@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from portal.db import begin_writer
 from portal.models import RateSlot
 
 # rate_slot.name is a String(64); longer names are shortened to a digest.
@@ -150,10 +151,10 @@ class Schedule:
 class DomainRate:
     """An overall SharedRate and at most `per_domain` a second per key, reserved together.
 
-    One transaction per reservation: a no-op UPDATE of the overall row first (on PostgreSQL
-    it locks the row, on SQLite it takes the database's write lock, which a write must do
-    as its transaction's first statement to wait rather than fail), then the keys' rows.
-    Every writer of a key's row holds that lock, so two workers never interleave.
+    One transaction per reservation: the overall row is read FOR UPDATE first (PostgreSQL
+    locks the row; on SQLite the transaction begins IMMEDIATE, with the database's write
+    lock, so that it waits for another writer rather than fail), then the keys' rows. Every
+    writer of a key's row holds that lock, so two workers' reservations never interleave.
 
     The later of both: a message goes at max(overall slot, its domain's next slot). When its
     domain is free only later than the next overall slot plus one interval, the message
@@ -178,12 +179,10 @@ class DomainRate:
         self.overall._ensure_row()
         names = {key: rate_name(self.prefix, key) for key in keys}
         table: Any = RateSlot.__table__
-        with self.sessions.begin() as session:
+        with self.sessions() as session, session.begin():
+            begin_writer(session)  # SQLite: BEGIN IMMEDIATE, the write lock before the read
             overall_next = session.execute(
-                update(table)
-                .where(table.c.name == self.overall.name)
-                .values(next_at=table.c.next_at)
-                .returning(table.c.next_at)
+                select(table.c.next_at).where(table.c.name == self.overall.name).with_for_update()
             ).scalar_one()
             insert_ignoring_conflicts(session, sorted(set(names.values())))
             rows = session.execute(
