@@ -123,7 +123,7 @@ def test_three_worker_processes_share_the_overall_rate(
     assert {row.status for row in outbox_rows(queue_app)} == {"sent"}
     times = [at for at, _ in arrivals(timed_server)]
     assert len(times) == 30
-    # 5 a second, and the burst of one: a window from one slot to the fifth after it.
+    # 5 a second plus the burst of one: six slots 0.2 s apart fit a closed one-second window.
     assert busiest_second(times) <= 6
 
 
@@ -147,9 +147,8 @@ def test_three_worker_processes_share_each_domains_rate(
     for at, recipient in received:
         by_domain.setdefault(recipient.rpartition("@")[2], []).append(at)
     assert len(by_domain) == 6 and sum(map(len, by_domain.values())) == 20
-    assert {domain: busiest_second(times) <= 3 for domain, times in by_domain.items()} == {
-        domain: True for domain in by_domain
-    }
+    busiest = {domain: busiest_second(times) for domain, times in by_domain.items()}
+    assert max(busiest.values()) <= 3, busiest  # 2 a second, plus the burst of one
     assert busiest_second([at for at, _ in received]) <= 11
     # Queued first, the busy domain's messages held up no other domain's: those were all
     # sent before the busy domain's last one.
