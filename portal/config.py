@@ -260,9 +260,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COMPANY_NAME", parse_str, "Your company", "who is asking users to sign in"),
     Setting("SUPPORT_CONTACT", parse_str, None, "address or URL users can ask for help"),
     Setting("LOGO_URL", parse_str, None, "logo shown on pages (same-origin path or https URL)"),
-    Setting("MAIL_RATE_PER_SECOND", float, 0.0, "emails per second per worker; 0 = no limit"),
     Setting(
-        "MAIL_RATE_PER_DOMAIN", float, 0.0, "emails per second per recipient domain per worker"
+        "MAIL_RATE_PER_SECOND", float, 0.0, "emails per second, all workers together; 0 = no limit"
+    ),
+    Setting(
+        "MAIL_RATE_PER_DOMAIN",
+        float,
+        0.0,
+        "emails per second per recipient domain, all workers together; 0 = no limit",
     ),
     Setting("MAIL_MAX_AGE", parse_int, 2 * 24 * 3600, "seconds after which a retried email fails"),
     Setting("MAIL_RETRY_BASE", parse_int, 60, "first retry delay in seconds; doubles each time"),

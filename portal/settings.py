@@ -91,9 +91,9 @@ class Settings:
     support_contact: str | None
     # logo shown on pages (same-origin path or https URL)
     logo_url: str | None
-    # emails per second per worker; 0 = no limit
+    # emails per second, all workers together; 0 = no limit
     mail_rate_per_second: float
-    # emails per second per recipient domain per worker
+    # emails per second per recipient domain, all workers together; 0 = no limit
     mail_rate_per_domain: float
     # seconds after which a retried email fails
     mail_max_age: int

@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from portal.models import OutboxMessage, utcnow
 from portal.outbox.queue import SENT, DeliveryOutcome, claim_batch, finish
-from portal.outbox.worker import Throttle
 
 REAUTH = str(Path(sys.executable).with_name("reauth"))
 
@@ -163,18 +162,3 @@ def test_a_late_worker_cannot_overwrite_a_reclaimed_row(queue_app: Flask) -> Non
                 select(OutboxMessage).where(OutboxMessage.id == first[0].id)
             ).one()
             assert (row.status, row.message_id) == ("sent", "<ok@x>")
-
-
-def test_the_throttle_spaces_messages_overall_and_per_domain() -> None:
-    clock = [0.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(round(seconds, 3))
-        clock[0] += seconds
-
-    throttle = Throttle(per_second=10, per_domain=2, clock=lambda: clock[0], sleep=sleep)
-    for domain in ["a.com", "b.com", "a.com", "c.com"]:
-        throttle.wait(domain)
-    # b waits for the overall slot (0.1 s); the second a.com waits for its domain (0.5 s).
-    assert slept == [0.1, 0.4, 0.1]

@@ -7,6 +7,7 @@ only for rows whose fenced update matched, so a late worker changes nothing.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -21,13 +22,32 @@ from portal.mail.campaign import record_first_sends
 from portal.mail.message import sender_address, sender_domain
 from portal.mail.prepare import TENANT_KEY, TEST_KEY, MessagePreparer, Prepared, store
 from portal.models import Account, AccountStatus, Invite, Tenant, utcnow
-from portal.outbox.queue import FAILED, RETRY, SENT, WIRE, ClaimedRow, DeliveryOutcome
+from portal.outbox.queue import (
+    FAILED,
+    RETRY,
+    RETRY_AFTER,
+    SENT,
+    WIRE,
+    ClaimedRow,
+    DeliveryOutcome,
+)
 from portal.plugins import PluginRegistry
 from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 WORKER_ACTOR = "worker"
 RENEWAL_ALLOWED = {AccountStatus.UNDELIVERABLE}
+# A 4xx saying the relay is being sent too much (Exchange Online: "4.7.x ... too many",
+# "message rate limit exceeded"; Postfix/others: "throttled"). Not greylisting, which is
+# one recipient's matter: only these make every worker hold off (docs/mail.md).
+TOO_MANY = re.compile(r"too many|rate limit|throttl|exceeded", re.IGNORECASE)
+# Seconds every worker pauses after such a reply (smtp replies carry no Retry-After).
+RELAY_HOLD_OFF = 10.0
+
+
+def relay_too_busy(error: DeliveryError) -> bool:
+    """Whether a transient refusal says the relay is being sent too much."""
+    return error.code is not None and 400 <= error.code < 500 and bool(TOO_MANY.search(str(error)))
 
 
 def judge(claim: ClaimedRow, error: DeliveryError, message_id: str) -> DeliveryOutcome:
@@ -35,9 +55,10 @@ def judge(claim: ClaimedRow, error: DeliveryError, message_id: str) -> DeliveryO
     if error.permanent and error.stage in ("rcpt", "data"):
         return DeliveryOutcome(claim, FAILED, str(error), message_id, undeliverable=True)
     # 4xx, dropped connections and a refused sender (our configuration) are worth a retry.
-    return DeliveryOutcome(
-        claim, RETRY, str(error), message_id, details={"ambiguous": error.ambiguous}
-    )
+    details: dict[str, Any] = {"ambiguous": error.ambiguous}
+    if relay_too_busy(error):  # the worker holds every worker off (its shared throttle)
+        details[RETRY_AFTER] = RELAY_HOLD_OFF
+    return DeliveryOutcome(claim, RETRY, str(error), message_id, details=details)
 
 
 class EmailHandler:

@@ -15,6 +15,7 @@ nothing twice. `--once` gives up after REAUTH_WORKER_ONCE_DB_PATIENCE seconds.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from portal.db import database_unreachable
 from portal.models import utcnow
 from portal.outbox.queue import (
+    EMAIL,
     FAILED,
     RETRY,
     SENT,
@@ -41,12 +43,20 @@ from portal.outbox.queue import (
     finish_many,
     finish_values,
     release,
+    retry_after,
 )
+from portal.outbox.rate import DomainRate, Schedule, SharedRate
 from portal.settings import Settings
 
 log = logging.getLogger(__name__)
 # Stop sending from a batch once this share of its lease is used up; the rest goes back.
 LEASE_SAFETY = 0.8
+# A reserved slot is used at most max(half an interval, this) late: below it lie sleep and
+# scheduling jitter, which would otherwise throw away the slots of fast rates.
+MIN_TOLERANCE = 0.005
+# The rows of table rate_slot behind REAUTH_MAIL_RATE_PER_SECOND and _PER_DOMAIN.
+MAIL_RATE = "mail"
+DOMAIN_RATE_PREFIX = "mail:domain:"
 IDLE_TICK = 0.2
 # Waits between tries while the database cannot be reached.
 DB_RETRY_FIRST = 1.0
@@ -174,31 +184,112 @@ class Outage:
 
 
 class Throttle:
-    """Space sends out: at most `per_second` overall and `per_domain` per recipient domain."""
+    """Pace sends: at most `per_second` overall and `per_domain` per recipient domain, for
+    every worker of the deployment together (docs/mail.md, "Throttling").
+
+    The limits are rows of table rate_slot (portal.outbox.rate): "mail" overall and
+    "mail:domain:<domain>" per domain. `pace` reserves a batch's slots with one statement
+    (one transaction with domain limits) and sleeps until each. A worker whose sends take
+    longer than an interval reserves fewer slots ahead, down to one at a time (`lookahead`):
+    slots it reserved but could not keep up with would be lost to every worker. A slot found
+    more than the tolerance past (half an interval, at least MIN_TOLERANCE; counted from
+    when it was reserved, if it was due already) is not used: sent that late, it would crowd
+    the next worker's slot; the rest of the batch is reserved anew. Without limits nothing
+    is written: one read per batch, so that a hold-off (a relay saying "too many") is still
+    respected.
+    """
 
     def __init__(
         self,
+        sessions: sessionmaker[Session],
         per_second: float,
         per_domain: float,
-        clock: Callable[[], float] = time.monotonic,
+        *,
+        clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.interval = 1.0 / per_second if per_second > 0 else 0.0
-        self.domain_interval = 1.0 / per_domain if per_domain > 0 else 0.0
         self.clock, self.sleep = clock, sleep
-        self.next_slot = 0.0
-        self.next_domain_slot: dict[str, float] = {}
+        self.overall = SharedRate(sessions, MAIL_RATE, per_second, clock=clock, sleep=sleep)
+        self.domains = (
+            DomainRate(self.overall, per_domain, prefix=DOMAIN_RATE_PREFIX, clock=clock)
+            if per_domain > 0
+            else None
+        )
+        intervals = [step for step in (self.overall.interval, self.domain_interval) if step]
+        # The shortest interval between two slots, and how late a slot may still be used.
+        self.step = min(intervals) if intervals else math.inf
+        self.tolerance = max(self.step / 2, MIN_TOLERANCE)
+        self.send_seconds: float | None = None  # how long the last paced send took
+        self.replan = False
 
-    def wait(self, domain: str) -> float:
-        """Sleep until a message to `domain` may go; return the time slept."""
-        now = self.clock()
-        slot = max(now, self.next_slot, self.next_domain_slot.get(domain, 0.0))
-        if slot > now:
-            self.sleep(slot - now)
-        self.next_slot = slot + self.interval
-        if self.domain_interval:
-            self.next_domain_slot[domain] = slot + self.domain_interval
-        return slot - now
+    @property
+    def domain_interval(self) -> float:
+        return self.domains.interval if self.domains is not None else 0.0
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.overall.interval or self.domain_interval)
+
+    def pace(self, domains: Sequence[str]) -> Iterator[int]:
+        """Yield the positions of `domains` in the order they may be sent, each at its slot.
+
+        The caller sends the message at the yielded position before asking for the next; a
+        caller that stops early leaves the rest unsent (their reserved slots go unused).
+        """
+        pending = list(range(len(domains)))
+        self.replan = False  # a hold-off of an earlier batch is in the row already
+        while pending:
+            schedule = self.reserve([domains[index] for index in pending])
+            # A slot already due when reserved is late from the reservation's return on: the
+            # time the reservation took is not the worker's lateness.
+            reserved_at = self.clock()
+            if not schedule.slots:  # every domain left is busy: wait for the first to free up
+                self.sleep(max(0.0, schedule.busy_until - reserved_at))
+                continue
+            sent: set[int] = set()
+            for position, slot in schedule.slots:
+                now = self.clock()
+                if now > max(slot, reserved_at) + self.tolerance:
+                    break
+                if slot > now:
+                    self.sleep(slot - now)
+                started = self.clock()
+                yield pending[position]
+                self.send_seconds = self.clock() - started
+                sent.add(position)
+                if self.replan:  # a hold-off: the slots reserved before it are too early
+                    self.replan = False
+                    break
+            pending = [index for position, index in enumerate(pending) if position not in sent]
+
+    def reserve(self, domains: Sequence[str]) -> Schedule:
+        """Slots for as many of `domains` as this worker can keep up with."""
+        ahead = self.lookahead(len(domains))
+        if self.domains is not None:
+            return self.domains.reserve(domains, ahead)
+        slots = self.overall.reserve_slots(ahead)
+        return Schedule(slots=list(enumerate(slots)))
+
+    def lookahead(self, count: int) -> int:
+        """How many slots to reserve: as many as this worker can send before they are late.
+
+        Sends quicker than an interval keep up with consecutive slots: the whole rest of the
+        batch. Slower ones fall behind by (send - interval) a message: as many as stay within
+        the tolerance. Before the first send the pace is unknown: one.
+        """
+        if not self.limited:
+            return count  # nothing is reserved: one read for the whole batch
+        if self.send_seconds is None:
+            return 1
+        behind = self.send_seconds - self.step
+        if behind <= 0:
+            return count
+        return max(1, min(count, 1 + int(self.tolerance / behind)))
+
+    def hold_off(self, seconds: float) -> None:
+        """The relay said "too many": no worker sends for `seconds`."""
+        self.overall.hold_off(seconds)
+        self.replan = True
 
 
 def recipient_domain(address: str) -> str:
@@ -228,7 +319,10 @@ class Worker:
         self.idle_tasks = list(idle_tasks)
         self.clock = clock
         self.progress = progress
-        self.throttle = Throttle(settings.mail_rate_per_second, settings.mail_rate_per_domain)
+        # The throttle's waits end early on a stop, as the idle pause does.
+        self.throttle = Throttle(
+            sessions, settings.mail_rate_per_second, settings.mail_rate_per_domain, sleep=self.pause
+        )
         self.stats = WorkerStats()
         self.stopping = False
         self.outage = Outage()
@@ -376,17 +470,62 @@ class Worker:
     def send_all(
         self, handler: KindHandler, claims: list[ClaimedRow]
     ) -> tuple[list[DeliveryOutcome], list[ClaimedRow]]:
-        """Send until done, stopped, or the lease is nearly used up."""
+        """Send until done, stopped, or the lease is nearly used up.
+
+        Emails go in the order the shared throttle gives (a busy domain's wait after the
+        others). Other kinds (app webhooks, renewal requests) are no mail: they take no slot
+        of the mail rate and go in order, as do the rows of a handler saying
+        `mail_throttled = False` (it has a rate of its own); `mail_throttled = True` puts
+        another kind under the mail rate.
+        """
         started = time.monotonic()
         budget = self.settings.outbox_lease_seconds * LEASE_SAFETY
         outcomes: list[DeliveryOutcome] = []
-        for index, claim in enumerate(claims):
-            if self.stopping or time.monotonic() - started > budget:
-                return outcomes, claims[index:]
-            if getattr(handler, "mail_throttled", True):  # a handler with a rate of its own
-                self.throttle.wait(recipient_domain(claim.recipient))
-            outcomes.append(self.deliver(handler, claim))
-        return outcomes, []
+        throttled = bool(claims) and getattr(handler, "mail_throttled", claims[0].kind == EMAIL)
+        if throttled:
+            order: Iterator[int] = self.throttle.pace(
+                [recipient_domain(claim.recipient) for claim in claims]
+            )
+        else:
+            order = iter(range(len(claims)))
+        done: set[int] = set()
+
+        def must_stop() -> bool:
+            return self.stopping or time.monotonic() - started > budget
+
+        while not must_stop():
+            index = self.next_paced(order)  # may wait for a slot: look at the clock again
+            if index is None or must_stop():
+                break
+            outcome = self.deliver(handler, claims[index])
+            outcomes.append(outcome)
+            done.add(index)
+            if throttled and retry_after(outcome):  # the relay said "too many": all wait
+                self.hold_off(retry_after(outcome))
+        return outcomes, [claim for index, claim in enumerate(claims) if index not in done]
+
+    @staticmethod
+    def next_paced(order: Iterator[int]) -> int | None:
+        """The next position to send, or None when done or the throttle lost the database.
+
+        The throttle reserves slots in the database mid-batch: if it cannot, the batch stops
+        there and what was sent is recorded (or kept for recording) like any batch.
+        """
+        try:
+            return next(order, None)
+        except SQLAlchemyError as exc:
+            if not database_unreachable(exc):
+                raise
+            log.warning("mail throttle: %s; the rest of the batch waits", describe(exc))
+            return None
+
+    def hold_off(self, seconds: float) -> None:
+        try:
+            self.throttle.hold_off(seconds)
+        except SQLAlchemyError as exc:
+            if not database_unreachable(exc):
+                raise
+            log.warning("mail throttle: cannot hold the other workers off: %s", describe(exc))
 
     def deliver(self, handler: KindHandler, claim: ClaimedRow) -> DeliveryOutcome:
         """Deliver one row; an unexpected error is a retry, logged by outbox id."""
