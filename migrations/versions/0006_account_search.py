@@ -1,0 +1,102 @@
+"""account search: substring indexes on email, name and v2 account id
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-04 04:00:00
+
+The accounts search matches any part of an email address, a name or a v2 account id
+(portal/admin/listing.py, docs/admin.md). PostgreSQL answers `ILIKE '%text%'` from GIN
+trigram indexes (the pg_trgm extension); SQLite from an FTS5 table with the trigram tokenizer,
+an index over the account table's own columns (external content: no copy of the text) kept in
+step by triggers. Both are filled from the existing rows here: a million accounts take about
+a minute.
+
+SQLite drops a table's triggers when a batch migration copies the table: a later migration
+that rebuilds `account` with batch_alter_table must create the three triggers below again
+(tests/test_search.py checks that they exist at head).
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+TRIGRAM_COLUMNS = ("email", "name", "account_id")
+SEARCH_TABLE = "account_search"
+# (name, the statement's body): the FTS table follows every insert, delete and change of text.
+FTS_VALUES = "(rowid, email, name, account_id) VALUES (new.id, new.email, new.name, new.account_id)"
+FTS_FORGET = (
+    f"({SEARCH_TABLE}, rowid, email, name, account_id) "
+    "VALUES ('delete', old.id, old.email, old.name, old.account_id)"
+)
+SQLITE_TRIGGERS = {
+    "account_search_insert": f"AFTER INSERT ON account BEGIN INSERT INTO {SEARCH_TABLE}"
+    f"{FTS_VALUES}; END",
+    "account_search_delete": f"AFTER DELETE ON account BEGIN INSERT INTO {SEARCH_TABLE}"
+    f"{FTS_FORGET}; END",
+    "account_search_update": "AFTER UPDATE OF email, name, account_id ON account BEGIN "
+    f"INSERT INTO {SEARCH_TABLE}{FTS_FORGET}; INSERT INTO {SEARCH_TABLE}{FTS_VALUES}; END",
+}
+NO_PG_TRGM = (
+    "The accounts search needs PostgreSQL's pg_trgm extension, and this database user could "
+    "not create it ({error}). Have a superuser run `CREATE EXTENSION pg_trgm;` in this "
+    "database (it ships with PostgreSQL's contrib package), then run `reauth db upgrade` again."
+)
+
+
+def trigram_index(column: str) -> str:
+    return f"ix_account_{column}_trgm"
+
+
+def upgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        upgrade_postgresql()
+    else:
+        upgrade_sqlite()
+
+
+def upgrade_postgresql() -> None:
+    connection = op.get_bind()
+    present = connection.exec_driver_sql(
+        "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'"
+    ).scalar()
+    if present is None:
+        try:
+            with connection.begin_nested():
+                connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        except Exception as error:  # noqa: BLE001 - any refusal gets the same advice
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+            raise RuntimeError(NO_PG_TRGM.format(error=first_line)) from error
+    for column in TRIGRAM_COLUMNS:
+        op.create_index(
+            trigram_index(column),
+            "account",
+            [column],
+            postgresql_using="gin",
+            postgresql_ops={column: "gin_trgm_ops"},
+        )
+
+
+def upgrade_sqlite() -> None:
+    op.execute(
+        f"CREATE VIRTUAL TABLE {SEARCH_TABLE} USING fts5(email, name, account_id, "
+        "content='account', content_rowid='id', tokenize='trigram case_sensitive 0')"
+    )
+    for name, body in SQLITE_TRIGGERS.items():
+        op.execute(f"CREATE TRIGGER {name} {body}")
+    op.execute(f"INSERT INTO {SEARCH_TABLE}({SEARCH_TABLE}) VALUES ('rebuild')")
+
+
+def downgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        # The extension stays: it may have been there before, and other schemas may use it.
+        for column in TRIGRAM_COLUMNS:
+            op.drop_index(trigram_index(column), table_name="account")
+        return
+    for name in SQLITE_TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.execute(f"DROP TABLE IF EXISTS {SEARCH_TABLE}")
