@@ -60,25 +60,41 @@ def upgrade() -> None:
 
 
 def upgrade_postgresql() -> None:
+    schema = trigram_schema()
+    for column in TRIGRAM_COLUMNS:
+        # The operator class named with its schema: the portal's search_path may not hold it.
+        op.execute(
+            f"CREATE INDEX {trigram_index(column)} ON account "
+            f'USING gin ({column} "{schema}".gin_trgm_ops)'
+        )
+
+
+def trigram_schema() -> str:
+    """The schema pg_trgm lives in, creating the extension (in `public`) when it is missing.
+
+    Not in the portal's own schema: an extension exists once per database, and a schema that
+    is dropped would take it along for every other schema of the database.
+    """
     connection = op.get_bind()
     present = connection.exec_driver_sql(
-        "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'"
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'pg_trgm'"
     ).scalar()
-    if present is None:
-        try:
-            with connection.begin_nested():
-                connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-        except Exception as error:  # noqa: BLE001 - any refusal gets the same advice
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
-            raise RuntimeError(NO_PG_TRGM.format(error=first_line)) from error
-    for column in TRIGRAM_COLUMNS:
-        op.create_index(
-            trigram_index(column),
-            "account",
-            [column],
-            postgresql_using="gin",
-            postgresql_ops={column: "gin_trgm_ops"},
-        )
+    if present is not None:
+        return str(present)
+    schema = str(
+        connection.exec_driver_sql(
+            "SELECT coalesce((SELECT nspname FROM pg_namespace WHERE nspname = 'public'), "
+            "current_schema())"
+        ).scalar()
+    )
+    try:
+        with connection.begin_nested():
+            connection.exec_driver_sql(f'CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA "{schema}"')
+    except Exception as error:  # noqa: BLE001 - any refusal gets the same advice
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+        raise RuntimeError(NO_PG_TRGM.format(error=first_line)) from error
+    return schema
 
 
 def upgrade_sqlite() -> None:
