@@ -226,3 +226,45 @@ def test_the_api_searches_the_same_way(people):
         "v2-d4e5f6",
         "v2-j0k1l2",
     ]
+
+
+def bulk_marks(app: Flask) -> int | None:
+    """Rows in SQLite's bulk-import mark table (None on PostgreSQL, which has none)."""
+    with app.app_context():
+        if db.engine.dialect.name != "sqlite":
+            return None
+        return db.session.execute(text("SELECT count(*) FROM account_search_bulk")).scalar()
+
+
+def test_imported_accounts_are_found_and_reimports_keep_the_index_right(
+    db_app, db_runner, tmp_path
+):
+    """The import indexes its batches in one statement on SQLite (portal/accounts/search_index.py)."""
+    header = "account_id,email,provider,authentication_type,name\n"
+    first = tmp_path / "first.csv"
+    first.write_text(
+        header
+        + "acc-ada,Ada.Goldwasser@Contoso.com,office365,oauth,Ada Goldwasser\n"
+        + "acc-alan,alan@corp.example.org,office365,oauth,Alan Turing\n",
+        encoding="utf-8",
+    )
+    result = db_runner.invoke(args=["accounts", "import", str(first)])
+    assert result.exit_code == 0, result.output
+    add_account(db_app, "after-import", email="later.goldwasser@contoso.example")  # the trigger
+    assert found(db_app, q="goldwasser") == ["acc-ada", "after-import"]
+    assert found(db_app, q="TURING") == ["acc-alan"]
+    assert bulk_marks(db_app) in (0, None)
+    second = tmp_path / "second.csv"
+    second.write_text(
+        header
+        + "acc-ada,ada@contoso.com,office365,oauth,Ada Lovelace\n"
+        + "acc-alan,alan@corp.example.org,office365,oauth,Alan Turing\n"
+        + "acc-new,new.goldwasser@contoso.com,office365,oauth,\n",
+        encoding="utf-8",
+    )
+    result = db_runner.invoke(args=["accounts", "import", str(second)])
+    assert result.exit_code == 0, result.output
+    assert found(db_app, q="goldwasser") == ["after-import", "acc-new"]
+    assert found(db_app, q="lovelace") == ["acc-ada"]
+    assert found(db_app, q="TURING") == ["acc-alan"]
+    assert bulk_marks(db_app) in (0, None)
