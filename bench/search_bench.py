@@ -218,8 +218,9 @@ def compare(
         ok = ratio <= TARGET_RATIO and served < TARGET_MS
         passed &= ok
         print(
-            f"  {label:<24} q={query!r:<13} {rows:3d} rows  portal {served:7.2f} ms  "
-            f"raw {bare:7.2f} ms  ratio {ratio:4.2f}x  {'PASS' if ok else 'FAIL'}"
+            f"  {label:<22} q={query!r:<13} {rows:3d} rows  portal {served:6.2f} ms  "
+            f"raw {bare:6.2f} ms  gap {served - bare:5.2f} ms  ratio {ratio:5.2f}x  "
+            f"{'PASS' if ok else 'FAIL'}"
         )
     return passed
 

@@ -16,9 +16,13 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection
 
-from portal.models.accounts import SEARCH_TABLE
-
-BULK_TABLE = f"{SEARCH_TABLE}_bulk"
+# The tables of migration 0006 (portal.models.accounts.SEARCH_TABLE and its mark table).
+MARK = "INSERT INTO account_search_bulk DEFAULT VALUES"
+UNMARK = "DELETE FROM account_search_bulk"
+INDEX_NEW = (
+    "INSERT INTO account_search (rowid, email, name, account_id) "
+    "SELECT id, email, name, account_id FROM account WHERE id > ?"
+)
 
 
 @contextmanager
@@ -33,12 +37,8 @@ def indexed_in_bulk(connection: Connection) -> Iterator[None]:
         yield
         return
     # The mark first: it takes the write lock, so the largest id read next stays the largest.
-    connection.exec_driver_sql(f"INSERT INTO {BULK_TABLE} DEFAULT VALUES")
+    connection.exec_driver_sql(MARK)
     last = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM account").scalar()
     yield
-    connection.exec_driver_sql(
-        f"INSERT INTO {SEARCH_TABLE} (rowid, email, name, account_id) "
-        "SELECT id, email, name, account_id FROM account WHERE id > ?",
-        (last,),
-    )
-    connection.exec_driver_sql(f"DELETE FROM {BULK_TABLE}")
+    connection.exec_driver_sql(INDEX_NEW, (last,))
+    connection.exec_driver_sql(UNMARK)

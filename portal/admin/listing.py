@@ -122,8 +122,8 @@ def trigram_condition(text: str) -> ColumnElement[bool]:
 
 
 def fts_search(
-    db_session: Session, statement: Select[tuple[Account]], text: str, after: int
-) -> Select[tuple[Account]]:
+    db_session: Session, statement: Select[Account], text: str, after: int
+) -> Select[Account]:
     """SQLite: the FTS5 trigram table's matches, in rowid order from `after` on.
 
     Joined by rowid and ordered by the FTS table's rowid, the FTS index yields the matches in
@@ -144,7 +144,7 @@ def fts_search(
 
 def page_statement(
     db_session: Session, account_filter: AccountFilter, after: int, size: int
-) -> Select[tuple[Account]]:
+) -> Select[Account]:
     """The statement for `size` accounts of the filter after the key `after`, in key order."""
     statement = select(Account).where(*account_filter.conditions()).limit(size)
     text = account_filter.q
