@@ -115,6 +115,40 @@ def parse_database_url(value: Any) -> str:
     return text
 
 
+def parse_positive_int(value: Any) -> int:
+    number = parse_int(value)
+    if number <= 0:
+        raise ValueError(f"expected a whole number above 0, got {value!r}")
+    return number
+
+
+IMAP_URL_SHAPE = "imaps://user@host:993/FOLDER"
+
+
+def parse_imap_url(value: Any) -> str:
+    """`imaps://user@host:993/INBOX`: IMAP over TLS, a user, a host; empty means off.
+
+    Messages never repeat the value: a misplaced password would be in it.
+    """
+    text = str(value).strip()
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme != "imaps":
+        raise ValueError(f"expected an IMAP-over-TLS URL such as {IMAP_URL_SHAPE}")
+    if parts.password is not None:
+        raise ValueError(f"put the password in {ENV_PREFIX}BOUNCE_PASSWORD, not in the URL")
+    if not parts.username or not parts.hostname:
+        raise ValueError(f"the URL needs a user and a host, as in {IMAP_URL_SHAPE}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError("the port must be a number from 0 to 65535") from None
+    if parts.query or parts.fragment:
+        raise ValueError(f"the URL takes no ?query or #fragment: {IMAP_URL_SHAPE}")
+    return text
+
+
 def parse_days(value: Any) -> list[int]:
     """`3,7,12` -> [3, 7, 12]; `none` -> [] (no reminders)."""
     items = [item for item in parse_list(value) if item.lower() != "none"]
@@ -181,6 +215,40 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_USERNAME", parse_str, None, "SMTP login"),
     Setting("SMTP_PASSWORD", parse_str, None, "SMTP password", True),
     Setting("SMTP_STARTTLS", parse_bool, True, "use STARTTLS"),
+    Setting(
+        "BOUNCE_MAILBOX",
+        parse_imap_url,
+        None,
+        "IMAP folder bounces arrive in, imaps://user@host:993/INBOX; unset = not read",
+    ),
+    Setting("BOUNCE_PASSWORD", parse_str, None, "password of the bounce mailbox's user", True),
+    Setting(
+        "BOUNCE_CA_FILE",
+        parse_str,
+        None,
+        "PEM CA bundle the IMAP server's certificate must chain to; default the system's",
+    ),
+    Setting(
+        "BOUNCE_POLL_SECONDS",
+        parse_positive_int,
+        300,
+        "seconds between reads of the bounce mailbox",
+    ),
+    Setting(
+        "BOUNCE_BATCH", parse_positive_int, 100, "messages read from the bounce mailbox per run"
+    ),
+    Setting(
+        "BOUNCE_SOFT_LIMIT",
+        parse_positive_int,
+        3,
+        "soft bounces (4.x.x failures) after which an address counts as undeliverable",
+    ),
+    Setting(
+        "BOUNCE_RETRY_DELAY",
+        parse_seconds,
+        12 * 3600,
+        "seconds before an email that soft-bounced is sent again",
+    ),
     Setting("MAIL_FROM", parse_str, "Mailbox reconnection <no-reply@localhost>", "sender"),
     Setting("MAIL_REPLY_TO", parse_str, None, "reply-to address"),
     Setting("LINK_MAX_AGE", parse_int, 14 * 24 * 3600, "link lifetime in seconds"),
@@ -234,6 +302,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_IDLE_TIMEOUT", parse_int, 30 * 60, "admin session idle timeout in seconds"),
     Setting("ADMIN_SESSION_LIFETIME", parse_int, 12 * 3600, "admin session absolute lifetime, s"),
     Setting("ADMIN_LOGIN_RATE_LIMIT", parse_str, "10 per minute", "login POSTs per client address"),
+    Setting(
+        "ADMIN_TIMEZONE", parse_timezone, "UTC", "time zone of admin page times, e.g. Europe/Berlin"
+    ),
     Setting("OIDC_ISSUER", parse_http_url, None, "OpenID Connect issuer for admin single sign-on"),
     Setting("OIDC_CLIENT_ID", parse_str, None, "OpenID Connect client (application) id"),
     Setting("OIDC_CLIENT_SECRET", parse_str, None, "OpenID Connect client secret", True),
@@ -373,6 +444,20 @@ def apply_environment_rules(settings: dict[str, Any], instance_path: Path) -> li
         settings["NYLAS_API_URI"] or NYLAS_REGION_URIS[settings["NYLAS_REGION"]]
     )
     settings["OAUTH_REDIRECT_URI"] = f"{settings['BASE_URL']}/oauth/callback"
+    problems.extend(bounce_problems(settings))
+    return problems
+
+
+def bounce_problems(settings: Mapping[str, Any]) -> list[str]:
+    """The bounce mailbox needs its password, and a CA file that exists when one is named."""
+    problems = []
+    if settings["BOUNCE_MAILBOX"] and not settings["BOUNCE_PASSWORD"]:
+        problems.append(
+            f"{ENV_PREFIX}BOUNCE_PASSWORD: required when {ENV_PREFIX}BOUNCE_MAILBOX is set"
+        )
+    ca_file = settings["BOUNCE_CA_FILE"]
+    if ca_file and not Path(ca_file).is_file():
+        problems.append(f"{ENV_PREFIX}BOUNCE_CA_FILE: no such file: {ca_file}")
     return problems
 
 
@@ -385,6 +470,7 @@ ISSUED_VALUES = (
     "NYLAS_CLIENT_ID",
     "NYLAS_WEBHOOK_SECRETS",
     "SMTP_PASSWORD",
+    "BOUNCE_PASSWORD",
     "OIDC_CLIENT_SECRET",
 )
 # docs/deploy/env.example writes `change-me...`, `nyk_v0_...` and `...` where values go.

@@ -4,6 +4,10 @@
 same handlers and the same tasks. The worker (portal.outbox.worker) only runs what it is given.
 
 The idle tasks, in the order they run:
+- bounces, only when REAUTH_BOUNCE_MAILBOX is set: read the delivery status notifications of
+  the bounce mailbox (portal.mail.bounces); every round, at most every
+  REAUTH_BOUNCE_POLL_SECONDS, and before the reminders, so that a bounce read in a round
+  stops that round's reminder to the address;
 - reminders: queue the reminders that are due, ready to send (portal.mail.campaign); every
   round, so that a campaign's backlog does not hold them up;
 - reconciliation: record attempts left `exchanging` (portal.journey.reconcile); every round,
@@ -27,6 +31,7 @@ from portal.journey.renewal import RenewalHandler
 from portal.journey.services import Services
 from portal.journey.tenant_invites import queue_admin_reminders
 from portal.mail.backends import MailBackend
+from portal.mail.bounces import bounce_reader
 from portal.mail.campaign import queue_due_reminders
 from portal.mail.delivery import EmailHandler
 from portal.mail.prepare import MessagePreparer
@@ -65,11 +70,14 @@ def idle_tasks(
     email = handlers.get("email")
     preparer = email.preparer if isinstance(email, EmailHandler) else None
     services = Services.standalone(settings, registry)  # the worker's own Nylas client
-    return [
+    tasks = [
         reminders_task(settings, sessions, preparer),
         reconciliation_task(sessions, services),
         nylas_notifications_task(sessions, services),
     ]
+    bounces = bounces_task(settings, sessions, preparer)
+    # Before the reminders: a bounce read in a round stops that round's reminder.
+    return tasks if bounces is None else [bounces, *tasks]
 
 
 def reminders_task(
@@ -107,6 +115,17 @@ def nylas_notifications_task(sessions: sessionmaker[Session], services: Services
         return counts["processed"] + counts["errors"]
 
     return IdleTask("nylas notifications", process_notifications)
+
+
+def bounces_task(
+    settings: Settings, sessions: sessionmaker[Session], preparer: MessagePreparer | None
+) -> IdleTask | None:
+    """Read the bounce mailbox, when one is configured; emails sent again after a soft bounce
+    are prepared by the email handler's preparer."""
+    reader = bounce_reader(settings, sessions, preparer)
+    if reader is None:
+        return None
+    return IdleTask("bounces", reader, every=settings.bounce_poll_seconds, every_round=True)
 
 
 def build_worker(

@@ -55,6 +55,20 @@ class Settings:
     smtp_password: str | None = field(repr=False)
     # use STARTTLS
     smtp_starttls: bool
+    # IMAP folder bounces arrive in, imaps://user@host:993/INBOX; unset = not read
+    bounce_mailbox: str | None
+    # password of the bounce mailbox's user (secret: never logged)
+    bounce_password: str | None = field(repr=False)
+    # PEM CA bundle the IMAP server's certificate must chain to; default the system's
+    bounce_ca_file: str | None
+    # seconds between reads of the bounce mailbox
+    bounce_poll_seconds: int
+    # messages read from the bounce mailbox per run
+    bounce_batch: int
+    # soft bounces (4.x.x failures) after which an address counts as undeliverable
+    bounce_soft_limit: int
+    # seconds before an email that soft-bounced is sent again
+    bounce_retry_delay: timedelta
     # sender
     mail_from: str
     # reply-to address
@@ -109,6 +123,8 @@ class Settings:
     admin_session_lifetime: int
     # login POSTs per client address
     admin_login_rate_limit: str
+    # time zone of admin page times, e.g. Europe/Berlin
+    admin_timezone: str
     # OpenID Connect issuer for admin single sign-on
     oidc_issuer: str | None
     # OpenID Connect client (application) id
@@ -158,6 +174,13 @@ class Settings:
             smtp_username=config["SMTP_USERNAME"],
             smtp_password=config["SMTP_PASSWORD"],
             smtp_starttls=config["SMTP_STARTTLS"],
+            bounce_mailbox=config["BOUNCE_MAILBOX"],
+            bounce_password=config["BOUNCE_PASSWORD"],
+            bounce_ca_file=config["BOUNCE_CA_FILE"],
+            bounce_poll_seconds=config["BOUNCE_POLL_SECONDS"],
+            bounce_batch=config["BOUNCE_BATCH"],
+            bounce_soft_limit=config["BOUNCE_SOFT_LIMIT"],
+            bounce_retry_delay=timedelta(seconds=config["BOUNCE_RETRY_DELAY"]),
             mail_from=config["MAIL_FROM"],
             mail_reply_to=config["MAIL_REPLY_TO"],
             link_max_age=config["LINK_MAX_AGE"],
@@ -185,6 +208,7 @@ class Settings:
             admin_idle_timeout=config["ADMIN_IDLE_TIMEOUT"],
             admin_session_lifetime=config["ADMIN_SESSION_LIFETIME"],
             admin_login_rate_limit=config["ADMIN_LOGIN_RATE_LIMIT"],
+            admin_timezone=config["ADMIN_TIMEZONE"],
             oidc_issuer=config["OIDC_ISSUER"],
             oidc_client_id=config["OIDC_CLIENT_ID"],
             oidc_client_secret=config["OIDC_CLIENT_SECRET"],

@@ -123,9 +123,16 @@ def test_an_operator_starts_the_bulk_of_a_consented_admin_tenant_once(tenant_app
         db.session.commit()
     page = client.get("/admin/tenants").get_data(as_text=True)
     assert "Start bulk re-authentication" in page
-    client.post("/admin/tenants/contoso.com/reauth", data={"csrf_token": token})
-    client.post("/admin/tenants/contoso.com/reauth", data={"csrf_token": token})
-    assert [e.detail["queued"] for e in events(tenant_app, "admin.tenant_bulk")] == [1, 0]
+    confirm = client.get("/admin/tenants/contoso.com/reauth").get_data(as_text=True)
+    assert "Re-authenticate 1 account of tenant contoso.com" in confirm  # asked first
+    unexplained = client.post("/admin/tenants/contoso.com/reauth", data={"csrf_token": token})
+    assert unexplained.status_code == 400 and events(tenant_app, "admin.tenant_bulk") == []
+    reason = {"csrf_token": token, "reason": "consent granted on the 3rd"}
+    client.post("/admin/tenants/contoso.com/reauth", data=reason)
+    client.post("/admin/tenants/contoso.com/reauth", data=reason)
+    bulk_events = events(tenant_app, "admin.tenant_bulk")
+    assert [e.detail["queued"] for e in bulk_events] == [1, 0]
+    assert {e.detail["reason"] for e in bulk_events} == {"consent granted on the 3rd"}
     with tenant_app.app_context():
         jobs = db.session.scalars(
             select(OutboxMessage).where(OutboxMessage.kind == "bulk_reauth")

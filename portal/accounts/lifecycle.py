@@ -11,7 +11,7 @@ status before and after.
      │                                                            v
      └── classified not_required / unsupported        (back to) new
     failed: a sign-in failed or the wrong mailbox came back; the person may try again.
-    excluded / not_required: an admin's decision.
+    excluded / not_required: an admin's decision; Include again undoes an exclusion.
 """
 
 from __future__ import annotations
@@ -254,3 +254,22 @@ def set_by_admin(account: Account, status: AccountStatus, reason: str) -> bool:
         return False
     _move(account, status, reason)
     return True
+
+
+def include_again(
+    account: Account, before_exclusion: str | None, decided: Classification, reason: str
+) -> str | None:
+    """Undo an exclusion. The state before it comes back when the lifecycle allows that move
+    (new, not_required, unsupported); a state that needed the link the exclusion revoked
+    (invited, opened, failed, undeliverable) may not, so the classification decides instead,
+    as for a fresh row. Returns "restored" or "reclassified"; None (nothing changed) when the
+    account is not excluded."""
+    if account.status != S.EXCLUDED:
+        return None
+    earlier = {status.value for status in S} - {S.EXCLUDED.value}
+    if before_exclusion in earlier and may_move(S.EXCLUDED, str(before_exclusion)):
+        _move(account, S(before_exclusion), reason)
+        return "restored"
+    account.category, account.plugin = decided.category, decided.plugin
+    _move(account, decided.status, f"{reason}; {decided.reason}")
+    return "reclassified"

@@ -7,6 +7,6 @@ from flask import Blueprint
 
 def admin_blueprint() -> Blueprint:
     """The `admin` blueprint with every route attached (importing the modules registers them)."""
-    from portal.admin import actions, pages, tenants, views  # noqa: F401
+    from portal.admin import actions, filters, pages, tenants, views  # noqa: F401
 
     return views.blueprint

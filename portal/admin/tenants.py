@@ -18,11 +18,18 @@ from portal.accounts.tenants import (
     tenant_summaries,
     unrecorded_tenants,
 )
+from portal.admin.actions import (
+    REASON_MAX,
+    ReasonProblem,
+    accounts_phrase,
+    confirmation_page,
+    given_reason,
+)
 from portal.admin.auth import current_admin, has_role, operator_required, viewer_required
 from portal.admin.views import blueprint
 from portal.db import db
 from portal.extensions import current_settings
-from portal.journey.bulk import start_bulk
+from portal.journey.bulk import plan_bulk, start_bulk
 from portal.journey.tenant_consent import consent_link
 from portal.journey.tenant_invites import invite_admins
 from portal.models import AdminRole, Tenant, TenantTrack, utcnow
@@ -103,6 +110,34 @@ def invite_administrator(key: str) -> ResponseReturnValue:
     return redirect(url_for("admin.tenants"), 303)
 
 
+BULK_REAUTH = {
+    "label": "Start bulk re-authentication",
+    "effect": "the worker re-authenticates each of them through the administrator's consent; "
+    "nobody is emailed, and running it again queues nothing new",
+}
+
+
+def confirm_bulk_reauth(tenant: Tenant, **context: Any) -> ResponseReturnValue:
+    """The tenant's bulk, like every bulk action, is confirmed with a reason first."""
+    plan = plan_bulk(db.session, tenant, utcnow(), dry_run=True)
+    ready = tenant.track == TenantTrack.ADMIN and tenant.consented_at is not None
+    return confirmation_page(
+        action=BULK_REAUTH,
+        headline=f"Re-authenticate {accounts_phrase(plan.queued)} of tenant {tenant.tenant}",
+        why_not=None if ready else "bulk re-authentication needs the admin track and a consent",
+        form_url=url_for("admin.start_bulk_reauth", key=tenant.tenant),
+        cancel_url=url_for("admin.tenants"),
+        hidden={},
+        **context,
+    )
+
+
+@blueprint.get("/tenants/<key>/reauth")
+@operator_required
+def confirm_start_bulk_reauth(key: str) -> ResponseReturnValue:
+    return confirm_bulk_reauth(tenant_or_404(key))
+
+
 @blueprint.post("/tenants/<key>/reauth")
 @operator_required
 def start_bulk_reauth(key: str) -> ResponseReturnValue:
@@ -113,7 +148,12 @@ def start_bulk_reauth(key: str) -> ResponseReturnValue:
     if tenant.track != TenantTrack.ADMIN or tenant.consented_at is None:
         flash(f"{key}: bulk re-authentication needs the admin track and a recorded consent.")
         return redirect(url_for("admin.tenants"), 303)
+    try:
+        reason = given_reason()
+    except ReasonProblem as problem:
+        typed = request.form.get("reason", "")[: REASON_MAX * 2]
+        return confirm_bulk_reauth(tenant, error=str(problem), reason=typed, status=400)
     queued = start_bulk(db.session, current_settings(), tenant, now)
-    audit("admin.tenant_bulk", now, tenant=key, queued=queued)
+    audit("admin.tenant_bulk", now, tenant=key, queued=queued, reason=reason)
     flash(f"{key}: {queued} bulk re-authentication job(s) queued; the worker runs them.")
     return redirect(url_for("admin.tenants"), 303)
