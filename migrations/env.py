@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from portal.db import build_engine
+from portal.migrate import schema_filter
 from portal.models import Base
 
 config = context.config
@@ -18,6 +19,7 @@ def run_on(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=schema_filter(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

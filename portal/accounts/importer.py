@@ -46,6 +46,7 @@ from portal.accounts.rows import (
     parse_row,
     pick,
 )
+from portal.accounts.search_index import indexed_in_bulk
 from portal.db import insert_many
 from portal.models import Account, utcnow
 
@@ -226,7 +227,9 @@ class AccountImporter:
         events: list[dict[str, Any]],
     ) -> None:
         if inserts:
-            insert_many(self.session.connection(), ACCOUNT_TABLE, inserts)
+            connection = self.session.connection()
+            with indexed_in_bulk(connection):
+                insert_many(connection, ACCOUNT_TABLE, inserts)
         if updates:
             self.session.execute(update(Account), updates)
         record_events(self.session, events)

@@ -115,11 +115,16 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 
 
 LIST_PARAMETERS = [
-    query("q", {"type": "string"}, "exact v2 account id or grant id, or an email or its start"),
+    query(
+        "q",
+        {"type": "string"},
+        "any part of an email, name or v2 account id, in any case (3 characters or more), or an "
+        "exact grant id; 1 or 2 characters match the start of an email or an exact id",
+    ),
     query("status", {"type": "string", "enum": [s.value for s in AccountStatus]}, "state"),
     query("category", {"type": "string"}, "classification category"),
     query("plugin", {"type": "string"}, "plugin name; `none` for accounts without one"),
-    query("tenant", {"type": "string"}, "Azure tenant id or domain"),
+    query("tenant", {"type": "string"}, "Azure tenant id or domain, in any case"),
     query(
         "limit",
         {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": PAGE_SIZE},

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, column, table
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.models.base import Base, utcnow
@@ -40,6 +40,30 @@ class GrantStatus(StrEnum):
 
 # A covering index for the dashboard's grouped pass and for `stats` (portal/admin/dashboard.py).
 DASHBOARD_INDEX_COLUMNS = ("category", "plugin", "status", "invited_at", "sent_at", "opened_at")
+
+
+# The accounts search (portal/admin/listing.py, migration 0006) matches any part of these.
+SEARCH_COLUMNS = ("email", "name", "account_id")
+# Where an index exists on one database only: the schema comparison skips it on the others.
+ONLY_ON = "only_on"
+
+
+def trigram_index(column_name: str) -> Index:
+    """PostgreSQL: a GIN trigram index, which answers `ILIKE '%text%'` (pg_trgm ignores case)."""
+    return Index(
+        f"ix_account_{column_name}_trgm",
+        column_name,
+        postgresql_using="gin",
+        postgresql_ops={column_name: "gin_trgm_ops"},
+        info={ONLY_ON: "postgresql"},
+    ).ddl_if(dialect="postgresql")
+
+
+# SQLite: the FTS5 table (trigram tokenizer) over the same columns, filled by triggers. A
+# virtual table is no table SQLAlchemy can describe, so it stays out of the metadata (the
+# schema comparison skips it, portal/migrate.py); queries name it through this clause.
+SEARCH_TABLE = "account_search"
+account_search = table(SEARCH_TABLE, column("rowid", Integer), column(SEARCH_TABLE, String))
 
 
 class GrantOutcome(StrEnum):
@@ -103,6 +127,7 @@ class Account(Base):
         Index("ix_account_dashboard", *DASHBOARD_INDEX_COLUMNS),
         Index("ix_account_completed_at", "completed_at", "invited_at"),
         Index("ix_account_tenant_status", "tenant", "status"),
+        *(trigram_index(name) for name in SEARCH_COLUMNS),
     )
 
 
