@@ -2,7 +2,7 @@
 
 Builds (or reuses) N accounts in the portal's schema at revision 0005 with plain bulk writes
 (sqlite3 executemany; PostgreSQL COPY into its own schema), then upgrades to head, so migration
-0006 indexes the existing rows as it would on a live database (its time is printed). Names
+0007 indexes the existing rows as it would on a live database (its time is printed). Names
 come from a few thousand made-up surnames, one of which, Goldwasser, about one account in a
 thousand carries. Then measures, in the same process, for each search:
   portal   portal.admin.listing.account_page, the function behind the admin accounts page
@@ -119,7 +119,7 @@ def build_sqlite(path: Path, accounts: int) -> None:
     )
     connection.execute("COMMIT")
     connection.close()
-    print(f"  migration 0006 on {accounts} accounts: {migrated(url, 'head'):.1f} s")
+    print(f"  migration 0007 on {accounts} accounts: {migrated(url, 'head'):.1f} s")
     connection = sqlite3.connect(path)
     connection.execute("ANALYZE")
     connection.close()
@@ -143,7 +143,7 @@ def build_postgres(base: str, accounts: int) -> None:
             for row in account_rows(accounts):
                 copy.write_row(row)
         cursor.execute("SELECT setval(pg_get_serial_sequence('account', 'id'), %s)", (accounts,))
-    print(f"  migration 0006 on {accounts} accounts: {migrated(url, 'head'):.1f} s")
+    print(f"  migration 0007 on {accounts} accounts: {migrated(url, 'head'):.1f} s")
     with psycopg.connect(plain, autocommit=True) as connection:
         connection.execute("VACUUM ANALYZE account")
 
@@ -155,7 +155,7 @@ def postgres_built(plain: str, accounts: int) -> bool:
             head = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     except psycopg.Error:
         return False
-    return found is not None and found[0] == accounts and head is not None and head[0] >= "0006"
+    return found is not None and found[0] == accounts and head is not None and head[0] >= "0007"
 
 
 def timed(actions: list[Callable[[], object]], runs: int) -> list[float]:

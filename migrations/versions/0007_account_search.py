@@ -1,7 +1,7 @@
 """account search: substring indexes on email, name and v2 account id
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-04 04:00:00
 
 The accounts search matches any part of an email address, a name or a v2 account id
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
