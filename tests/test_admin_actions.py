@@ -284,6 +284,18 @@ def test_bulk_action_asks_first_then_runs_on_the_filter(db_app, operator):
     assert operator.get("/admin/accounts/bulk?action=exclude").status_code == 303
 
 
+def test_a_bulk_confirmation_counts_the_accounts_the_search_finds(db_app, operator):
+    """The count on the confirmation page is the search's, not every account of the state."""
+    for n, email in enumerate(["ada.goldwasser@contoso.com", "bob@contoso.com", "cy@x.org"]):
+        add_account(db_app, f"v2-s{n}", status="invited", email=email)
+    text = operator.get("/admin/accounts/bulk?action=revoke&q=GOLDWASSER").get_data(as_text=True)
+    assert "Revoke the live link of 1 account matching q=GOLDWASSER" in text
+    text = operator.get("/admin/accounts/bulk?action=revoke&q=contoso&status=invited").get_data(
+        as_text=True
+    )
+    assert "Revoke the live link of 2 accounts matching q=contoso, status=invited" in text
+
+
 def test_bulk_results_count_the_skipped_by_reason(db_app, operator):
     for n, status in enumerate(["new", "completed", "completed", "excluded", "invited"]):
         add_account(db_app, f"v2-k{n}", status=status, tenant="fabrikam.example")

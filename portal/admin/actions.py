@@ -30,7 +30,7 @@ from portal.accounts.history import record_event
 from portal.accounts.lifecycle import OPEN_STATUSES
 from portal.accounts.links import live_invite, revoke_invite
 from portal.admin.auth import current_admin, operator_required
-from portal.admin.listing import AccountFilter, account_page
+from portal.admin.listing import AccountFilter, account_page, first_matches
 from portal.admin.views import blueprint
 from portal.db import db
 from portal.extensions import current_settings
@@ -383,20 +383,15 @@ def single_result(name: str, account: Account, detail: Mapping[str, Any]) -> str
 
 def matching_count(session: Session, account_filter: AccountFilter) -> int:
     """How many accounts match, counted up to one past BULK_LIMIT (enough to say "more")."""
-    capped = select(Account.id).where(*account_filter.conditions()).limit(BULK_LIMIT + 1).subquery()
-    return int(session.scalar(select(func.count()).select_from(capped)) or 0)
+    capped, values = first_matches(session, account_filter, BULK_LIMIT + 1, Account.id)
+    return int(session.scalar(select(func.count()).select_from(capped.subquery()), values) or 0)
 
 
 def matching_states(session: Session, account_filter: AccountFilter) -> list[tuple[str, int]]:
     """The matching accounts (the first BULK_LIMIT + 1) by state, most first."""
-    capped = (
-        select(Account.status)
-        .where(*account_filter.conditions())
-        .order_by(Account.id)
-        .limit(BULK_LIMIT + 1)
-        .subquery()
-    )
-    rows = session.execute(select(capped.c.status, func.count()).group_by(capped.c.status))
+    first, values = first_matches(session, account_filter, BULK_LIMIT + 1, Account.status)
+    capped = first.subquery()
+    rows = session.execute(select(capped.c.status, func.count()).group_by(capped.c.status), values)
     return sorted(((str(status), int(n)) for status, n in rows), key=lambda row: -row[1])
 
 

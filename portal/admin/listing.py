@@ -19,9 +19,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select, union_all
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from portal.accounts.ledger import NO_PLUGIN
@@ -60,24 +61,44 @@ class AccountFilter:
         """The filters in use, for links and forms."""
         return {name: value for name, value in asdict(self).items() if value}
 
-    def conditions(self) -> list[ColumnElement[bool]]:
-        """Every filter but the search, which account_page adds (it may join the FTS table)."""
-        found: list[ColumnElement[bool]] = []
-        if self.status:
-            found.append(Account.status == self.status)
-        if self.category:
-            found.append(Account.category == self.category)
-        if self.plugin:
-            found.append(
-                Account.plugin.is_(None)
-                if self.plugin == NO_PLUGIN
-                else Account.plugin == self.plugin
-            )
-        if self.tenant:
+    def shape(self, dialect: str) -> StatementShape:
+        """What the statement for this filter looks like; its values are bound separately."""
+        text = self.q
+        search = "" if not text else ("substring" if len(text) >= MIN_SUBSTRING else "short")
+        filters = tuple(name for name in FILTERED_COLUMNS if getattr(self, name))
+        return StatementShape(dialect, filters, search, self.plugin == NO_PLUGIN)
+
+    def values(self, after: int, size: int) -> dict[str, Any]:
+        """The bound values of the filter's statement (every shape takes what it names)."""
+        text = self.q
+        lowered = text.lower()
+        return {
+            "after": after,
+            "size": size,
+            "status": self.status,
+            "category": self.category,
+            "plugin": self.plugin,
             # Tenant ids and domains ignore case, and the import stores them in lower case
             # (portal/accounts/rows.py), so the plain index still serves the filter.
-            found.append(Account.tenant == self.tenant.lower())
-        return found
+            "tenant": self.tenant.lower(),
+            "text": text,
+            "lowered": lowered,
+            "lowered_end": lowered + "\uffff",
+            "pattern": like_pattern(text),
+            "phrase": fts_phrase(text),
+        }
+
+
+# The filters other than the search, each an equality on the account column of its name.
+FILTERED_COLUMNS = ("status", "category", "plugin", "tenant")
+
+
+@dataclass(frozen=True)
+class StatementShape:
+    dialect: str
+    filters: tuple[str, ...]
+    search: str  # "", "short" or "substring"
+    no_plugin: bool
 
 
 def clean(value: Any) -> str:
@@ -85,18 +106,29 @@ def clean(value: Any) -> str:
     return str(value or "").replace("\x00", "").strip()[:320]
 
 
-def search_condition(text: str) -> ColumnElement[bool]:
+def filter_conditions(shape: StatementShape) -> list[ColumnElement[bool]]:
+    """Every filter but the search, with bound values."""
+    return [
+        Account.plugin.is_(None)
+        if name == "plugin" and shape.no_plugin
+        else getattr(Account, name) == bindparam(name)
+        for name in shape.filters
+    ]
+
+
+def search_condition() -> ColumnElement[bool]:
     """For a text too short for the trigram indexes: an exact v2 account id or grant id, or
     the beginning of an email address.
 
     Written as `id IN (a UNION ALL b UNION ALL c)`, one index lookup each: as a plain OR,
     SQLite prefers walking the primary key for `ORDER BY id LIMIT ?` and reads every row.
     """
-    lowered = text.lower()
     candidates = union_all(
-        select(Account.id).where(Account.account_id == text),
-        select(Account.id).where(Account.grant_id == text),
-        select(Account.id).where(Account.email >= lowered, Account.email < lowered + "\uffff"),
+        select(Account.id).where(Account.account_id == bindparam("text")),
+        select(Account.id).where(Account.grant_id == bindparam("text")),
+        select(Account.id).where(
+            Account.email >= bindparam("lowered"), Account.email < bindparam("lowered_end")
+        ),
     )
     return Account.id.in_(candidates)
 
@@ -111,57 +143,79 @@ def fts_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def trigram_condition(text: str) -> ColumnElement[bool]:
+def trigram_condition() -> ColumnElement[bool]:
     """PostgreSQL: the text inside an email, name or v2 account id (GIN trigram indexes, which
     ignore case like ILIKE does), or an exact grant id (its b-tree); a BitmapOr of the four."""
-    pattern = like_pattern(text)
+    pattern: Any = bindparam("pattern")
     return or_(
         *(getattr(Account, name).ilike(pattern, escape=LIKE_ESCAPE) for name in SEARCH_COLUMNS),
-        Account.grant_id == text,
+        Account.grant_id == bindparam("text"),
     )
 
 
-def fts_search(
-    db_session: Session, statement: Select[Account], text: str, after: int
-) -> Select[Account]:
-    """SQLite: the FTS5 trigram table's matches, in rowid order from `after` on.
+def fts_condition(conditions: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """SQLite: the keys of the FTS5 trigram table's first matches after `after`, with an exact
+    grant id, as `id IN (first matches UNION ALL grant)`.
 
-    Joined by rowid and ordered by the FTS table's rowid, the FTS index yields the matches in
-    key order and the page stops after n of them. An exact grant id is looked up first: when
-    one matches (rare), the two sets are merged as `id IN (matches UNION ALL grant)`.
+    Walked in rowid order (joined to the account only when other filters need its columns),
+    the FTS index yields the matches in key order and stops after a page of them; the outer
+    query then reads at most a page and one row by key. One statement, so a search costs one
+    round trip like any other page.
     """
-    matches = account_search.c.account_search.op("MATCH")(fts_phrase(text))
-    grant = select(Account.id).where(Account.grant_id == text)
-    if db_session.scalar(grant.limit(1)) is not None:
-        either = union_all(select(account_search.c.rowid).where(matches), grant)
-        return statement.where(Account.id > after, Account.id.in_(either)).order_by(Account.id)
+    matches = account_search.c.account_search.op("MATCH")(bindparam("phrase"))
+    first = select(account_search.c.rowid).where(
+        matches, account_search.c.rowid > bindparam("after")
+    )
+    if conditions:
+        first = first.join(Account, Account.id == account_search.c.rowid).where(*conditions)
+    first = first.order_by(account_search.c.rowid).limit(bindparam("size"))
+    grant = select(Account.id).where(Account.grant_id == bindparam("text"), *conditions)
+    # SQLite takes ORDER BY and LIMIT in a compound's member only inside a subquery.
+    return Account.id.in_(union_all(select(first.subquery().c.rowid), grant))
+
+
+@lru_cache(maxsize=256)
+def shaped_statement(shape: StatementShape) -> Select[Account]:
+    """The page statement of a shape, its values left as bound parameters: built once per
+    shape, so a request pays for binding, not for assembling the statement."""
+    conditions = filter_conditions(shape)
+    statement = select(Account).where(*conditions)
+    if shape.search == "substring":
+        found = fts_condition(conditions) if shape.dialect == "sqlite" else trigram_condition()
+        statement = statement.where(found)
+    elif shape.search == "short":
+        statement = statement.where(search_condition())
     return (
-        statement.join(account_search, account_search.c.rowid == Account.id)
-        .where(matches, account_search.c.rowid > after)
-        .order_by(account_search.c.rowid)
+        statement.where(Account.id > bindparam("after"))
+        .order_by(Account.id)
+        .limit(bindparam("size", type_=Integer))
     )
 
 
 def page_statement(
     db_session: Session, account_filter: AccountFilter, after: int, size: int
-) -> Select[Account]:
-    """The statement for `size` accounts of the filter after the key `after`, in key order."""
-    statement = select(Account).where(*account_filter.conditions()).limit(size)
-    text = account_filter.q
-    if text and len(text) >= MIN_SUBSTRING:
-        if db_session.get_bind().dialect.name == "sqlite":
-            return fts_search(db_session, statement, text, after)
-        statement = statement.where(trigram_condition(text))
-    elif text:
-        statement = statement.where(search_condition(text))
-    return statement.where(Account.id > after).order_by(Account.id)
+) -> tuple[Select[Account], dict[str, Any]]:
+    """The statement for `size` accounts of the filter after the key `after`, in key order,
+    and its bound values."""
+    shape = account_filter.shape(db_session.get_bind().dialect.name)
+    return shaped_statement(shape), account_filter.values(after, size)
+
+
+def first_matches(
+    db_session: Session, account_filter: AccountFilter, limit: int, *columns: Any
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The given columns of the filter's first `limit` accounts in key order (to count them,
+    or group them), and the statement's bound values."""
+    statement, values = page_statement(db_session, account_filter, 0, limit)
+    return statement.with_only_columns(*columns), values
 
 
 def account_page(
     db_session: Session, account_filter: AccountFilter, after: int = 0, limit: int = PAGE_SIZE
 ) -> tuple[Sequence[Account], int | None]:
     """One page of accounts after the key `after`, and the key of the next page (or None)."""
-    rows = db_session.scalars(page_statement(db_session, account_filter, after, limit + 1)).all()
+    statement, values = page_statement(db_session, account_filter, after, limit + 1)
+    rows = db_session.scalars(statement, values).all()
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1].id
     return rows, None
