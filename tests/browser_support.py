@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,18 @@ def chromium_missing() -> str | None:
     if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
         return f"no Chromium at {CHROMIUM} (install Debian's `chromium`; .ci/run does)"
     return None
+
+
+@contextmanager
+def launched_chromium(*extra_args: str) -> Iterator[Any]:
+    """Debian's Chromium under Playwright, with CHROMIUM_ARGS and any extra flags; closed after."""
+    assert sync_playwright is not None, chromium_missing()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args]
+        )
+        yield chromium
+        chromium.close()
 
 
 def sign_in_on_hosted_page(page: Any, email: str, password: str | None) -> None:

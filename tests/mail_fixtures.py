@@ -10,9 +10,12 @@ import os
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -110,16 +113,43 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def smtp_server(allow_smtp: None) -> Iterator[SmtpServer]:
-    """A real SMTP server on a free loopback port, scripted through `.handler.plan()`."""
-    handler = ScriptedHandler()
+REAUTH = str(Path(sys.executable).with_name("reauth"))
+
+
+@contextmanager
+def serving(handler: ScriptedHandler) -> Iterator[SmtpServer]:
+    """A real SMTP server with this handler on a free loopback port, stopped afterwards."""
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         yield SmtpServer("127.0.0.1", controller.port, handler)
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server(allow_smtp: None) -> Iterator[SmtpServer]:
+    """A real SMTP server on a free loopback port, scripted through `.handler.plan()`."""
+    with serving(ScriptedHandler()) as server:
+        yield server
+
+
+def run_worker_processes(env: dict[str, str], count: int, timeout: float) -> list[tuple[str, str]]:
+    """Run `count` `reauth worker --once` processes at once; their (stdout, stderr), each
+    having exited 0."""
+    workers = [
+        subprocess.Popen(
+            [REAUTH, "worker", "--once"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    outputs = [worker.communicate(timeout=timeout) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * count, outputs
+    return outputs
 
 
 def worker_env(app: Flask, server: SmtpServer, tmp_path: Path, **extra: str) -> dict[str, str]:

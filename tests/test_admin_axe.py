@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from admin_support import PASSWORD, add_account, add_failed_attempt, make_admin
-from browser_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing, sync_playwright
+from browser_support import (
+    chromium_missing,
+    launched_chromium,
+    sync_playwright,
+)
 from flask import Flask
 from werkzeug.exceptions import NotFound
 
@@ -103,10 +107,8 @@ def test_the_page_list_covers_every_admin_get_route(portal: Any) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

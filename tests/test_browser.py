@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     chromium_missing,
+    launched_chromium,
     sign_in_on_hosted_page,
     sync_playwright,
 )
@@ -43,10 +42,8 @@ if TYPE_CHECKING or sync_playwright is not None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

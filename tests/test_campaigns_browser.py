@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from admin_support import make_admin
-from browser_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing, sync_playwright
+from browser_support import (
+    chromium_missing,
+    launched_chromium,
+    sync_playwright,
+)
 from mail_fixtures import SmtpServer, mail_settings, run_worker, smtp_server
 
 from portal.db import db
@@ -38,10 +42,8 @@ if TYPE_CHECKING or sync_playwright is not None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -22,7 +22,11 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing, sync_playwright
+from browser_support import (
+    chromium_missing,
+    launched_chromium,
+    sync_playwright,
+)
 from conftest import upgraded
 from flask import Flask
 from mail_fixtures import BASE_URL, add_account, mail_settings, run_worker
@@ -65,10 +69,8 @@ def browser() -> Iterator[Browser]:
         if stage_required():  # CI: the layout test may not skip
             pytest.fail(f"{reason} (REAUTH_REQUIRE_PRODUCTION_STAGE=1)")
         pytest.skip(reason)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def html_part(raw: bytes) -> str:

@@ -9,8 +9,6 @@ fake clock against the real database rows.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,17 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from conftest import upgraded
 from flask import Flask
 from mail_fixtures import (
     ScriptedHandler,
     SmtpServer,
-    free_port,
     mail_settings,
     outbox_rows,
     run_worker,
+    run_worker_processes,
     seed_queue,
+    serving,
     worker_env,
 )
 from sqlalchemy import func, select
@@ -43,8 +41,6 @@ from portal.models import RateSlot
 from portal.outbox.rate import NAME_LIMIT, rate_name
 from portal.outbox.worker import DOMAIN_RATE_PREFIX, MAIL_RATE, Throttle
 from portal.plugins import plugin_registry
-
-REAUTH = str(Path(sys.executable).with_name("reauth"))
 
 
 @dataclass
@@ -63,13 +59,8 @@ class TimedHandler(ScriptedHandler):
 
 @pytest.fixture
 def timed_server(allow_smtp: None) -> Iterator[SmtpServer]:
-    handler = TimedHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield SmtpServer("127.0.0.1", controller.port, handler)
-    finally:
-        controller.stop()
+    with serving(TimedHandler()) as server:
+        yield server
 
 
 def arrivals(server: SmtpServer) -> list[tuple[float, str]]:
@@ -93,18 +84,7 @@ def busiest_second(times: list[float]) -> int:
 def run_workers(app: Flask, server: SmtpServer, tmp_path: Path, **env: str) -> list[int]:
     """Run three `reauth worker --once` processes at once; return how many each sent."""
     environment = worker_env(app, server, tmp_path, REAUTH_MAIL_BATCH_SIZE="5", **env)
-    workers = [
-        subprocess.Popen(
-            [REAUTH, "worker", "--once"],
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    outputs = [worker.communicate(timeout=120) for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0, 0], outputs
+    outputs = run_worker_processes(environment, 3, timeout=120)
     return [int(out.split()[1].rstrip(",")) for out, _ in outputs]
 
 

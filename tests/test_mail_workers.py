@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,13 +12,19 @@ from pathlib import Path
 import pytest
 from conftest import upgraded
 from flask import Flask
-from mail_fixtures import SmtpServer, mail_settings, outbox_rows, seed_queue, worker_env
+from mail_fixtures import (
+    REAUTH,
+    SmtpServer,
+    mail_settings,
+    outbox_rows,
+    run_worker_processes,
+    seed_queue,
+    worker_env,
+)
 from sqlalchemy import select
 
 from portal.models import OutboxMessage, utcnow
 from portal.outbox.queue import SENT, DeliveryOutcome, claim_batch, finish
-
-REAUTH = str(Path(sys.executable).with_name("reauth"))
 
 
 @pytest.fixture
@@ -33,18 +38,7 @@ def test_four_worker_processes_deliver_ten_thousand_messages_exactly_once(
 ) -> None:
     seed_queue(queue_app, 10_000)
     env = worker_env(queue_app, smtp_server, tmp_path, REAUTH_MAIL_BATCH_SIZE="50")
-    workers = [
-        subprocess.Popen(
-            [REAUTH, "worker", "--once"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0, 0, 0], outputs
+    outputs = run_worker_processes(env, 4, timeout=600)
     rows = outbox_rows(queue_app)
     assert {row.status for row in rows} == {"sent"}
     counts = smtp_server.handler.message_ids()

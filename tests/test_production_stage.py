@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     chromium_missing,
+    launched_chromium,
     sign_in_on_hosted_page,
     sync_playwright,
 )
@@ -151,12 +150,8 @@ def prepare_campaign(stage: Stage, folder: Any) -> None:
 def browser(stage: Stage) -> Iterator[Browser]:
     # The public name resolves to this machine, as DNS would send it to the proxy.
     rules = f"--host-resolver-rules=MAP {PUBLIC_HOST} 127.0.0.1"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules]
-        )
+    with launched_chromium(rules) as chromium:
         yield chromium
-        chromium.close()
 
 
 def new_page(browser: Browser, **viewport: int) -> Iterator[Page]:

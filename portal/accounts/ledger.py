@@ -27,6 +27,16 @@ LEDGER_COLUMNS = (
     "reason",
 )
 NO_PLUGIN = "none"
+MAX_FILTER_VALUE = 320  # the longest column a filter compares with (an email address)
+
+
+def filter_value(value: Any) -> str:
+    """A filter's value from a form or a query string: trimmed, bounded, without NUL
+    (PostgreSQL refuses it in text). The admin's filters and the campaigns' cohorts read theirs
+    this way."""
+    return str(value or "").replace("\x00", "").strip()[:MAX_FILTER_VALUE]
+
+
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_CHUNK = 5000
 

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Select, bindparam, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from portal.accounts.ledger import NO_PLUGIN
+from portal.accounts.ledger import NO_PLUGIN, filter_value
 from portal.models import Account
 from portal.models.accounts import SEARCH_COLUMNS, account_search
 
@@ -55,7 +55,7 @@ class AccountFilter:
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> AccountFilter:
-        return cls(**{name: clean(args.get(name)) for name in FILTER_FIELDS})
+        return cls(**{name: filter_value(args.get(name)) for name in FILTER_FIELDS})
 
     def active(self) -> dict[str, str]:
         """The filters in use, for links and forms."""
@@ -99,11 +99,6 @@ class StatementShape:
     filters: tuple[str, ...]
     search: str  # "", "short" or "substring"
     no_plugin: bool
-
-
-def clean(value: Any) -> str:
-    """A filter value: trimmed, bounded, without NUL (PostgreSQL refuses it in text)."""
-    return str(value or "").replace("\x00", "").strip()[:320]
 
 
 def filter_conditions(shape: StatementShape) -> list[ColumnElement[bool]]:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from portal.accounts.bulk_hold import not_held
 from portal.accounts.history import record_event
+from portal.accounts.ledger import filter_value
 from portal.db import begin_writer
 from portal.mail.campaign import CHUNK_SIZE, invite_account, send_fresh_link
 from portal.mail.prepare import TEST_KEY, MessagePreparer, store
@@ -101,7 +102,7 @@ class Cohort:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Cohort:
-        cleaned = {name: clean(values.get(name)) for name in COHORT_FIELDS}
+        cleaned = {name: filter_value(values.get(name)) for name in COHORT_FIELDS}
         cleaned["domain"] = cleaned["domain"].lower().lstrip("@")
         cleaned["tenant"] = cleaned["tenant"].lower()
         if cleaned["status"] not in COHORT_STATUSES:
@@ -133,11 +134,6 @@ class Cohort:
         if self.import_batch:
             found.append(Account.import_batch == self.import_batch)
         return found
-
-
-def clean(value: Any) -> str:
-    """A filter value: trimmed, bounded, without NUL (PostgreSQL refuses it in text)."""
-    return str(value or "").replace("\x00", "").strip()[:320]
 
 
 def cohort_accounts(
@@ -256,7 +252,7 @@ def create_campaign(
     session: Session, *, name: str, cohort: Cohort, actor: str, now: datetime
 ) -> Campaign:
     """A draft campaign for the cohort (flushed, so it has an id)."""
-    name = clean(name)[:MAX_NAME] or f"Campaign {now:%Y-%m-%d %H:%M}"
+    name = filter_value(name)[:MAX_NAME] or f"Campaign {now:%Y-%m-%d %H:%M}"
     campaign = Campaign(
         name=name,
         cohort=cohort.as_dict(),
