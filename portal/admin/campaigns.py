@@ -158,6 +158,7 @@ def campaign(campaign_id: int) -> ResponseReturnValue:
         move_labels=MOVE_LABELS,
         hours=HOURS,
         sandbox=HTML_FRAME_SANDBOX,
+        admin_timezone=settings.admin_timezone,
     )
 
 
