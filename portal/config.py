@@ -548,6 +548,7 @@ MIN_KEY_LENGTH = 32
 # a key below it is typed or repeated ("s" * 40, "abab...").
 MIN_DISTINCT_CHARACTERS = 8
 GENERATE_HINT = "generate one with python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+WHSEC_HINT = "generate one with `reauth webhooks new-secret`"
 
 
 def secret_problems(settings: Mapping[str, Any]) -> list[str]:
@@ -561,7 +562,8 @@ def secret_problems(settings: Mapping[str, Any]) -> list[str]:
         entries = value if isinstance(value, list) else [value] if value else []
         for index, entry in enumerate(entries, start=1):
             where = f"entry {index} " if isinstance(value, list) else ""
-            problem = key_weakness(entry) if name in GENERATED_KEYS else placeholder(entry)
+            hint = WHSEC_HINT if name.startswith("APP_WEBHOOK_") else GENERATE_HINT
+            problem = key_weakness(entry, hint) if name in GENERATED_KEYS else placeholder(entry)
             if problem:
                 problems.append(f"{ENV_PREFIX}{name}: {where}{problem}")
                 break
@@ -580,13 +582,13 @@ def placeholder(value: str) -> str | None:
     return None
 
 
-def key_weakness(key: str) -> str | None:
+def key_weakness(key: str, hint: str = GENERATE_HINT) -> str | None:
     if is_placeholder(key):
-        return f"is the example file's placeholder; {GENERATE_HINT}"
+        return f"is the example file's placeholder; {hint}"
     if len(key) < MIN_KEY_LENGTH:
         return f"use at least {MIN_KEY_LENGTH} characters"
     if len(set(key)) < MIN_DISTINCT_CHARACTERS:
-        return f"has too few distinct characters to be random; {GENERATE_HINT}"
+        return f"has too few distinct characters to be random; {hint}"
     return None
 
 

@@ -197,7 +197,7 @@ def app_webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
 
 
 # Standard Webhooks secrets: "whsec_" + base64 of 24 to 64 random bytes (the spec's range).
-STANDARD_SECRET_PREFIX = "whsec_"
+WHSEC_PREFIX = "whsec_"
 STANDARD_KEY_BYTES = (24, 64)
 NEW_STANDARD_KEY_BYTES = 32
 
@@ -208,10 +208,10 @@ def standard_webhook_key(secret: str) -> bytes:
     A raw secret (the legacy scheme's kind) is kept working; its receiver builds
     `standardwebhooks.Webhook(secret.encode())`. Raises ValueError, never quoting the secret.
     """
-    if not secret.startswith(STANDARD_SECRET_PREFIX):
+    if not secret.startswith(WHSEC_PREFIX):
         return secret.encode()
     try:
-        key = base64.b64decode(secret.removeprefix(STANDARD_SECRET_PREFIX), validate=True)
+        key = base64.b64decode(secret.removeprefix(WHSEC_PREFIX), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the part after whsec_ is not valid base64") from None
     low, high = STANDARD_KEY_BYTES
@@ -223,7 +223,7 @@ def standard_webhook_key(secret: str) -> bytes:
 def new_standard_webhook_secret() -> str:
     """A fresh `whsec_` secret for REAUTH_APP_WEBHOOK_SECRET (`reauth webhooks new-secret`)."""
     key = secrets.token_bytes(NEW_STANDARD_KEY_BYTES)
-    return STANDARD_SECRET_PREFIX + base64.b64encode(key).decode()
+    return WHSEC_PREFIX + base64.b64encode(key).decode()
 
 
 def standard_webhook_signature(

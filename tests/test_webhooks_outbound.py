@@ -326,7 +326,9 @@ def test_a_secret_rotation_verifies_with_either_secret_then_only_the_new(
     before = deliver("before", APP_WEBHOOK_SECRET=APP_SECRET)
     assert before.verified_by(APP_SECRET) and not before.verified_by(NEW_APP_SECRET)
 
-    during = deliver("during", APP_WEBHOOK_SECRET=NEW_APP_SECRET, APP_WEBHOOK_PREVIOUS_SECRETS=APP_SECRET)
+    during = deliver(
+        "during", APP_WEBHOOK_SECRET=NEW_APP_SECRET, APP_WEBHOOK_PREVIOUS_SECRETS=APP_SECRET
+    )
     assert during.verified_by(APP_SECRET)  # a receiver not yet switched
     assert during.verified_by(NEW_APP_SECRET)  # a receiver already switched
     assert len(during.headers["Webhook-Signature"].split(" ")) == 2
@@ -391,7 +393,9 @@ def test_the_legacy_scheme_is_kept_behind_a_setting_and_warned_about(
         account_id = portal.account("v2-graph-1").id
     (item,) = app.received
     headers = item.headers
-    assert legacy_verify(raw, item.body, headers["X-Reauth-Timestamp"], headers["X-Reauth-Signature"])
+    assert legacy_verify(
+        raw, item.body, headers["X-Reauth-Timestamp"], headers["X-Reauth-Signature"]
+    )
     assert headers["X-Reauth-Event-Id"].startswith(f"app:{account_id}:")
     assert "Webhook-Signature" not in headers
     assert "REAUTH_APP_WEBHOOK_SIGNATURE=legacy is deprecated" in caplog.text

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from portal.outbox.queue import FAILED, RETRY, SENT, ClaimedRow, DeliveryOutcome
 from portal.settings import Settings
 from portal.signing import (
-    STANDARD_SECRET_PREFIX,
+    WHSEC_PREFIX,
     app_webhook_signature,
     standard_webhook_signature,
 )
@@ -81,7 +81,7 @@ def start_up_warnings(settings: Settings) -> list[str]:
             "move the receiver to Standard Webhooks (docs/webhooks.md)"
         )
     elif settings.app_webhook_secret and not all(
-        secret.startswith(STANDARD_SECRET_PREFIX) for secret in signing_secrets(settings)
+        secret.startswith(WHSEC_PREFIX) for secret in signing_secrets(settings)
     ):
         warnings.append(
             "REAUTH_APP_WEBHOOK_SECRET (or a previous secret) is not a whsec_ secret: its raw "
