@@ -74,7 +74,9 @@ def legacy_headers(secret: str, message_id: str, body: bytes, timestamp: int) ->
 
 def start_up_warnings(settings: Settings) -> list[str]:
     """What the worker warns about once: names of settings, never their values."""
-    warnings = []
+    warnings: list[str] = []
+    if not settings.app_webhook_url:  # nothing is sent: nothing to warn about
+        return warnings
     if settings.app_webhook_signature == "legacy":
         warnings.append(
             "REAUTH_APP_WEBHOOK_SIGNATURE=legacy is deprecated and goes in the next release; "
