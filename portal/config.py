@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from portal.signing import standard_webhook_key
+
 ENV_PREFIX = "REAUTH_"
 CONFIG_FILE_NAME = "config.toml"
 NYLAS_REGION_URIS = {"us": "https://api.us.nylas.com", "eu": "https://api.eu.nylas.com"}
@@ -120,6 +122,26 @@ def parse_positive_int(value: Any) -> int:
     if number <= 0:
         raise ValueError(f"expected a whole number above 0, got {value!r}")
     return number
+
+
+def parse_webhook_secret(value: Any) -> str:
+    """A `whsec_` secret must decode (base64, 24-64 bytes); any other string is taken raw.
+
+    Messages never repeat the value.
+    """
+    text = str(value).strip()
+    standard_webhook_key(text)
+    return text
+
+
+def parse_webhook_secrets(value: Any) -> list[str]:
+    entries = parse_list(value)
+    for index, entry in enumerate(entries, start=1):
+        try:
+            standard_webhook_key(entry)
+        except ValueError as exc:
+            raise ValueError(f"entry {index}: {exc}") from None
+    return entries
 
 
 IMAP_URL_SHAPE = "imaps://user@host:993/FOLDER"
@@ -255,7 +277,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PLUGINS", parse_list, [], "enabled plugins, comma list; empty = all installed"),
     Setting("RATELIMIT_STORAGE_URI", parse_str, "memory://", "Flask-Limiter storage"),
     Setting("APP_WEBHOOK_URL", parse_http_url, None, "the company's app notification URL"),
-    Setting("APP_WEBHOOK_SECRET", parse_str, None, "signs outbound notifications", True),
+    Setting(
+        "APP_WEBHOOK_SECRET",
+        parse_webhook_secret,
+        None,
+        "signs outbound notifications: a whsec_ secret (`reauth webhooks new-secret`)",
+        True,
+    ),
+    Setting(
+        "APP_WEBHOOK_PREVIOUS_SECRETS",
+        parse_webhook_secrets,
+        [],
+        "comma list of secrets being rotated out; notifications are signed with these too",
+        True,
+    ),
+    Setting(
+        "APP_WEBHOOK_SIGNATURE",
+        choice("standard", "legacy"),
+        "standard",
+        "outbound signing: standard (Standard Webhooks) or legacy (deprecated, X-Reauth-*)",
+    ),
     Setting("PRODUCT_NAME", parse_str, "Mailbox reconnection", "shown on pages and emails"),
     Setting("COMPANY_NAME", parse_str, "Your company", "who is asking users to sign in"),
     Setting("SUPPORT_CONTACT", parse_str, None, "address or URL users can ask for help"),
@@ -450,7 +491,23 @@ def apply_environment_rules(settings: dict[str, Any], instance_path: Path) -> li
     )
     settings["OAUTH_REDIRECT_URI"] = f"{settings['BASE_URL']}/oauth/callback"
     problems.extend(bounce_problems(settings))
+    problems.extend(app_webhook_problems(settings))
     return problems
+
+
+def app_webhook_problems(settings: Mapping[str, Any]) -> list[str]:
+    """Previous secrets need a current one; the legacy scheme has room for one secret only."""
+    previous = f"{ENV_PREFIX}APP_WEBHOOK_PREVIOUS_SECRETS"
+    if not settings["APP_WEBHOOK_PREVIOUS_SECRETS"]:
+        return []
+    if not settings["APP_WEBHOOK_SECRET"]:
+        return [f"{previous}: set only with {ENV_PREFIX}APP_WEBHOOK_SECRET (the new secret)"]
+    if settings["APP_WEBHOOK_SIGNATURE"] == "legacy":
+        return [
+            f"{previous}: the legacy scheme signs with one secret; rotate with "
+            f"{ENV_PREFIX}APP_WEBHOOK_SIGNATURE=standard"
+        ]
+    return []
 
 
 def bounce_problems(settings: Mapping[str, Any]) -> list[str]:
@@ -467,7 +524,12 @@ def bounce_problems(settings: Mapping[str, Any]) -> list[str]:
 
 
 # Operator-made keys sign links, sessions and outbound notifications: they must be random.
-GENERATED_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "APP_WEBHOOK_SECRET")
+GENERATED_KEYS = (
+    "SECRET_KEY",
+    "SECRET_KEY_FALLBACKS",
+    "APP_WEBHOOK_SECRET",
+    "APP_WEBHOOK_PREVIOUS_SECRETS",
+)
 # Values handed out by others (Nylas, the SMTP relay, the identity provider) have their own
 # format; only the example file's placeholders are refused for them.
 ISSUED_VALUES = (
@@ -486,6 +548,7 @@ MIN_KEY_LENGTH = 32
 # a key below it is typed or repeated ("s" * 40, "abab...").
 MIN_DISTINCT_CHARACTERS = 8
 GENERATE_HINT = "generate one with python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+WHSEC_HINT = "generate one with `reauth webhooks new-secret`"
 
 
 def secret_problems(settings: Mapping[str, Any]) -> list[str]:
@@ -499,7 +562,8 @@ def secret_problems(settings: Mapping[str, Any]) -> list[str]:
         entries = value if isinstance(value, list) else [value] if value else []
         for index, entry in enumerate(entries, start=1):
             where = f"entry {index} " if isinstance(value, list) else ""
-            problem = key_weakness(entry) if name in GENERATED_KEYS else placeholder(entry)
+            hint = WHSEC_HINT if name.startswith("APP_WEBHOOK_") else GENERATE_HINT
+            problem = key_weakness(entry, hint) if name in GENERATED_KEYS else placeholder(entry)
             if problem:
                 problems.append(f"{ENV_PREFIX}{name}: {where}{problem}")
                 break
@@ -518,13 +582,13 @@ def placeholder(value: str) -> str | None:
     return None
 
 
-def key_weakness(key: str) -> str | None:
+def key_weakness(key: str, hint: str = GENERATE_HINT) -> str | None:
     if is_placeholder(key):
-        return f"is the example file's placeholder; {GENERATE_HINT}"
+        return f"is the example file's placeholder; {hint}"
     if len(key) < MIN_KEY_LENGTH:
         return f"use at least {MIN_KEY_LENGTH} characters"
     if len(set(key)) < MIN_DISTINCT_CHARACTERS:
-        return f"has too few distinct characters to be random; {GENERATE_HINT}"
+        return f"has too few distinct characters to be random; {hint}"
     return None
 
 

@@ -57,8 +57,9 @@ mail backend defaults to `smtp`.
 
 Production also refuses placeholders and guessable keys, one line per setting that names it
 (and the list entry), never its value:
-- keys the operator makes, `REAUTH_SECRET_KEY`, each entry of `REAUTH_SECRET_KEY_FALLBACKS`
-  and `REAUTH_APP_WEBHOOK_SECRET` when set, need 32 characters or more, at least 8 distinct
+- keys the operator makes, `REAUTH_SECRET_KEY`, each entry of `REAUTH_SECRET_KEY_FALLBACKS`,
+  `REAUTH_APP_WEBHOOK_SECRET` and each of `REAUTH_APP_WEBHOOK_PREVIOUS_SECRETS` when set (a
+  `whsec_` secret from `reauth webhooks new-secret` passes), need 32 characters or more, at least 8 distinct
   characters (`"s" * 40` or `abab...` is not random) and no placeholder. Fallbacks get the
   same rule as the key: they still verify links and sessions, so a guessable fallback forges
   them as well as a guessable key. Make keys with

@@ -81,8 +81,12 @@ class Settings:
     ratelimit_storage_uri: str
     # the company's app notification URL
     app_webhook_url: str | None
-    # signs outbound notifications (secret: never logged)
+    # signs outbound notifications: a whsec_ secret (`reauth webhooks new-secret`) (secret: never logged)
     app_webhook_secret: str | None = field(repr=False)
+    # comma list of secrets being rotated out; notifications are signed with these too (secret: never logged)
+    app_webhook_previous_secrets: tuple[str, ...] = field(repr=False)
+    # outbound signing: standard (Standard Webhooks) or legacy (deprecated, X-Reauth-*)
+    app_webhook_signature: Literal["standard", "legacy"]
     # shown on pages and emails
     product_name: str
     # who is asking users to sign in
@@ -188,6 +192,8 @@ class Settings:
             ratelimit_storage_uri=config["RATELIMIT_STORAGE_URI"],
             app_webhook_url=config["APP_WEBHOOK_URL"],
             app_webhook_secret=config["APP_WEBHOOK_SECRET"],
+            app_webhook_previous_secrets=tuple(config["APP_WEBHOOK_PREVIOUS_SECRETS"]),
+            app_webhook_signature=config["APP_WEBHOOK_SIGNATURE"],
             product_name=config["PRODUCT_NAME"],
             company_name=config["COMPANY_NAME"],
             support_contact=config["SUPPORT_CONTACT"],

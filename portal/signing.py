@@ -7,12 +7,16 @@
   under their own salt, carrying the tenant, valid for ADMIN_CONSENT_MAX_AGE.
 - Nylas webhooks: hex HMAC-SHA256 of the raw body, checked in constant time against every
   configured secret (rotation overlap).
-- Outbound notifications to the company's app: HMAC-SHA256 over "timestamp.body".
+- Outbound notifications to the company's app: Standard Webhooks (https://www.standardwebhooks.com),
+  `v1,` + base64 HMAC-SHA256 over "id.timestamp.body", one signature per secret during a
+  rotation; or, deprecated and kept for one release, the legacy hex HMAC over "timestamp.body".
 - Opaque secrets (OAuth state, browser binding, API tokens) are stored only as SHA-256 digests.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -187,6 +191,48 @@ def verify_nylas_signature(body: bytes, header: str | None, secrets_: Iterable[s
 
 
 def app_webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
-    """Signature of an outbound notification: hex HMAC-SHA256 of `{timestamp}.{body}`."""
+    """Legacy (deprecated) outbound signature: hex HMAC-SHA256 of `{timestamp}.{body}`."""
     message = str(timestamp).encode() + b"." + body
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+# Standard Webhooks secrets: "whsec_" + base64 of 24 to 64 random bytes (the spec's range).
+WHSEC_PREFIX = "whsec_"
+STANDARD_KEY_BYTES = (24, 64)
+NEW_STANDARD_KEY_BYTES = 32
+
+
+def standard_webhook_key(secret: str) -> bytes:
+    """The HMAC key of a secret: a `whsec_` secret's decoded bytes, else the raw secret's UTF-8.
+
+    A raw secret (the legacy scheme's kind) is kept working; its receiver builds
+    `standardwebhooks.Webhook(secret.encode())`. Raises ValueError, never quoting the secret.
+    """
+    if not secret.startswith(WHSEC_PREFIX):
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret.removeprefix(WHSEC_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after whsec_ is not valid base64") from None
+    low, high = STANDARD_KEY_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"a whsec_ secret holds {low} to {high} bytes, this one {len(key)}")
+    return key
+
+
+def new_standard_webhook_secret() -> str:
+    """A fresh `whsec_` secret for REAUTH_APP_WEBHOOK_SECRET (`reauth webhooks new-secret`)."""
+    key = secrets.token_bytes(NEW_STANDARD_KEY_BYTES)
+    return WHSEC_PREFIX + base64.b64encode(key).decode()
+
+
+def standard_webhook_signature(
+    secrets_: Sequence[str], message_id: str, timestamp: int, body: bytes
+) -> str:
+    """The `webhook-signature` header: one `v1,<base64>` per secret, space-separated, so a
+    receiver holding any one of them (old or new, during a rotation) verifies."""
+    message = f"{message_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
+        for key in (standard_webhook_key(secret) for secret in secrets_)
+    )

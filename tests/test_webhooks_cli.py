@@ -184,7 +184,7 @@ def test_replay_queues_the_notifications_again_with_their_event_ids(
 
     first, second = app.received
     assert second.verified and first.body == second.body
-    assert first.headers["X-Reauth-Event-Id"] == second.headers["X-Reauth-Event-Id"]
+    assert first.headers["Webhook-Id"] == second.headers["Webhook-Id"]
 
     future = (utcnow() + timedelta(hours=1)).isoformat()
     assert "queued 0 of 0" in runner.invoke(args=["webhooks", "replay", "--since", future]).output

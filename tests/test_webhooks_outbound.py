@@ -1,7 +1,9 @@
-"""Portal -> the company's app: signed notifications, checked with only the documented recipe.
+"""Portal -> the company's app: Standard Webhooks, checked only by the `standardwebhooks` library.
 
-A receiver (a tiny WSGI app on loopback) stands in for the company's app. `verify` below is the
-recipe from docs/webhooks.md, copied verbatim; a test keeps the two identical.
+A receiver (a tiny WSGI app on loopback) stands in for the company's app. Every delivery is
+verified with `standardwebhooks.Webhook(secret).verify(body, headers)` and nothing else: the
+portal's own signing code is never used to check itself. `verify` below is the receiver example
+from docs/webhooks.md, copied verbatim; a test keeps the two identical.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flow_support import Browser, Portal
+from standardwebhooks import Webhook, WebhookVerificationError
 from test_webhooks_inbound import (
     graph_scopes,
     hooked_portal,
@@ -32,18 +36,21 @@ from werkzeug.wrappers import Request
 from portal.models import AccountStatus
 from portal.testing.serving import ThreadedServer
 
-APP_SECRET = "shared-secret-of-the-company-app-0123456789"
+# Fixed test secrets in the whsec_ form (24 and 32 bytes); `reauth webhooks new-secret` makes one.
+APP_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+NEW_APP_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD8ILPZIo2LaM="
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
 
 
-# -- the recipe, copied from docs/webhooks.md -----------------------------------------------
+# -- the receiver example, copied from docs/webhooks.md ---------------------------------------
 
 
-def verify(secret: str, body: bytes, timestamp: str, signature: str, tolerance: int = 300) -> bool:
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > tolerance:
+def verify(secret: str | bytes, body: bytes, headers: dict[str, str]) -> bool:
+    try:
+        Webhook(secret).verify(body, headers)
+    except WebhookVerificationError:
         return False
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return hmac.compare_digest("v1=" + expected.hexdigest(), signature)
+    return True
 
 
 # -- the receiver ---------------------------------------------------------------------------
@@ -56,12 +63,10 @@ class Received:
 
     @property
     def verified(self) -> bool:
-        return verify(
-            APP_SECRET,
-            self.body,
-            self.headers.get("X-Reauth-Timestamp", ""),
-            self.headers.get("X-Reauth-Signature", ""),
-        )
+        return self.verified_by(APP_SECRET)
+
+    def verified_by(self, secret: str | bytes) -> bool:
+        return verify(secret, self.body, self.headers)
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -88,8 +93,8 @@ class Receiver:
         return [b"ok"]
 
     def verified(self) -> list[dict[str, Any]]:
-        """The payloads whose signature passes the recipe; fails on any that does not."""
-        assert all(item.verified for item in self.received), "a signature failed the recipe"
+        """The payloads standardwebhooks verifies; fails on any delivery it does not."""
+        assert all(item.verified for item in self.received), "standardwebhooks refused one"
         return [item.payload for item in self.received]
 
 
@@ -145,8 +150,9 @@ def complete_elsewhere(portal: Portal) -> None:
 # -- tests ----------------------------------------------------------------------------------
 
 
-def test_the_recipe_in_the_docs_is_the_one_tested() -> None:
+def test_the_receiver_example_in_the_docs_is_the_one_tested() -> None:
     assert inspect.getsource(verify).strip() in DOCS.read_text()
+    assert inspect.getsource(legacy_verify).strip() in DOCS.read_text()
 
 
 @pytest.mark.postgres
@@ -178,10 +184,10 @@ def test_a_completion_in_the_portal_is_delivered_signed(
     }
     (item,) = app.received
     assert item.headers["Content-Type"] == "application/json"
-    assert item.headers["X-Reauth-Event-Id"].startswith(
-        f"app:{notifying.account('v2-graph-1').id}:"
-    )
-    assert abs(int(item.headers["X-Reauth-Timestamp"]) - time.time()) < 60
+    assert item.headers["Webhook-Id"].startswith(f"app:{notifying.account('v2-graph-1').id}:")
+    assert abs(int(item.headers["Webhook-Timestamp"]) - time.time()) < 60
+    assert item.headers["Webhook-Signature"].startswith("v1,")
+    assert not any(name.startswith("X-Reauth") for name in item.headers)
 
 
 @pytest.mark.postgres
@@ -222,7 +228,7 @@ def test_a_completion_elsewhere_is_delivered_after_a_503(
     assert (stats.sent, stats.retried) == (1, 1)
     first, second = app.received
     assert first.body == second.body
-    assert first.headers["X-Reauth-Event-Id"] == second.headers["X-Reauth-Event-Id"]
+    assert first.headers["Webhook-Id"] == second.headers["Webhook-Id"]  # de-duplicate on it
     assert [p["type"] for p in app.verified()] == ["account.completed"] * 2
     (row,) = outbox(notifying, "app_webhook")
     assert (row.status, row.attempts) == ("sent", 2)
@@ -268,23 +274,131 @@ def test_an_unreachable_receiver_is_retried_later(
         assert row.status == "pending" and row.last_error == "network error: ConnectionError"
 
 
-def test_the_recipe_refuses_tampering(notifying: Portal, receiver: tuple[Receiver, str]) -> None:
+def with_header(item: Received, name: str, value: str) -> dict[str, str]:
+    return {**item.headers, name: value}
+
+
+def test_standardwebhooks_refuses_tampering_and_stale_timestamps(
+    notifying: Portal, receiver: tuple[Receiver, str]
+) -> None:
     app, _ = receiver
     complete_elsewhere(notifying)
     run_worker(notifying)
     (item,) = app.received
-    stamp, signature = item.headers["X-Reauth-Timestamp"], item.headers["X-Reauth-Signature"]
+    message_id, stamp = item.headers["Webhook-Id"], item.headers["Webhook-Timestamp"]
 
-    assert verify(APP_SECRET, item.body, stamp, signature)
-    assert not verify(APP_SECRET, item.body + b" ", stamp, signature)
-    assert not verify(APP_SECRET, item.body, str(int(stamp) + 1), signature)
-    assert not verify("another secret", item.body, stamp, signature)
-    old = str(int(time.time()) - 600)
-    resigned = (
-        "v1="
-        + hmac.new(APP_SECRET.encode(), old.encode() + b"." + item.body, hashlib.sha256).hexdigest()
+    assert verify(APP_SECRET, item.body, item.headers)
+    assert not verify(APP_SECRET, item.body + b" ", item.headers)  # body changed
+    assert not verify(APP_SECRET, item.body, with_header(item, "Webhook-Id", message_id + "x"))
+    assert not verify(APP_SECRET, item.body, with_header(item, "Webhook-Timestamp", f"{stamp}1"))
+    assert not verify(NEW_APP_SECRET, item.body, item.headers)  # another secret
+    # A stale timestamp, even correctly signed, is outside the library's 5-minute tolerance.
+    old = datetime.now(UTC) - timedelta(minutes=10)
+    stale = {
+        **item.headers,
+        "Webhook-Timestamp": str(int(old.timestamp())),
+        "Webhook-Signature": Webhook(APP_SECRET).sign(message_id, old, item.body),
+    }
+    assert not verify(APP_SECRET, item.body, stale)
+
+
+# -- a secret rotation: before, during, after -----------------------------------------------
+
+
+def test_a_secret_rotation_verifies_with_either_secret_then_only_the_new(
+    nylas_emulator: Any, make_app: Any, tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    app, url = receiver
+
+    def deliver(phase: str, **config: Any) -> Received:
+        """A fresh portal (own database; the emulator forgets the last one) signs one event."""
+        app.received.clear()
+        nylas_emulator.state.reset()
+        database = f"sqlite:///{tmp_path / phase}.sqlite3"
+        for portal in hooked_portal(
+            nylas_emulator, make_app, tmp_path, APP_WEBHOOK_URL=url, DATABASE_URL=database, **config
+        ):
+            complete_elsewhere(portal)
+            assert run_worker(portal).sent == 1
+        (item,) = app.received
+        return item
+
+    before = deliver("before", APP_WEBHOOK_SECRET=APP_SECRET)
+    assert before.verified_by(APP_SECRET) and not before.verified_by(NEW_APP_SECRET)
+
+    during = deliver(
+        "during", APP_WEBHOOK_SECRET=NEW_APP_SECRET, APP_WEBHOOK_PREVIOUS_SECRETS=APP_SECRET
     )
-    assert not verify(APP_SECRET, item.body, old, resigned)  # outside the 5-minute window
+    assert during.verified_by(APP_SECRET)  # a receiver not yet switched
+    assert during.verified_by(NEW_APP_SECRET)  # a receiver already switched
+    assert len(during.headers["Webhook-Signature"].split(" ")) == 2
+
+    after = deliver("after", APP_WEBHOOK_SECRET=NEW_APP_SECRET)
+    assert after.verified_by(NEW_APP_SECRET) and not after.verified_by(APP_SECRET)
+    assert len(after.headers["Webhook-Signature"].split(" ")) == 1
+
+
+def test_a_raw_secret_still_signs_with_its_bytes_and_warns(
+    nylas_emulator: Any,
+    make_app: Any,
+    tmp_path: Path,
+    receiver: tuple[Receiver, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    raw = "shared-secret-of-the-company-app-0123456789"
+    app, url = receiver
+    caplog.set_level("WARNING")
+    for portal in hooked_portal(
+        nylas_emulator, make_app, tmp_path, APP_WEBHOOK_URL=url, APP_WEBHOOK_SECRET=raw
+    ):
+        complete_elsewhere(portal)
+        run_worker(portal)
+    (item,) = app.received
+    assert item.verified_by(raw.encode())  # the receiver passes the raw bytes
+    assert "is not a whsec_ secret" in caplog.text and raw not in caplog.text
+
+
+# -- the deprecated scheme, kept for one release ----------------------------------------------
+
+
+def legacy_verify(
+    secret: str, body: bytes, timestamp: str, signature: str, tolerance: int = 300
+) -> bool:
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest("v1=" + expected.hexdigest(), signature)
+
+
+def test_the_legacy_scheme_is_kept_behind_a_setting_and_warned_about(
+    nylas_emulator: Any,
+    make_app: Any,
+    tmp_path: Path,
+    receiver: tuple[Receiver, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    raw = "shared-secret-of-the-company-app-0123456789"
+    app, url = receiver
+    caplog.set_level("WARNING")
+    for portal in hooked_portal(
+        nylas_emulator,
+        make_app,
+        tmp_path,
+        APP_WEBHOOK_URL=url,
+        APP_WEBHOOK_SECRET=raw,
+        APP_WEBHOOK_SIGNATURE="legacy",
+    ):
+        complete_elsewhere(portal)
+        run_worker(portal)
+        account_id = portal.account("v2-graph-1").id
+    (item,) = app.received
+    headers = item.headers
+    assert legacy_verify(
+        raw, item.body, headers["X-Reauth-Timestamp"], headers["X-Reauth-Signature"]
+    )
+    assert headers["X-Reauth-Event-Id"].startswith(f"app:{account_id}:")
+    assert "Webhook-Signature" not in headers
+    assert "REAUTH_APP_WEBHOOK_SIGNATURE=legacy is deprecated" in caplog.text
 
 
 def test_secret_and_body_stay_out_of_the_logs(
@@ -299,7 +413,7 @@ def test_secret_and_body_stay_out_of_the_logs(
     assert APP_SECRET not in caplog.text
     assert app.received[0].body.decode() not in caplog.text
     assert '"account_id":"v2-graph-1"' not in caplog.text
-    assert app.received[0].headers["X-Reauth-Signature"] not in caplog.text
+    assert app.received[0].headers["Webhook-Signature"] not in caplog.text
 
 
 # -- reauth accounts retirable: only completions the app received are listed -----------------

@@ -1,4 +1,4 @@
-"""`reauth nylas webhooks register`, `reauth webhooks replay --since`, `reauth webhooks process`."""
+"""`reauth nylas webhooks register`; `reauth webhooks replay --since`, `process`, `new-secret`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from portal.nylas.destination import (
     status_of,
 )
 from portal.outbox.queue import enqueue_id
+from portal.signing import new_standard_webhook_secret
 from portal.webhooks.app_out import REPLAY_MARK, event_id
 from portal.webhooks.nylas_in import GRANT_TRIGGERS, process_pending
 
@@ -144,7 +145,7 @@ def webhooks_group() -> None:
 def replay_command(since: str, dry_run: bool) -> None:
     """Send outbound notifications created since WHEN again (new outbox rows, same bodies).
 
-    Each replay carries the original X-Reauth-Event-Id, so the app can drop what it has seen.
+    Each replay carries the original webhook-id, so the app can drop what it has seen.
     The worker (`reauth worker`) delivers them.
     """
     now = utcnow()
@@ -189,3 +190,13 @@ def process_command(limit: int) -> None:
         f"processed {counts['processed']}, errors {counts['errors']}, "
         f"taken by another process {counts['taken']}"
     )
+
+
+@webhooks_group.command("new-secret")
+def new_secret_command() -> None:
+    """Print a fresh whsec_ secret for REAUTH_APP_WEBHOOK_SECRET (nothing is stored).
+
+    To rotate: move the current secret to REAUTH_APP_WEBHOOK_PREVIOUS_SECRETS, set this one,
+    restart; once the app holds the new secret, empty the previous list (docs/webhooks.md).
+    """
+    click.echo(new_standard_webhook_secret())

@@ -1,8 +1,14 @@
 """Deliver `app_webhook` outbox rows: signed JSON POSTs to the company's app.
 
-Headers: `X-Reauth-Timestamp` (Unix seconds), `X-Reauth-Signature: v1=<hex>` where hex is
-HMAC-SHA256 of f"{timestamp}.{body}" with REAUTH_APP_WEBHOOK_SECRET, and `X-Reauth-Event-Id`
-(the same on every delivery and replay of one event, for de-duplication). 2xx is delivered;
+Signed per Standard Webhooks (REAUTH_APP_WEBHOOK_SIGNATURE=standard, the default):
+`webhook-id` (the event's id, the same on every delivery and replay, for de-duplication),
+`webhook-timestamp` (Unix seconds at send time) and `webhook-signature`: `v1,<base64>` of
+HMAC-SHA256 over f"{id}.{timestamp}.{body}", one entry per secret (REAUTH_APP_WEBHOOK_SECRET,
+then each of REAUTH_APP_WEBHOOK_PREVIOUS_SECRETS during a rotation).
+
+Deprecated, removed in the next release (=legacy): `X-Reauth-Timestamp`,
+`X-Reauth-Signature: v1=<hex>` of HMAC-SHA256 over f"{timestamp}.{body}" and
+`X-Reauth-Event-Id`, the event id outside the MAC. 2xx is delivered;
 network errors, timeouts, 408, 429 and 5xx are retried through the outbox with backoff;
 any other answer fails for good. Neither the secret nor the body is ever logged.
 """
@@ -21,7 +27,11 @@ from sqlalchemy.orm import Session
 
 from portal.outbox.queue import FAILED, RETRY, SENT, ClaimedRow, DeliveryOutcome
 from portal.settings import Settings
-from portal.signing import app_webhook_signature
+from portal.signing import (
+    WHSEC_PREFIX,
+    app_webhook_signature,
+    standard_webhook_signature,
+)
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 429})
@@ -38,13 +48,53 @@ def encode_body(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
-def signed_headers(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
+def standard_headers(
+    secrets_: list[str], message_id: str, body: bytes, timestamp: int
+) -> dict[str, str]:
+    """Standard Webhooks headers, signed with every secret given (current first)."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": standard_webhook_signature(secrets_, message_id, timestamp, body),
+    }
+
+
+def legacy_headers(secret: str, message_id: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """The deprecated X-Reauth-* scheme (REAUTH_APP_WEBHOOK_SIGNATURE=legacy), one release."""
     return {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "X-Reauth-Timestamp": str(timestamp),
         "X-Reauth-Signature": "v1=" + app_webhook_signature(secret, timestamp, body),
+        "X-Reauth-Event-Id": message_id,
     }
+
+
+def start_up_warnings(settings: Settings) -> list[str]:
+    """What the worker warns about once: names of settings, never their values."""
+    warnings: list[str] = []
+    if not settings.app_webhook_url:  # nothing is sent: nothing to warn about
+        return warnings
+    if settings.app_webhook_signature == "legacy":
+        warnings.append(
+            "REAUTH_APP_WEBHOOK_SIGNATURE=legacy is deprecated and goes in the next release; "
+            "move the receiver to Standard Webhooks (docs/webhooks.md)"
+        )
+    elif settings.app_webhook_secret and not all(
+        secret.startswith(WHSEC_PREFIX) for secret in signing_secrets(settings)
+    ):
+        warnings.append(
+            "REAUTH_APP_WEBHOOK_SECRET (or a previous secret) is not a whsec_ secret: its raw "
+            "bytes are the key; generate one with `reauth webhooks new-secret` (docs/webhooks.md)"
+        )
+    return warnings
+
+
+def signing_secrets(settings: Settings) -> list[str]:
+    current = [settings.app_webhook_secret] if settings.app_webhook_secret else []
+    return current + list(settings.app_webhook_previous_secrets)
 
 
 def judge_status(claim: ClaimedRow, status: int) -> DeliveryOutcome:
@@ -63,6 +113,15 @@ class AppWebhookHandler:
         self.http = http or requests.Session()
         timeout = float(settings.app_webhook_timeout or 10)
         self.timeout = (min(5.0, timeout), timeout)
+        for warning in start_up_warnings(settings):
+            log.warning("app webhooks: %s", warning)
+
+    def headers(self, claim: ClaimedRow, body: bytes) -> dict[str, str]:
+        """Signed afresh at each attempt, so a retry is never stale for the receiver."""
+        message_id, now = event_id(claim.idempotency_key), int(time.time())
+        if self.settings.app_webhook_signature == "legacy":
+            return legacy_headers(self.settings.app_webhook_secret or "", message_id, body, now)
+        return standard_headers(signing_secrets(self.settings), message_id, body, now)
 
     def prepare(self, session: Session, claims: list[ClaimedRow]) -> None:
         """Nothing to load: each row carries its URL and payload."""
@@ -74,8 +133,7 @@ class AppWebhookHandler:
                 claim, RETRY, "REAUTH_APP_WEBHOOK_SECRET is not set; not sent unsigned"
             )
         body = encode_body(claim.payload)
-        headers = signed_headers(secret, body, int(time.time()))
-        headers["X-Reauth-Event-Id"] = event_id(claim.idempotency_key)
+        headers = self.headers(claim, body)
         try:
             response = self.http.post(
                 claim.recipient,
