@@ -13,14 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+import requests
 from conftest import BUILTIN_PLUGINS
 from flask import Flask
 
 from portal import migrate
 from portal.db import db
-from portal.testing.emulator import EmulatorServer
+from portal.testing.contract import PluginContract, sample_account
+from portal.testing.emulator import EmulatorServer, SignInPageError, complete_hosted_auth
 
 EXAMPLE_DIR = Path(__file__).parent / "example_imap_plugin"
 ACCOUNTS_CSV = (
@@ -141,3 +144,100 @@ def test_sync_pulls_the_grants_of_every_enabled_plugins_provider(deploy, nylas_e
     synced = runner.invoke(args=["nylas", "sync"])
     assert synced.exit_code == 0, synced.output
     assert "grants fetched: 1\nmatched by account_id: 0\nmatched by email: 1\n" in synced.output
+
+
+# -- the emulator's IMAP sign-in form and the contract kit -------------------------------
+
+
+CALLBACK = "http://127.0.0.1:9/oauth/callback"
+
+
+def imap_auth_url(emulator: EmulatorServer, email: str) -> str:
+    emulator.add_callback_uri(CALLBACK)
+    query = urlencode(
+        {
+            "client_id": emulator.client_id,
+            "redirect_uri": CALLBACK,
+            "response_type": "code",
+            "provider": "imap",
+            "login_hint": email,
+        }
+    )
+    return f"{emulator.url}/v3/connect/auth?{query}"
+
+
+def test_the_imap_form_asks_for_server_and_password(nylas_emulator):
+    page = requests.get(imap_auth_url(nylas_emulator, "ada@mail.example"), timeout=10)
+    assert page.status_code == 200
+    for field in ("imap_host", "imap_port", "imap_username", "password"):
+        assert f'name="{field}"' in page.text
+    assert 'value="ada@mail.example"' in page.text
+
+
+@pytest.mark.parametrize(
+    ("answers", "error"),
+    [
+        ({"password": "wrong", "imap_host": "imap.mail.example"}, "password is incorrect"),
+        ({"password": "right", "imap_host": "imap.other.example"}, "Could not connect"),
+        ({"password": "right", "imap_host": "imap.mail.example", "imap_port": 143}, "connect"),
+        ({"password": "right", "imap_host": ""}, "Enter the IMAP server"),
+        (
+            {"password": "right", "imap_host": "imap.mail.example", "imap_username": "x"},
+            "incorrect",
+        ),
+    ],
+)
+def test_a_wrong_password_or_server_keeps_the_person_on_the_form(nylas_emulator, answers, error):
+    seeded = {"password": "right", "imap_host": "imap.mail.example", "username": "ada@mail.example"}
+    nylas_emulator.state.seed({"password_accounts": {"ada@mail.example": seeded}})
+    with pytest.raises(SignInPageError, match=error):
+        complete_hosted_auth(
+            imap_auth_url(nylas_emulator, "ada@mail.example"), email="ada@mail.example", **answers
+        )
+
+
+def test_an_unseeded_imap_mailbox_is_refused(nylas_emulator):
+    with pytest.raises(SignInPageError, match="password is incorrect"):
+        complete_hosted_auth(
+            imap_auth_url(nylas_emulator, "bob@mail.example"),
+            email="bob@mail.example",
+            password="anything",
+            imap_host="imap.mail.example",
+        )
+
+
+def test_the_right_password_and_server_return_a_code(nylas_emulator):
+    nylas_emulator.state.seed(
+        {
+            "password_accounts": {
+                "ada@mail.example": {"password": "right", "imap_host": "imap.mail.example"}
+            }
+        }
+    )
+    answer = complete_hosted_auth(
+        imap_auth_url(nylas_emulator, "ada@mail.example"),
+        email="ada@mail.example",
+        password="right",
+        imap_host="IMAP.mail.example",
+    )
+    assert set(answer) == {"code"}
+    code = nylas_emulator.state.codes[answer["code"]]
+    assert code.provider == "imap"
+    assert code.settings == {
+        "imap_host": "imap.mail.example",
+        "imap_port": 993,
+        "imap_username": "ada@mail.example",
+    }
+
+
+class TestImapExamplePlugin(PluginContract):
+    """The contract kit, end to end: a password sign-in on the emulator's IMAP form."""
+
+    plugin_class = ImapExamplePlugin
+    claimed_accounts = [
+        sample_account(
+            "ada@mail.example", "imap", authentication_type="password", grant_id="g-ada"
+        ),
+        sample_account("linus@fastmail.com", "imap", authentication_type="password"),
+    ]
+    unclaimed_accounts = [sample_account("grace@contoso.com", "office365")]

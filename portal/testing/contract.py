@@ -46,11 +46,13 @@ from portal.plugins import (
     check_plugin_class,
 )
 from portal.testing.emulator import EmulatorServer, complete_hosted_auth
+from portal.testing.emulator.signin import PASSWORD_PROVIDERS
 from portal.testing.serving import ThreadedServer
 
 HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z!]")
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 EWS_TEST_PASSWORD = "contract-kit password"  # noqa: S105 (the emulator's seeded password)
+CONTRACT_IMAP_HOST = "imap.contract-kit.example"
 CONTRACT_SECRET_KEY = "contract-kit-secret-key-not-for-production-0123456789"  # noqa: S105
 
 
@@ -121,9 +123,14 @@ def sign_in_options(
     plugin: Plugin, account: SampleAccount, emulator: EmulatorServer
 ) -> dict[str, Any]:
     """Prepare the emulator's provider page for this account; return the form answers."""
-    if plugin.nylas_provider == "ews":
+    provider = plugin.hosted_auth_request(account).provider
+    if provider == "ews":
         emulator.state.seed({"ews_passwords": {account.email: EWS_TEST_PASSWORD}})
         return {"password": EWS_TEST_PASSWORD}
+    if provider in PASSWORD_PROVIDERS:
+        seeded = {"password": EWS_TEST_PASSWORD, "imap_host": CONTRACT_IMAP_HOST}
+        emulator.state.seed({"password_accounts": {account.email: seeded}})
+        return {"password": EWS_TEST_PASSWORD, "imap_host": CONTRACT_IMAP_HOST}
     return {}
 
 
@@ -132,7 +139,7 @@ def seed_placeholder(plugin: Plugin, account: SampleAccount, emulator: EmulatorS
     if account.grant_id:
         emulator.state.add_grant(
             account.email,
-            plugin.nylas_provider,
+            plugin.hosted_auth_request(account).provider,
             account.grant_status or "invalid",
             id=account.grant_id,
             account_id=account.account_id,
