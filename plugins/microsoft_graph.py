@@ -36,4 +36,8 @@ class MicrosoftGraphPlugin(Plugin):
             ),
             next_step="You will sign in with Microsoft and accept the requested permissions.",
             email_subject="Action needed: reconnect your Microsoft 365 mailbox",
+            mismatch_advice=(
+                'If you are signed in to several Microsoft accounts, choose "Use another account" '
+                "on Microsoft's page."
+            ),
         )

@@ -37,4 +37,8 @@ class MicrosoftPersonalPlugin(Plugin):
             ),
             next_step="You will sign in with your Microsoft account and approve access.",
             email_subject="Action needed: connect your Outlook.com mailbox again",
+            mismatch_advice=(
+                'If you are signed in to several Microsoft accounts, choose "Use another account" '
+                "on Microsoft's page."
+            ),
         )

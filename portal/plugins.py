@@ -145,6 +145,9 @@ class Wording:
     explanation: str
     next_step: str
     email_subject: str
+    #: Extra advice on the "you signed in with a different mailbox" page, after the neutral
+    #: "sign in as <address>" line; empty shows only that line. Plain text, one paragraph.
+    mismatch_advice: str = ""
 
 
 class Plugin(ABC):
