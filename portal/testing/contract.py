@@ -53,6 +53,27 @@ HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z!]")
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 EWS_TEST_PASSWORD = "contract-kit password"  # noqa: S105 (the emulator's seeded password)
 CONTRACT_IMAP_HOST = "imap.contract-kit.example"
+
+#: The public members of the kit; docs/plugins.md documents each (tests/test_docs.py checks).
+__all__ = [
+    "CONTRACT_IMAP_HOST",
+    "EWS_TEST_PASSWORD",
+    "ODD_ACCOUNTS",
+    "FlowReport",
+    "PluginContract",
+    "SampleAccount",
+    "build_portal",
+    "contract_checks",
+    "import_and_invite",
+    "import_line",
+    "odd_variants",
+    "run_flow",
+    "sample_account",
+    "seed_placeholder",
+    "sign_in_options",
+    "stored_account",
+    "walk",
+]
 CONTRACT_SECRET_KEY = "contract-kit-secret-key-not-for-production-0123456789"  # noqa: S105
 
 
