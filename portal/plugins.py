@@ -148,6 +148,9 @@ class Wording:
     #: Extra advice on the "you signed in with a different mailbox" page, after the neutral
     #: "sign in as <address>" line; empty shows only that line. Plain text, one paragraph.
     mismatch_advice: str = ""
+    #: Extra help under "Stuck on the sign-in page?" on the landing page, for provider pages
+    #: that do not send the person back; empty shows only the neutral line.
+    stuck_help: str = ""
 
 
 class Plugin(ABC):

@@ -46,9 +46,17 @@ def test_exchange_mismatch_page_has_no_microsoft_advice(portal):
     assert "On the Exchange page, type this address and its password" in page.text
 
 
-def test_mismatch_advice_defaults_to_nothing():
+def test_mismatch_advice_and_stuck_help_default_to_nothing():
     wording = Wording("headline", "explanation", "next step", "subject")
-    assert wording.mismatch_advice == ""
+    assert wording.mismatch_advice == "" and wording.stuck_help == ""
+
+
+def test_the_landing_page_names_microsoft_only_for_microsoft_accounts(portal):
+    graph = Browser().open(portal.invite_link("v2-graph-1"))
+    assert "Stuck on the sign-in page?" in graph.text and "Need admin approval" in graph.text
+    ews = Browser().open(portal.invite_link("v2-ews-1"))
+    assert "Stuck on the sign-in page?" in ews.text
+    assert "Microsoft" not in ews.text
 
 
 # -- a plugin's own email templates, shipped inside its package -------------------------
