@@ -25,6 +25,7 @@ from portal.plugins import (
     load_entry_point,
     plugin_registry,
 )
+from portal.testing.contract import PluginContract, sample_account
 
 BUILTINS = {
     "microsoft-graph": MicrosoftGraphPlugin,
@@ -422,3 +423,14 @@ def test_api_version_ranges():
     assert api_version_accepted(">=1.0, <2", "1.9.3")
     assert not api_version_accepted(">=1.0,<2", "2.0.0")
     assert api_version_accepted("!=1.1.0", "1.1.1")
+
+
+class TestTwoProviderPluginPassesTheContract(PluginContract):
+    """The kit accepts a HostedAuthRequest.provider that is any of the plugin's providers and
+    walks each account on its provider's emulator form (IMAP form, Yahoo's OAuth page)."""
+
+    plugin_class = ImapAndYahooPlugin
+    claimed_accounts = [
+        sample_account("ada@mail.example", "imap", grant_id="g-ada"),
+        sample_account("bob@yahoo.com", "imap"),
+    ]
