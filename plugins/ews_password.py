@@ -29,4 +29,8 @@ class EwsPasswordPlugin(Plugin):
                 "it never passes through this site."
             ),
             email_subject="Action needed: reconnect your Exchange mailbox",
+            mismatch_advice=(
+                "On the Exchange page, type this address and its password, not those of "
+                "another mailbox you use."
+            ),
         )

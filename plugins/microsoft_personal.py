@@ -37,4 +37,14 @@ class MicrosoftPersonalPlugin(Plugin):
             ),
             next_step="You will sign in with your Microsoft account and approve access.",
             email_subject="Action needed: connect your Outlook.com mailbox again",
+            mismatch_advice=(
+                'If you are signed in to several Microsoft accounts, choose "Use another account" '
+                "on Microsoft's page."
+            ),
+            stuck_help=(
+                'Some Microsoft pages, such as "Need admin approval", do not send you back '
+                "here. If Microsoft says an administrator must approve, ask your IT "
+                "administrator to approve the app for your organisation, then open the link "
+                "again."
+            ),
         )

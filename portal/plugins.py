@@ -8,7 +8,9 @@ docs/plugins.md is the author's guide; every public member below is documented t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import ClassVar, Protocol
@@ -25,6 +27,20 @@ from portal.scopes import translate as translate
 
 ENTRY_POINT_GROUP = "reauth_portal.plugins"
 EXTENSION_KEY = "reauth_plugins"
+
+#: The version of this contract (semantic versioning, docs/plugins.md "Compatibility"): a
+#: minor bump adds, a major bump removes or changes. Plugins state the range they accept in
+#: `Plugin.requires_api`.
+PLUGIN_API_VERSION = "1.1.0"
+
+#: The one name rule, shared by the registry, the contract kit and docs/plugins.md.
+PLUGIN_NAME_RULE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+#: The providers Nylas v3 hosted authentication and grants know (the `provider` enum of the
+#: v3 API reference, /v3/connect/auth and the Grant object). A name outside it is a typo.
+NYLAS_PROVIDERS = frozenset(
+    {"google", "microsoft", "imap", "icloud", "yahoo", "ews", "virtual-calendar", "zoom", "nylas"}
+)
 
 
 class AccountView(Protocol):
@@ -129,10 +145,17 @@ class Wording:
     explanation: str
     next_step: str
     email_subject: str
+    #: Extra advice on the "you signed in with a different mailbox" page, after the neutral
+    #: "sign in as <address>" line; empty shows only that line. Plain text, one paragraph.
+    mismatch_advice: str = ""
+    #: Extra help under "Stuck on the sign-in page?" on the landing page, for provider pages
+    #: that do not send the person back; empty shows only the neutral line.
+    stuck_help: str = ""
 
 
-class Plugin:
-    """Base class of every provider plugin. Subclass it and set the class attributes."""
+class Plugin(ABC):
+    """Base class of every provider plugin. Subclass it, set the class attributes, and
+    implement the abstract methods `claim()` and `wording()`."""
 
     #: Stable identifier, the entry-point name, used in REAUTH_PLUGINS and the ledger.
     name: ClassVar[str] = ""
@@ -144,10 +167,27 @@ class Plugin:
     creates_new_grant: ClassVar[bool] = False
     #: Lower numbers are asked first when two plugins could claim the same account.
     priority: ClassVar[int] = 100
+    #: Every Nylas provider `hosted_auth_request()` may name; empty means (nylas_provider,).
+    nylas_providers: ClassVar[tuple[str, ...]] = ()
+    #: The version of this plugin's claim() rules; bump it when claim() answers differently,
+    #: and the next import of the same file re-classifies the rows.
+    rules_version: ClassVar[str] = "1"
+    #: The PLUGIN_API_VERSION range this plugin works with, e.g. ">=1.1,<2"; empty accepts any.
+    requires_api: ClassVar[str] = ""
 
+    @classmethod
+    def providers(cls) -> tuple[str, ...]:
+        """The Nylas providers this plugin uses: `nylas_provider` first, then the others."""
+        others = tuple(p for p in cls.nylas_providers if p != cls.nylas_provider)
+        return (cls.nylas_provider, *others)
+
+    def preflight_checks(self) -> Sequence[PreflightCheck]:
+        """Extra start-of-campaign checks of this plugin (run by `reauth nylas preflight`)."""
+        return ()
+
+    @abstractmethod
     def claim(self, account: AccountView) -> Claim | None:
         """Return a Claim when this plugin handles the account, else None."""
-        raise NotImplementedError
 
     def required_scopes(self, account: AccountView) -> Sequence[str]:
         """Scopes the finished grant must hold; empty means the connector's defaults."""
@@ -173,9 +213,19 @@ class Plugin:
             return Verdict.refuse("missing_scopes:" + " ".join(sorted(missing)))
         return Verdict.accept()
 
+    @abstractmethod
     def wording(self, account: AccountView) -> Wording:
         """Return the landing-page and email copy for this account."""
-        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PreflightCheck:
+    """One extra check a plugin contributes to preflight: a label and a function that returns
+    None when all is well, else one line saying what is wrong. No network calls: the check
+    sees only the plugin's own configuration (the core checks the Nylas connectors)."""
+
+    label: str
+    run: Callable[[], str | None]
 
 
 class PluginError(Exception):
@@ -215,6 +265,7 @@ class PluginRegistry:
 
 
 def check_plugin_class(candidate: object, label: str) -> type[Plugin]:
+    """The class, when it is a complete plugin; else PluginError with one line saying why."""
     if not isinstance(candidate, type) or not issubclass(candidate, Plugin):
         raise PluginError(
             f"plugin {label!r}: {candidate!r} is not a subclass of portal.plugins.Plugin"
@@ -222,7 +273,61 @@ def check_plugin_class(candidate: object, label: str) -> type[Plugin]:
     for attribute in ("name", "display_name", "nylas_provider"):
         if not getattr(candidate, attribute):
             raise PluginError(f"plugin {label!r}: class attribute {attribute!r} is empty")
+    missing = sorted(getattr(candidate, "__abstractmethods__", ()))
+    if missing:
+        methods = ", ".join(f"{name}()" for name in missing)
+        raise PluginError(
+            f"plugin {label!r}: class {candidate.__name__} does not implement {methods}"
+        )
+    if not PLUGIN_NAME_RULE.fullmatch(candidate.name):
+        raise PluginError(
+            f"plugin {label!r}: name {candidate.name!r} is not lowercase letters, digits and '-'"
+        )
+    unknown = [p for p in candidate.providers() if p not in NYLAS_PROVIDERS]
+    if unknown:
+        raise PluginError(
+            f"plugin {label!r}: Nylas provider {', '.join(map(repr, unknown))} is not one Nylas "
+            f"supports ({', '.join(sorted(NYLAS_PROVIDERS))})"
+        )
+    if not api_version_accepted(candidate.requires_api, PLUGIN_API_VERSION):
+        raise PluginError(
+            f"plugin {label!r}: requires plugin API {candidate.requires_api!r}, "
+            f"this portal has {PLUGIN_API_VERSION}"
+        )
     return candidate
+
+
+VERSION_CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*(\d+(?:\.\d+){0,2})\s*")
+
+
+def version_tuple(text: str) -> tuple[int, int, int]:
+    parts = [int(part) for part in text.split(".")]
+    major, minor, patch = (*parts, 0, 0, 0)[:3]
+    return major, minor, patch
+
+
+def api_version_accepted(requirement: str, version: str) -> bool:
+    """True when `version` is inside `requirement`, comma-separated clauses such as
+    ">=1.1,<2" (missing parts count as 0). An unreadable requirement accepts nothing."""
+    if not requirement.strip():
+        return True
+    have = version_tuple(version)
+    for clause in requirement.split(","):
+        match = VERSION_CLAUSE.fullmatch(clause)
+        if match is None:
+            return False
+        operator, wanted = match.group(1), version_tuple(match.group(2))
+        accepted = {
+            ">=": have >= wanted,
+            "<=": have <= wanted,
+            ">": have > wanted,
+            "<": have < wanted,
+            "==": have == wanted,
+            "!=": have != wanted,
+        }[operator]
+        if not accepted:
+            return False
+    return True
 
 
 def load_entry_point(entry_point: EntryPoint) -> type[Plugin]:

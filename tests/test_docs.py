@@ -102,3 +102,41 @@ def test_docs_name_the_enable_list_and_every_contract_check(guide: str) -> None:
     assert "REAUTH_PLUGINS" in guide
     for check in contract_checks():
         assert f"`{check}`" in guide, f"contract check {check} is not listed in docs/plugins.md"
+
+
+# -- the contract kit (portal.testing.contract) and its fixtures ---------------------------
+
+
+def kit_members() -> list[str]:
+    """Every public name of the kit, every attribute and method of PluginContract, every field
+    of FlowReport, and every fixture the pytest plugin ships."""
+    from portal.testing import contract, pytest_plugin
+
+    members = list(contract.__all__)
+    members += [name for name in vars(contract.PluginContract) if not name.startswith("_")]
+    members += list(contract.PluginContract.__annotations__)
+    members += [f.name for f in dataclasses.fields(contract.FlowReport)]
+    members += [
+        name
+        for name, value in vars(pytest_plugin).items()
+        if hasattr(value, "_fixture_function_marker")
+        or type(value).__name__ == "FixtureFunctionDefinition"
+    ]
+    return sorted(set(members))
+
+
+def kit_documented(guide: str, member: str) -> bool:
+    """In a code span of its own: `member`, `member(...)` or `PluginContract.member`."""
+    pattern = r"`(?:PluginContract\.)?" + re.escape(member) + r"[`(]"
+    return re.search(pattern, guide) is not None
+
+
+@pytest.mark.parametrize("member", kit_members())
+def test_contract_kit_member_is_documented(guide: str, member: str) -> None:
+    assert kit_documented(guide, member), f"portal.testing.contract: {member} is not documented"
+
+
+def test_the_kit_member_list_sees_the_fixtures_and_the_kit() -> None:
+    members = kit_members()
+    for expected in ("nylas_emulator", "plugin_flow", "run_flow", "claimed_accounts", "walk"):
+        assert expected in members

@@ -13,15 +13,19 @@ from reauth_plugins.microsoft_personal import MicrosoftPersonalPlugin
 from portal.accounts.rows import parse_row
 from portal.plugins import (
     ENTRY_POINT_GROUP,
+    PLUGIN_API_VERSION,
     AuthResult,
     Claim,
     Plugin,
     PluginError,
     PluginRegistry,
+    Wording,
+    api_version_accepted,
     build_registry,
     load_entry_point,
     plugin_registry,
 )
+from portal.testing.contract import PluginContract, sample_account
 
 BUILTINS = {
     "microsoft-graph": MicrosoftGraphPlugin,
@@ -36,7 +40,11 @@ def make_plugin(name: str, priority: int = 100, claims: bool = True, **attribute
             Claim(category=f"{name}-category", needs_reauth=True, reason=name) if claims else None
         )
 
+    def wording(self, account):
+        return Wording(name, name, name, name)
+
     namespace = {
+        "wording": wording,
         "name": name,
         "display_name": name.title(),
         "nylas_provider": "imap",
@@ -113,6 +121,12 @@ class NoNamePlugin(Plugin):
 class NoProviderPlugin(Plugin):
     name = "no-provider"
     display_name = "No provider"
+
+    def claim(self, account):
+        return None
+
+    def wording(self, account):
+        return Wording("h", "e", "n", "s")
 
 
 @pytest.mark.parametrize(
@@ -206,6 +220,12 @@ class ScopedPlugin(Plugin):
     def required_scopes(self, account):
         return ("Mail.ReadWrite", "offline_access")
 
+    def claim(self, account):
+        return None
+
+    def wording(self, account):
+        return Wording("h", "e", "n", "s")
+
 
 def result(email: str, scopes=("Mail.ReadWrite", "offline_access")) -> AuthResult:
     return AuthResult(grant_id="g-1", email=email, provider="microsoft", scopes=scopes)
@@ -274,12 +294,10 @@ def test_default_hosted_auth_request():
     assert request.extra_params == {}
 
 
-def test_claim_and_wording_must_be_written_by_the_plugin():
-    plugin = ScopedPlugin()
-    with pytest.raises(NotImplementedError):
-        plugin.claim(ACCOUNT)
-    with pytest.raises(NotImplementedError):
-        plugin.wording(ACCOUNT)
+def test_claim_and_wording_are_abstract():
+    assert Plugin.__abstractmethods__ == frozenset({"claim", "wording"})
+    with pytest.raises(TypeError):
+        Plugin()  # type: ignore[abstract]
 
 
 @pytest.mark.parametrize("cls", list(BUILTINS.values()))
@@ -289,3 +307,130 @@ def test_builtins_have_wording_and_a_display_name(cls):
     wording = plugin.wording(account)
     assert wording.headline and wording.explanation and wording.next_step and wording.email_subject
     assert plugin.display_name
+
+
+# -- start-up checks of the class (docs/plugins.md, "What start-up checks") ----------------
+
+
+class ImapAndYahooPlugin(Plugin):
+    """One class, two Nylas providers: Yahoo addresses go to Nylas' yahoo connector."""
+
+    name = "imap-and-yahoo"
+    display_name = "IMAP and Yahoo"
+    nylas_provider = "imap"
+    nylas_providers = ("imap", "yahoo")
+
+    def claim(self, account):
+        return Claim("password", needs_reauth=True, reason="password mailbox")
+
+    def hosted_auth_request(self, account):
+        request = super().hosted_auth_request(account)
+        if account.email.lower().endswith("@yahoo.com"):
+            return replace(request, provider="yahoo")
+        return request
+
+    def wording(self, account):
+        return Wording("Reconnect", "We moved.", "Sign in.", "Reconnect your mailbox")
+
+
+class NoClaimPlugin(Plugin):
+    name = "no-claim"
+    display_name = "No claim"
+    nylas_provider = "imap"
+
+    def wording(self, account):
+        return Wording("h", "e", "n", "s")
+
+
+class MisspeltProviderPlugin(NoClaimPlugin):
+    name = "misspelt"
+    nylas_provider = "microsft"
+
+    def claim(self, account):
+        return None
+
+
+def test_a_plugin_may_serve_two_providers(make_app):
+    app = make_app(plugins=[ImapAndYahooPlugin])
+    plugin = plugin_registry(app).get("imap-and-yahoo")
+    assert plugin is not None and plugin.providers() == ("imap", "yahoo")
+    yahoo = replace(ACCOUNT, email="ada@yahoo.com")
+    assert plugin.hosted_auth_request(yahoo).provider == "yahoo"
+    assert plugin.hosted_auth_request(ACCOUNT).provider == "imap"
+
+
+def test_a_plugin_without_claim_stops_start_up_with_one_line(make_app):
+    with pytest.raises(PluginError) as caught:
+        make_app(plugins=[NoClaimPlugin])
+    assert (
+        str(caught.value)
+        == "plugin 'NoClaimPlugin': class NoClaimPlugin does not implement claim()"
+    )
+
+
+def test_a_misspelt_provider_stops_start_up_with_one_line(make_app):
+    with pytest.raises(PluginError) as caught:
+        make_app(plugins=[MisspeltProviderPlugin])
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "Nylas provider 'microsft' is not one Nylas supports" in message
+    assert "microsoft" in message
+
+
+def test_an_unknown_second_provider_is_refused():
+    odd = type("OddSecond", (ImapAndYahooPlugin,), {"name": "odd", "nylas_providers": ("gmail",)})
+    with pytest.raises(PluginError, match="'gmail' is not one Nylas supports"):
+        build_registry([], [odd])
+
+
+@pytest.mark.parametrize("name", ["Upper", "under_score", "dot.ted", "-lead", "trail-", "a--b", ""])
+def test_names_outside_the_rule_are_refused(name):
+    odd = type("OddName", (ImapAndYahooPlugin,), {"name": name})
+    with pytest.raises(PluginError):
+        build_registry([], [odd])
+
+
+@pytest.mark.parametrize("name", ["imap", "acme-imap", "m365-2"])
+def test_names_inside_the_rule_load(name):
+    fine = type("FineName", (ImapAndYahooPlugin,), {"name": name})
+    assert build_registry([], [fine]).names == [name]
+
+
+@pytest.mark.parametrize(
+    ("requirement", "accepted"),
+    [
+        ("", True),
+        (">=1.0,<2", True),
+        (">=1.1", True),
+        (">=1.2", False),
+        ("<1", False),
+        ("==1.1", True),
+        ("junk", False),
+        (">=2.0", False),
+    ],
+)
+def test_requires_api_is_checked_against_plugin_api_version(requirement, accepted):
+    assert PLUGIN_API_VERSION == "1.1.0"
+    cls = type("Ranged", (ImapAndYahooPlugin,), {"name": "ranged", "requires_api": requirement})
+    if accepted:
+        assert build_registry([], [cls]).names == ["ranged"]
+    else:
+        with pytest.raises(PluginError, match="requires plugin API"):
+            build_registry([], [cls])
+
+
+def test_api_version_ranges():
+    assert api_version_accepted(">=1.0, <2", "1.9.3")
+    assert not api_version_accepted(">=1.0,<2", "2.0.0")
+    assert api_version_accepted("!=1.1.0", "1.1.1")
+
+
+class TestTwoProviderPluginPassesTheContract(PluginContract):
+    """The kit accepts a HostedAuthRequest.provider that is any of the plugin's providers and
+    walks each account on its provider's emulator form (IMAP form, Yahoo's OAuth page)."""
+
+    plugin_class = ImapAndYahooPlugin
+    claimed_accounts = [
+        sample_account("ada@mail.example", "imap", grant_id="g-ada"),
+        sample_account("bob@yahoo.com", "imap"),
+    ]

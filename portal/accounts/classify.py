@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from portal.models import AccountStatus
-from portal.plugins import AccountView, PluginRegistry
+from portal.plugins import AccountView, Plugin, PluginRegistry
 
 # Bump when a rule changes, so that a re-import re-classifies rows whose data did not change.
 CLASSIFIER_VERSION = "1"
@@ -43,5 +43,14 @@ def classify(account: AccountView, registry: PluginRegistry) -> Classification:
 
 
 def classification_salt(registry: PluginRegistry) -> str:
-    """What besides the row decides its classification: rule version and enabled plugins."""
-    return f"|v{CLASSIFIER_VERSION}|{','.join(sorted(registry.names))}"
+    """What besides the row decides its classification: the core's rule version and each
+    enabled plugin with its declared `rules_version`, so a plugin's bump re-classifies."""
+    return f"|v{CLASSIFIER_VERSION}|{','.join(sorted(map(plugin_key, registry)))}"
+
+
+def plugin_key(plugin: Plugin) -> str:
+    # Rules version "1" (the default) is the bare name, so the digests stored before plugins
+    # declared a rules version stay valid and an upgrade re-classifies nothing by itself.
+    if plugin.rules_version == "1":
+        return plugin.name
+    return f"{plugin.name}@{plugin.rules_version}"

@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.history import record_event
 from portal.models import Account, utcnow
+from portal.plugins import Plugin
 
+# The providers of the built-in plugins: the default when no plugin list is given.
 SYNC_PROVIDERS = ("microsoft", "ews")
 BATCH_SIZE = 500
 SAMPLE_SIZE = 5
@@ -148,6 +150,11 @@ def write_matches(
 def chunked(items: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def sync_providers(plugins: Iterable[Plugin]) -> tuple[str, ...]:
+    """Every Nylas provider the enabled plugins use, each once: what `reauth nylas sync` pulls."""
+    return tuple(dict.fromkeys(provider for plugin in plugins for provider in plugin.providers()))
 
 
 def sync_grants(

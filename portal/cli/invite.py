@@ -32,9 +32,11 @@ def chosen_plugins(name: str | None) -> list[str]:
     return [name]
 
 
-def preflight_passes() -> bool:
-    """Run the preflight checks; print the failing ones when they fail."""
-    report = run_preflight(db.session, current_gateway(), current_settings())
+def preflight_passes(plugin_names: list[str]) -> bool:
+    """Run the preflight checks that concern these plugins; print them when they fail."""
+    registry = plugin_registry()
+    plugins = [plugin for plugin in registry if plugin.name in plugin_names]
+    report = run_preflight(db.session, current_gateway(), current_settings(), plugins)
     db.session.rollback()
     if not report.ok:
         for line in report_lines(report):
@@ -64,7 +66,7 @@ def invite_command(plugin_name: str | None, limit: int | None, dry_run: bool, fo
     Running it again queues nothing new: only accounts still `new` are invited.
     """
     plugins = chosen_plugins(plugin_name)
-    if not force and not preflight_passes():
+    if not force and not preflight_passes(plugins):
         if not dry_run:
             raise click.ClickException(
                 "preflight failed (above): no email was queued. Fix it, or pass --force."

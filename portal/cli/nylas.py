@@ -10,12 +10,13 @@ import click
 from flask.cli import with_appcontext
 
 from portal.accounts.sync import report_lines as sync_lines
-from portal.accounts.sync import sync_grants
+from portal.accounts.sync import sync_grants, sync_providers
 from portal.db import db
 from portal.extensions import current_settings
 from portal.nylas import NylasError, current_gateway
 from portal.nylas.preflight import report_lines as preflight_lines
 from portal.nylas.preflight import run_preflight
+from portal.plugins import plugin_registry
 
 
 @click.group("nylas")
@@ -37,10 +38,11 @@ def grant_counter() -> Callable[[int], None] | None:
 @nylas_group.command("sync")
 @with_appcontext
 def sync_command() -> None:
-    """Attach v3 grants (Microsoft and EWS) to imported accounts, by account id then email."""
+    """Attach v3 grants (of every enabled plugin's provider) to imported accounts."""
     progress = grant_counter()
+    providers = sync_providers(plugin_registry())
     try:
-        report = sync_grants(db.session, current_gateway(), progress=progress)
+        report = sync_grants(db.session, current_gateway(), providers=providers, progress=progress)
     except NylasError as exc:
         db.session.rollback()
         raise click.ClickException(f"Nylas: {exc}; nothing was changed") from None

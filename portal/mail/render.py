@@ -6,12 +6,21 @@ user or an import is compiled as a template. HTML templates autoescape, text one
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 
 from portal.plugins import Plugin, Wording
 from portal.resources import resource_dir
@@ -37,15 +46,36 @@ class RenderedEmail:
     html: str
 
 
-@lru_cache(maxsize=1)
-def mail_environment() -> Environment:
-    """Build the email template environment (separate from Flask's, autoescaping HTML)."""
+@lru_cache(maxsize=16)
+def mail_environment(plugin_templates: str | None = None) -> Environment:
+    """Build the email template environment (separate from Flask's, autoescaping HTML).
+
+    With a plugin's template folder, that folder is searched first, then the portal's, so a
+    plugin's `email/<name>/invite.txt` may extend the portal's `email/_layout.html`."""
+    loaders: list[BaseLoader] = [FileSystemLoader(str(resource_dir("templates")))]
+    if plugin_templates:
+        loaders.insert(0, FileSystemLoader(plugin_templates))
     return Environment(
-        loader=FileSystemLoader(str(resource_dir("templates"))),
+        loader=ChoiceLoader(loaders),
         autoescape=select_autoescape(["html", "xml"]),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
+
+
+def plugin_template_dir(plugin: Plugin | None) -> str | None:
+    """The `templates` folder of the package the plugin class lives in, if it has one.
+
+    Found through the plugin class's own module, so a third-party plugin ships its emails in
+    its wheel (docs/plugins.md, "Shipping email templates"). Only a package counts: a plugin
+    that is a single top-level module would otherwise share `site-packages/templates`."""
+    if plugin is None:
+        return None
+    module = sys.modules.get(type(plugin).__module__)
+    if module is None or not module.__package__ or not getattr(module, "__file__", None):
+        return None
+    folder = Path(str(module.__file__)).parent / "templates"
+    return str(folder) if folder.is_dir() else None
 
 
 def template_names(kind: str, plugin_name: str | None, extension: str) -> list[str]:
@@ -98,7 +128,7 @@ def render_email(
         "plugin_name": plugin.display_name if plugin is not None else "",
     }
     plugin_name = plugin.name if plugin is not None else None
-    environment = mail_environment()
+    environment = mail_environment(plugin_template_dir(plugin))
     text = environment.select_template(template_names(kind, plugin_name, "txt")).render(context)
     html = environment.select_template(template_names(kind, plugin_name, "html")).render(context)
     return RenderedEmail(subject=subject_for(kind, wording), text=text, html=html)

@@ -7,8 +7,9 @@ fix. docs/nylas-client.md says how each is decided.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from portal.models import Account
 from portal.nylas import Connector, NylasError, NylasGateway, NylasNotFound
 from portal.nylas.destination import destination_status, portal_webhook_url
+from portal.plugins import Plugin, plugin_registry
 from portal.scopes import (
     UnknownScopeError,
     is_graph_scope,
@@ -67,11 +69,19 @@ class PreflightReport:
 
 @dataclass(frozen=True)
 class Connectors:
-    """The connectors preflight looks at; None when absent, `error` when Nylas could not say."""
+    """The connectors preflight looks at, by provider; a provider maps to None when it has no
+    connector. `error` is set when Nylas could not say."""
 
-    microsoft: Connector | None
-    ews: Connector | None
+    found: Mapping[str, Connector | None] = field(default_factory=dict)
     error: NylasError | None = None
+
+    @property
+    def microsoft(self) -> Connector | None:
+        return self.found.get("microsoft")
+
+    @property
+    def ews(self) -> Connector | None:
+        return self.found.get("ews")
 
 
 def fetch_connector(gateway: NylasGateway, provider: str) -> Connector | None:
@@ -81,11 +91,16 @@ def fetch_connector(gateway: NylasGateway, provider: str) -> Connector | None:
         return None
 
 
-def fetch_connectors(gateway: NylasGateway) -> Connectors:
+def fetch_connectors(gateway: NylasGateway, providers: Iterable[str]) -> Connectors:
     try:
-        return Connectors(fetch_connector(gateway, "microsoft"), fetch_connector(gateway, "ews"))
+        return Connectors({provider: fetch_connector(gateway, provider) for provider in providers})
     except NylasError as exc:
-        return Connectors(None, None, exc)
+        return Connectors({}, exc)
+
+
+def plugin_providers(plugins: Iterable[Plugin]) -> list[str]:
+    """Every Nylas provider the plugins use, each once, in the plugins' order."""
+    return list(dict.fromkeys(provider for plugin in plugins for provider in plugin.providers()))
 
 
 def plugins_in_use(session: Session) -> set[str]:
@@ -225,20 +240,50 @@ def check_offline_access(found: Connectors) -> Check:
     )
 
 
-def check_ews_connector(found: Connectors, plugins: set[str]) -> Check:
-    name = "ews_connector"
-    if EWS_PLUGIN not in plugins:
-        return Check(name, PASS, "no imported account needs Exchange on-premises (EWS)")
+PROVIDER_NAMES = {"ews": "Exchange (EWS)", "imap": "IMAP", "google": "Google"}
+
+
+def check_provider_connector(
+    provider: str, found: Connectors, plugins: Sequence[Plugin], in_use: set[str]
+) -> Check:
+    """A non-Microsoft provider's connector must exist once imported accounts need it.
+
+    Microsoft has its own, deeper checks; these providers' connectors have no settings the
+    portal could judge (Nylas' IMAP and EWS connectors hold none), so existence is the check.
+    """
+    name = f"{provider}_connector"
+    shown = PROVIDER_NAMES.get(provider, provider)
+    users = [plugin.name for plugin in plugins if provider in plugin.providers()]
+    if not in_use.intersection(users):
+        return Check(name, PASS, f"no imported account needs the {shown} connector")
     if found.error:
         return Check(name, FAIL, f"Nylas could not be asked: {found.error}", api_fix(found.error))
-    if found.ews is None:
+    if found.found.get(provider) is None:
         return Check(
             name,
             FAIL,
-            "accounts need the EWS plugin but there is no EWS connector",
-            "Add an Exchange (EWS) connector in the Nylas dashboard.",
+            f"accounts of {', '.join(users)} need the {shown} connector but there is none",
+            f"Add an {shown} connector in the Nylas dashboard "
+            f"(or POST /v3/connectors with provider {provider!r}).",
         )
-    return Check(name, PASS, "the EWS connector exists")
+    return Check(name, PASS, f"the {shown} connector exists")
+
+
+def plugin_checks(plugin: Plugin) -> list[Check]:
+    """The plugin's own preflight checks, named `<plugin>:<label>`; a check that raises fails."""
+    checks: list[Check] = []
+    for contributed in plugin.preflight_checks():
+        name = f"{plugin.name}:{contributed.label}"
+        try:
+            problem = contributed.run()
+        except Exception as exc:  # third-party code: its failure is a failed check, not a crash
+            checks.append(Check(name, FAIL, f"the check raised {type(exc).__name__}: {exc}"))
+            continue
+        if problem:
+            checks.append(Check(name, FAIL, problem, f"See the {plugin.name} plugin's docs."))
+        else:
+            checks.append(Check(name, PASS, "ok"))
+    return checks
 
 
 def check_callback_uri(gateway: NylasGateway, redirect_uri: str) -> Check:
@@ -308,21 +353,45 @@ def api_fix(error: NylasError) -> str:
     return "Check REAUTH_NYLAS_API_URI and your network, then run preflight again."
 
 
-def run_preflight(session: Session, gateway: NylasGateway, settings: Settings) -> PreflightReport:
-    """Run every check; Nylas is asked for each connector once."""
-    found = fetch_connectors(gateway)
-    plugins = plugins_in_use(session)
-    steps: list[Callable[[], Check]] = [
-        lambda: check_microsoft_connector(found, settings),
-        lambda: check_graph_scopes(found),
-        lambda: check_scope_coverage(found, session),
-        lambda: check_offline_access(found),
-        lambda: check_ews_connector(found, plugins),
+def run_preflight(
+    session: Session,
+    gateway: NylasGateway,
+    settings: Settings,
+    plugins: Sequence[Plugin] | None = None,
+) -> PreflightReport:
+    """Run the checks that concern `plugins` (default: every enabled plugin).
+
+    The Microsoft checks run when one of the plugins uses Nylas' `microsoft` provider; every
+    other provider of the plugins gets its connector check; then each plugin's own checks;
+    then the checks every deployment needs. Nylas is asked for each connector once.
+    """
+    if plugins is None:
+        plugins = list(plugin_registry())
+    providers = plugin_providers(plugins)
+    found = fetch_connectors(gateway, providers)
+    in_use = plugins_in_use(session)
+    steps: list[Callable[[], Check]] = []
+    if "microsoft" in providers:
+        steps += [
+            lambda: check_microsoft_connector(found, settings),
+            lambda: check_graph_scopes(found),
+            lambda: check_scope_coverage(found, session),
+            lambda: check_offline_access(found),
+        ]
+    steps += [
+        partial(check_provider_connector, provider, found, plugins, in_use)
+        for provider in providers
+        if provider != "microsoft"
+    ]
+    steps += [
         lambda: check_callback_uri(gateway, settings.oauth_redirect_uri),
         lambda: check_region(settings.nylas_api_uri, settings.nylas_region),
         lambda: check_webhook_destination(gateway, settings.base_url),
     ]
-    return PreflightReport([step() for step in steps])
+    checks = [step() for step in steps]
+    for plugin in plugins:
+        checks += plugin_checks(plugin)
+    return PreflightReport(checks)
 
 
 def report_lines(report: PreflightReport) -> list[str]:

@@ -34,6 +34,8 @@ from sqlalchemy import select
 
 from portal.plugins import (
     ENTRY_POINT_GROUP,
+    NYLAS_PROVIDERS,
+    PLUGIN_NAME_RULE,
     AuthResult,
     Claim,
     HostedAuthRequest,
@@ -44,12 +46,34 @@ from portal.plugins import (
     check_plugin_class,
 )
 from portal.testing.emulator import EmulatorServer, complete_hosted_auth
+from portal.testing.emulator.signin import PASSWORD_PROVIDERS
 from portal.testing.serving import ThreadedServer
 
-PLUGIN_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z!]")
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 EWS_TEST_PASSWORD = "contract-kit password"  # noqa: S105 (the emulator's seeded password)
+CONTRACT_IMAP_HOST = "imap.contract-kit.example"
+
+#: The public members of the kit; docs/plugins.md documents each (tests/test_docs.py checks).
+__all__ = [
+    "CONTRACT_IMAP_HOST",
+    "EWS_TEST_PASSWORD",
+    "ODD_ACCOUNTS",
+    "FlowReport",
+    "PluginContract",
+    "SampleAccount",
+    "build_portal",
+    "contract_checks",
+    "import_and_invite",
+    "import_line",
+    "odd_variants",
+    "run_flow",
+    "sample_account",
+    "seed_placeholder",
+    "sign_in_options",
+    "stored_account",
+    "walk",
+]
 CONTRACT_SECRET_KEY = "contract-kit-secret-key-not-for-production-0123456789"  # noqa: S105
 
 
@@ -120,9 +144,14 @@ def sign_in_options(
     plugin: Plugin, account: SampleAccount, emulator: EmulatorServer
 ) -> dict[str, Any]:
     """Prepare the emulator's provider page for this account; return the form answers."""
-    if plugin.nylas_provider == "ews":
+    provider = plugin.hosted_auth_request(account).provider
+    if provider == "ews":
         emulator.state.seed({"ews_passwords": {account.email: EWS_TEST_PASSWORD}})
         return {"password": EWS_TEST_PASSWORD}
+    if provider in PASSWORD_PROVIDERS:
+        seeded = {"password": EWS_TEST_PASSWORD, "imap_host": CONTRACT_IMAP_HOST}
+        emulator.state.seed({"password_accounts": {account.email: seeded}})
+        return {"password": EWS_TEST_PASSWORD, "imap_host": CONTRACT_IMAP_HOST}
     return {}
 
 
@@ -131,7 +160,7 @@ def seed_placeholder(plugin: Plugin, account: SampleAccount, emulator: EmulatorS
     if account.grant_id:
         emulator.state.add_grant(
             account.email,
-            plugin.nylas_provider,
+            plugin.hosted_auth_request(account).provider,
             account.grant_status or "invalid",
             id=account.grant_id,
             account_id=account.account_id,
@@ -283,11 +312,10 @@ class PluginContract:
 
     def test_class_attributes_are_set(self) -> None:
         cls = check_plugin_class(self.plugin_class, self.plugin_class.__qualname__)
-        assert PLUGIN_NAME.fullmatch(cls.name), f"name {cls.name!r}: lowercase, digits, -_."
+        assert PLUGIN_NAME_RULE.fullmatch(cls.name), f"name {cls.name!r}: lowercase, digits, -"
         assert isinstance(cls.display_name, str) and cls.display_name.strip()
-        assert (
-            isinstance(cls.nylas_provider, str) and cls.nylas_provider == cls.nylas_provider.lower()
-        )
+        assert set(cls.providers()) <= NYLAS_PROVIDERS, cls.providers()
+        assert isinstance(cls.rules_version, str) and cls.rules_version.strip()
         assert isinstance(cls.creates_new_grant, bool)
         assert isinstance(cls.priority, int) and not isinstance(cls.priority, bool)
         assert build_registry([], [cls]).names == [cls.name]
@@ -326,7 +354,7 @@ class PluginContract:
     def test_hosted_auth_request(self, plugin: Plugin, claimed_account: SampleAccount) -> None:
         request = plugin.hosted_auth_request(claimed_account)
         assert isinstance(request, HostedAuthRequest)
-        assert request.provider == plugin.nylas_provider
+        assert request.provider in plugin.providers(), (request.provider, plugin.providers())
         assert request.login_hint == claimed_account.email
         assert all(isinstance(scope, str) and scope.strip() for scope in request.scopes)
         assert all(
@@ -372,7 +400,7 @@ class PluginContract:
 
     def check_flow_report(self, plugin: Plugin, account: SampleAccount, report: FlowReport) -> None:
         """The ledger row a finished sign-in must leave; override to assert more."""
-        assert report.auth_params.get("provider") == plugin.nylas_provider
+        assert report.auth_params.get("provider") in plugin.providers()
         # The import stores addresses lowercased, so the hint is the normalised address.
         assert report.auth_params.get("login_hint", "").lower() == account.email.lower()
         assert report.result_status == 200, report.result_text[:500]

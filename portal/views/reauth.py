@@ -37,6 +37,7 @@ from portal.journey.tenant_consent import (
 from portal.journey.tenant_invites import administrator_asked, application_permissions
 from portal.models import Account, Attempt, utcnow
 from portal.nylas import NylasError
+from portal.plugins import Wording, plugin_registry
 from portal.signing import (
     ADMIN_CONSENT_MAX_AGE,
     ADMIN_CONSENT_PREFIX,
@@ -154,8 +155,15 @@ def result() -> ResponseReturnValue:
         account=account,
         support=support,
         administrator_asked=asked,
+        wording=account_wording(account) if kind == "mismatch" else None,
     )
     return page, status
+
+
+def account_wording(account: Account) -> Wording | None:
+    """The account's plugin's words (for provider-specific advice), None without a plugin."""
+    plugin = plugin_registry().get(account.plugin)
+    return plugin.wording(account) if plugin is not None else None
 
 
 @blueprint.route("/r/renew", methods=["GET", "POST"])

@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 
 from portal.testing.emulator.errors import EmulatorError
 from portal.testing.emulator.replies import current_state
-from portal.testing.emulator.signin import outcome_for_form
+from portal.testing.emulator.signin import PASSWORD_PROVIDERS, outcome_for_form
 from portal.testing.emulator.state import DEFAULT_SCOPES, AuthorizationCode, PendingAuth
 
 blueprint = Blueprint("emulator_auth", __name__)
@@ -115,6 +115,8 @@ def render_page(pending: PendingAuth, error: str | None = None, **values: str) -
         template = "emulator/admin_consent.html"
     elif params.get("provider") == "ews":
         template = "emulator/ews.html"
+    elif params.get("provider") in PASSWORD_PROVIDERS:
+        template = "emulator/imap.html"
     else:
         template = "emulator/signin.html"
     action = url_for(".finish_auth", pending_id=pending.id)
@@ -132,7 +134,9 @@ def finish_auth(pending_id: str) -> ResponseReturnValue:
         pending = state.pending.get(pending_id)
     if pending is None or pending.expires_at < time.monotonic():
         raise bad_request("this sign-in page has expired; start the authentication again")
-    outcome = outcome_for_form(pending.params, request.form, state.ews_passwords)
+    outcome = outcome_for_form(
+        pending.params, request.form, state.ews_passwords, state.password_accounts
+    )
     if outcome.form_error:
         shown = {k: v for k, v in request.form.items() if k != "password"}
         return render_page(pending, outcome.form_error, **shown), 200

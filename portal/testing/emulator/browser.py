@@ -51,11 +51,15 @@ def complete_hosted_auth(
     password: str | None = None,
     server: str | None = None,
     tenant: str | None = None,
+    imap_host: str | None = None,
+    imap_port: int | None = None,
+    imap_username: str | None = None,
     timeout: float = 10.0,
 ) -> dict[str, str]:
     """Open the hosted-auth URL, submit the sign-in form, return the redirect's query params.
 
-    `tenant` is what an administrator types on the admin-consent page."""
+    `tenant` is what an administrator types on the admin-consent page; `imap_*` and
+    `password` fill the IMAP (password provider) form."""
     page = requests.get(auth_url, timeout=timeout)
     page.raise_for_status()
     finder = FormFinder()
@@ -69,6 +73,9 @@ def complete_hosted_auth(
         "password": password,
         "server": server,
         "tenant": tenant,
+        "imap_host": imap_host,
+        "imap_port": None if imap_port is None else str(imap_port),
+        "imap_username": imap_username,
     }
     form.update({key: value for key, value in optional.items() if value is not None})
     answer = requests.post(

@@ -56,6 +56,17 @@ class Fault:
         return self.remaining > 0 and path.startswith(self.path_prefix)
 
 
+@dataclass(frozen=True)
+class PasswordAccount:
+    """A seeded IMAP-style mailbox: the password, and the server and user name when the form
+    must name them (None: any server, the address as user name)."""
+
+    password: str
+    imap_host: str | None = None
+    imap_port: int = 993
+    username: str | None = None
+
+
 @dataclass
 class PendingAuth:
     """A hosted-auth request between the first GET and the user's answer on the sign-in page."""
@@ -142,6 +153,9 @@ class EmulatorState:
             self.credentials: dict[str, dict[str, Any]] = {}
             self.webhooks: dict[str, dict[str, Any]] = {}
             self.ews_passwords: dict[str, str] = {}
+            # Mailboxes of the password providers (imap, icloud): address -> password and
+            # the server the form must name (docs/nylas.md, "Seed format": password_accounts).
+            self.password_accounts: dict[str, PasswordAccount] = {}
             self.ews_domains: set[str] = set()
             self.microsoft_domains: set[str] = set()
             self.mailboxes: dict[str, Mailbox] = {}
@@ -181,6 +195,8 @@ class EmulatorState:
                 self.add_webhook(**hook)
             for email, password in data.get("ews_passwords", {}).items():
                 self.ews_passwords[email.lower()] = password
+            for email, account in data.get("password_accounts", {}).items():
+                self.add_password_account(email, **account)
             self.ews_domains.update(d.lower() for d in data.get("ews_domains", []))
             self.microsoft_domains.update(d.lower() for d in data.get("microsoft_domains", []))
             for mailbox in data.get("mailboxes", []):
@@ -189,6 +205,22 @@ class EmulatorState:
                 self.add_tenant_domains(tenant, domains)
             for consent in data.get("consents", []):
                 self.record_consent(consent["credential_id"], consent["tenant"])
+
+    def add_password_account(
+        self,
+        email: str,
+        password: str,
+        imap_host: str | None = None,
+        imap_port: int = 993,
+        username: str | None = None,
+    ) -> PasswordAccount:
+        """A mailbox of a password provider (IMAP): what its sign-in form must be given."""
+        account = PasswordAccount(
+            password, (imap_host or "").strip().lower() or None, int(imap_port), username
+        )
+        with self.lock:
+            self.password_accounts[email.strip().lower()] = account
+        return account
 
     def add_mailbox(self, email: str, aliases: Iterable[str]) -> Mailbox:
         """Make `email` a mailbox also reached by `aliases` (all compared case-insensitively)."""
