@@ -76,3 +76,29 @@ def test_version_is_the_products_from_package_metadata(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"reauth {version('reauth-portal')}"
     assert portal.__version__ == version("reauth-portal")
+
+
+EXAMPLE_ACCOUNTS = Path(__file__).parent.parent / "examples" / "accounts.csv"
+
+
+def test_import_before_db_upgrade_says_to_upgrade(tmp_path: Path) -> None:
+    result = reauth("accounts", "import", str(EXAMPLE_ACCOUNTS), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "the database schema is missing" in result.stderr
+    assert "run `reauth db upgrade`" in result.stderr
+
+
+def test_a_schema_behind_head_names_both_revisions(tmp_path: Path) -> None:
+    from portal import migrate
+
+    head = migrate.head_revision("sqlite://")
+    assert reauth("db", "upgrade", "--revision", "0006", cwd=tmp_path).returncode == 0
+    result = reauth("accounts", "import", str(EXAMPLE_ACCOUNTS), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"at revision 0006, behind head {head}: run `reauth db upgrade`" in result.stderr
+
+    assert reauth("db", "upgrade", cwd=tmp_path).returncode == 0
+    result = reauth("accounts", "import", str(EXAMPLE_ACCOUNTS), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

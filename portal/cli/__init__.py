@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from flask.cli import FlaskGroup, run_command
+from sqlalchemy.exc import DBAPIError
 
 from portal import __version__
 from portal.config import ConfigError
@@ -89,6 +90,39 @@ def main() -> None:
         for line in str(exc).splitlines():
             click.echo(f"reauth: configuration error: {line}", err=True)
         sys.exit(2)
+    except DBAPIError:
+        problem = schema_problem()
+        if problem is None:  # the schema is current: a real database error, shown in full
+            raise
+        click.echo(f"reauth: {problem}", err=True)
+        sys.exit(2)
+
+
+def schema_problem() -> str | None:
+    """Why a database error happened if the schema is missing or behind; None if it is current.
+
+    Asked only after a command failed on the database, so commands that never touch it (and
+    every command on a current schema) pay nothing for the check.
+    """
+    from portal import create_app, migrate
+    from portal.db import db
+
+    try:
+        with create_app().app_context():
+            engine = db.engine
+            current = migrate.current_revision(engine)
+            head = migrate.head_revision(engine.url.render_as_string(hide_password=False))
+            where = engine.url.render_as_string(hide_password=True)
+    except DBAPIError:  # the database itself cannot be reached: the original error says more
+        return None
+    if current == head:
+        return None
+    if current is None:
+        return f"the database schema is missing in {where}: run `reauth db upgrade`"
+    return (
+        f"the database schema in {where} is at revision {current}, behind head {head}: "
+        "run `reauth db upgrade`"
+    )
 
 
 register_commands()
