@@ -33,9 +33,7 @@ PRODUCT_COMMANDS = {
 
 def reauth(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("REAUTH_", "FLASK_"))
+        key: value for key, value in os.environ.items() if not key.startswith(("REAUTH_", "FLASK_"))
     }
     environment.update({"REAUTH_INSTANCE_PATH": str(cwd / "instance"), **(env or {})})
     return subprocess.run(

@@ -271,7 +271,9 @@ def test_admin_signs_in_resends_a_link_and_signs_out(stage: Stage, desktop: Page
 
     desktop.goto(f"{stage.base_url}/admin/accounts/v2-graph-3")
     desktop.get_by_role("button", name="Re-issue and resend the link").click()
-    expect(desktop.get_by_text("Re-issue and resend the link: queued (state invited).")).to_be_visible()
+    expect(
+        desktop.get_by_text("Re-issue and resend the link: queued (state invited).")
+    ).to_be_visible()
     stage.send_queued_mail()
     assert stage.mail_count(address) == before + 1
 
