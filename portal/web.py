@@ -164,8 +164,10 @@ class JsonLines(logging.Formatter):
             "logger": record.name,
             "message": redact(escape_controls(record.getMessage())),
         }
-        if record.exc_info or record.exc_text:
-            entry["exception"] = record.exc_text or redact(self.formatException(record.exc_info))
+        if record.exc_text:  # scrub() wrote the traceback, redacted, for any exc_info
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
