@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ from portal.plugins import Plugin, build_registry, install_registry
 from portal.resources import resource_dir
 from portal.routing import BaseUrlFlask
 from portal.web import init_web
+
+try:  # the one source of the version: the installed distribution's metadata (pyproject.toml)
+    __version__ = version("reauth-portal")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def instance_folder() -> Path:

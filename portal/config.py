@@ -372,6 +372,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_MAX_BODY", parse_int, 1024 * 1024, "largest Nylas webhook body, bytes"),
     Setting("APP_WEBHOOK_TIMEOUT", parse_int, 10, "seconds per outbound notification POST"),
     Setting("PROXY_HOPS", parse_int, 0, "proxies in front of the app whose X-Forwarded-* to trust"),
+    Setting("LOG_FORMAT", choice("text", "json"), "text", "text, or json: one object per line"),
+    Setting(
+        "LOG_LEVEL",
+        choice("debug", "info", "warning", "error", "critical"),
+        "info",
+        "least severe level logged (any case)",
+    ),
     Setting(
         "DEMO", parse_bool, False, "demo mode: /dev/mail shows captured mail; not in production"
     ),

@@ -151,6 +151,10 @@ class Settings:
     app_webhook_timeout: int
     # proxies in front of the app whose X-Forwarded-* to trust
     proxy_hops: int
+    # text, or json: one object per line
+    log_format: Literal["text", "json"]
+    # least severe level logged (any case)
+    log_level: Literal["debug", "info", "warning", "error", "critical"]
     # demo mode: /dev/mail shows captured mail; not in production
     demo: bool
     # the OAuth redirect_uri: BASE_URL/oauth/callback
@@ -226,6 +230,8 @@ class Settings:
             webhook_max_body=config["WEBHOOK_MAX_BODY"],
             app_webhook_timeout=config["APP_WEBHOOK_TIMEOUT"],
             proxy_hops=config["PROXY_HOPS"],
+            log_format=config["LOG_FORMAT"],
+            log_level=config["LOG_LEVEL"],
             demo=config["DEMO"],
             oauth_redirect_uri=config["OAUTH_REDIRECT_URI"],
         )

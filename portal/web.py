@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -145,6 +148,57 @@ def install_log_redaction() -> None:
             logger.addFilter(RedactSecrets())
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message[, exception].
+
+    It writes what the record holds after `scrub` (the record factory ran it when the record was
+    made) and scrubs the message and traceback once more, so a record made before redaction was
+    installed is no exception. Line breaks inside values are JSON-escaped: one record, one line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        scrub(record)
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(escape_controls(record.getMessage())),
+        }
+        if record.exc_text:  # scrub() wrote the traceback, redacted, for any exc_info
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class PortalLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler the portal installs; marked so a second app replaces, not adds, it."""
+
+
+def log_handler(log_format: str, stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing REAUTH_LOG_FORMAT records (text or json) to stream (stderr)."""
+    handler = PortalLogHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RedactSecrets())
+    return handler
+
+
+def configure_logging(log_format: str, log_level: str) -> None:
+    """Send every record to stderr in REAUTH_LOG_FORMAT, from REAUTH_LOG_LEVEL up.
+
+    The app factory calls this outside tests (pytest owns logging there); a later app replaces
+    the handler an earlier one installed.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, PortalLogHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(log_handler(log_format))
+    root.setLevel(log_level.upper())
+
+
 def init_web(app: Flask) -> None:
     """Wire CSRF, rate limits, security headers and friendly error pages into the app."""
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the session bounds the token's life
@@ -156,6 +210,8 @@ def init_web(app: Flask) -> None:
     csrf.init_app(app)
     limiter.init_app(app)
     install_log_redaction()
+    if app.config["ENV"] != "testing":
+        configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
     app.after_request(security_headers)
     app.register_error_handler(CSRFError, csrf_failed)
     app.register_error_handler(429, too_many_requests)

@@ -1,12 +1,14 @@
 """No link token, OAuth code, state, PKCE verifier, API key, password or webhook secret in any log.
 
 The whole flow runs for each plugin, then the failure paths, with every logger at DEBUG; the
-records pytest captures and the live server's own request log stream are both searched.
+records pytest captures and the live server's own request log stream are both searched, and so is
+the REAUTH_LOG_FORMAT=json stream: every one of its lines must parse as one JSON object.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 
@@ -19,6 +21,7 @@ from portal.accounts.links import link_url, reissue_invite
 from portal.db import db
 from portal.extensions import settings_of
 from portal.models import Attempt, Invite
+from portal.web import log_handler
 
 NYLAS_WEBHOOK_SECRET = "nylas-webhook-secret-5f0c2a9e7d"
 APP_WEBHOOK_SECRET = "app-webhook-secret-8b1d4e6f03"
@@ -53,7 +56,21 @@ def logged_portal(nylas_emulator, make_app, tmp_path) -> Iterator[Portal]:
         NYLAS_WEBHOOK_SECRETS=[NYLAS_WEBHOOK_SECRET],
         APP_WEBHOOK_SECRET=APP_WEBHOOK_SECRET,
         APP_WEBHOOK_URL="http://127.0.0.1:9/hooks/reauth",
+        LOG_FORMAT="json",
     )
+
+
+@pytest.fixture
+def json_log(logged_portal) -> Iterator[io.StringIO]:
+    """The portal's own root handler for its REAUTH_LOG_FORMAT (json here), into a buffer."""
+    stream = io.StringIO()
+    handler = log_handler(settings_of(logged_portal.app).log_format, stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
 
 
 class Secrets:
@@ -84,7 +101,7 @@ def sign_in(portal: Portal, secrets: Secrets, browser: Browser, account_id: str,
     return secrets.params(browser.sign_in(start.headers["Location"], **options))
 
 
-def test_no_secret_reaches_any_log_line(logged_portal, caplog, request_log):
+def test_no_secret_reaches_any_log_line(logged_portal, caplog, request_log, json_log):
     portal = logged_portal
     caplog.set_level(logging.DEBUG)
     for name in ("werkzeug", "portal", "urllib3", "nylas", "sqlalchemy.engine"):
@@ -153,3 +170,16 @@ def test_no_secret_reaches_any_log_line(logged_portal, caplog, request_log):
     assert any(record.name.startswith("portal") for record in caplog.records)
     leaks = sorted({value for value in secrets.values for line in lines if value in line})
     assert not leaks, [line for line in lines if any(value in line for value in leaks)][:5]
+
+    json_lines = json_log.getvalue().splitlines()
+    entries = [json.loads(line) for line in json_lines]  # every line is one JSON object
+    assert len(entries) > 100
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    assert any(
+        entry["logger"] == "werkzeug" and "/oauth/callback" in entry["message"] for entry in entries
+    )
+    values = [" ".join(str(value) for value in entry.values()) for entry in entries]
+    json_leaks = sorted(
+        {secret for secret in secrets.values for text in json_lines + values if secret in text}
+    )
+    assert not json_leaks, [line for line in json_lines if any(s in line for s in json_leaks)][:5]

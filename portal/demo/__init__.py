@@ -31,6 +31,7 @@ from portal.models import Admin, AdminRole, utcnow
 from portal.outbox.worker import Worker
 from portal.plugins import plugin_registry
 from portal.testing.emulator import EmulatorServer, EmulatorState
+from portal.views.devmail import NOTES_EXTENSION
 
 DEMO_ADMIN_EMAIL = "admin@demo.example.com"
 DEMO_ADMIN_PASSWORD = "demo-admin-password"  # noqa: S105  (printed on start; local demo only)
@@ -43,9 +44,12 @@ class DemoOptions:
     emulator_port: int = 5050
 
 
+EXCHANGE_PLUGIN = "ews-password"
+
+
 def demo_app(options: DemoOptions) -> Flask:
     base = f"http://{options.host}:{options.port}"
-    return create_app(
+    app = create_app(
         {
             "DEMO": True,
             "BASE_URL": base,
@@ -57,6 +61,9 @@ def demo_app(options: DemoOptions) -> Flask:
             "REMINDER_DAYS": "none",
         }
     )
+    # /dev/mail shows the Exchange password next to the Exchange invitations, not only here.
+    app.extensions[NOTES_EXTENSION] = {EXCHANGE_PLUGIN: f"Exchange password: {DEMO_PASSWORD}"}
+    return app
 
 
 def start_emulator(app: Flask, options: DemoOptions) -> EmulatorServer:
@@ -115,13 +122,16 @@ def run_in_context(app: Flask, worker: Worker) -> None:
 
 
 def banner(app: Flask, options: DemoOptions) -> list[str]:
+    """The URLs a person wants, each with what they need there."""
     base = settings_of(app).base_url
+    mailbox = f"{base}/dev/mail/"
     return [
         "",
-        f"  portal      {base}/healthz",
-        f"  mailbox     {base}/dev/mail      (the invitations; open one and click its link)",
-        f"  admin       {base}/admin          ({DEMO_ADMIN_EMAIL} / {DEMO_ADMIN_PASSWORD})",
-        f"  emulator    http://{options.host}:{options.emulator_port}  (stands in for Nylas)",
+        f"  mailbox     {mailbox}   (the invitations; open one and click its link)",
+        f"  admin       {base}/admin/login   ({DEMO_ADMIN_EMAIL} / {DEMO_ADMIN_PASSWORD})",
+        f"  Exchange    {mailbox}?plugin={EXCHANGE_PLUGIN}"
+        f"   (fabrikam.com accounts; password: {DEMO_PASSWORD})",
+        f"  emulator    http://{options.host}:{options.emulator_port}/   (stands in for Nylas)",
         "",
         "  Try: open an email for a contoso.com address and sign in with Microsoft;",
         f"  a fabrikam.com address (Exchange password: {DEMO_PASSWORD}); an outlook.com",

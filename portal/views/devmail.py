@@ -8,11 +8,14 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, render_template
+from flask import Blueprint, Response, abort, current_app, render_template, request
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
+from sqlalchemy import func, select
 
+from portal.db import db
 from portal.extensions import current_settings
+from portal.models import Account
 
 blueprint = Blueprint("devmail", __name__, url_prefix="/dev/mail")
 MESSAGE_NAME = re.compile(r"outbox-\d+\.eml")
@@ -29,6 +32,10 @@ HTML_PART_POLICY = (
 # The iframe's own sandbox, the same restrictions on the framing side.
 HTML_FRAME_SANDBOX = "allow-popups allow-popups-to-escape-sandbox"
 NEW_TAB = '<base target="_blank">'
+# Where `reauth demo` leaves a note per plugin for the person reading the mailbox (the Exchange
+# demo password next to the Exchange invitations): {plugin name: note}.
+NOTES_EXTENSION = "devmail.notes"
+INBOX_LIMIT = 500
 
 
 def mail_folder() -> Path:
@@ -44,11 +51,43 @@ def read_message(path: Path) -> EmailMessage:
 
 @blueprint.get("/")
 def inbox() -> ResponseReturnValue:
-    """List captured emails, newest first."""
+    """List captured emails, newest first; `?plugin=` and `?address=` (a part of it) filter."""
+    plugin = request.args.get("plugin", "").strip()
+    address = request.args.get("address", "").strip().lower()
+    plugins = plugin_of_address()
     folder = mail_folder()
     files = sorted(folder.glob("outbox-*.eml"), key=lambda p: p.stat().st_mtime, reverse=True)
-    messages = [(path.name, read_message(path)) for path in files[:500]]
-    return render_template("devmail/inbox.html", messages=messages, total=len(files))
+    messages = []
+    for path in files:
+        message = read_message(path)
+        recipient = str(message["To"] or "")
+        owner = plugins.get(bare_address(recipient))
+        if (plugin and owner != plugin) or (address and address not in recipient.lower()):
+            continue
+        messages.append((path.name, message, owner))
+        if len(messages) == INBOX_LIMIT:
+            break
+    return render_template(
+        "devmail/inbox.html",
+        messages=messages,
+        total=len(files),
+        plugin=plugin,
+        address=request.args.get("address", "").strip(),
+        plugin_names=sorted({name for name in plugins.values() if name}),
+        notes=current_app.extensions.get(NOTES_EXTENSION, {}),
+    )
+
+
+def plugin_of_address() -> dict[str, str | None]:
+    """Each imported account's address (lower case) -> the plugin that serves it."""
+    rows = db.session.execute(select(func.lower(Account.email), Account.plugin))
+    return {email: plugin for email, plugin in rows}
+
+
+def bare_address(recipient: str) -> str:
+    """`Ada <ada@x.com>` -> `ada@x.com`."""
+    inside = re.search(r"<([^>]+)>", recipient)
+    return (inside.group(1) if inside else recipient).strip().lower()
 
 
 def captured(name: str) -> EmailMessage:

@@ -17,6 +17,7 @@ from portal.testing.emulator import (
     control,
     custom_auth,
     grants,
+    index,
     providers,
     token,
     webhooks,
@@ -44,7 +45,7 @@ def create_emulator_app(state: EmulatorState) -> Flask:
     app = Flask(__name__, template_folder=str(resource_dir("templates")))
     app.extensions[EXTENSION] = state
     modules = (auth, token, custom_auth, grants, connectors, providers, webhooks, applications)
-    for module in (*modules, control):
+    for module in (*modules, control, index):
         app.register_blueprint(module.blueprint)
     app.before_request(inject_fault)
     app.before_request(require_api_key)
