@@ -13,7 +13,7 @@ from flask import Flask
 from portal.config import load_settings
 from portal.db import db
 from portal.extensions import install_settings, settings_of
-from portal.plugins import Plugin, build_registry, install_registry
+from portal.plugins import Plugin, PluginRegistry, build_registry, install_registry
 from portal.resources import resource_dir
 from portal.routing import BaseUrlFlask
 from portal.web import init_web
@@ -42,10 +42,29 @@ def create_app(
     app.config.update(load_settings(Path(app.instance_path), config))
     settings = install_settings(app)
     db.init_app(app)
-    install_registry(app, build_registry(settings.plugins, plugins))
+    registry = build_registry(settings.plugins, plugins)
+    install_registry(app, registry)
+    add_plugin_templates(app, registry)
     init_web(app)
     register_blueprints(app)
     return app
+
+
+def add_plugin_templates(app: Flask, registry: PluginRegistry) -> None:
+    """Let each enabled plugin's own `templates` folder serve its pages and emails.
+
+    The portal's templates are searched first and a plugin's pages live under its own name
+    (`reauth/<plugin>/landing.html`), so a plugin can shape its people's pages but can
+    neither replace the portal's nor another plugin's (docs/plugins.md, "Shipping pages").
+    """
+    from jinja2 import ChoiceLoader, FileSystemLoader
+
+    from portal.mail.render import plugin_template_dir
+
+    folders = [folder for plugin in registry if (folder := plugin_template_dir(plugin))]
+    if folders and app.jinja_loader is not None:
+        loaders = [FileSystemLoader(folder) for folder in folders]
+        app.jinja_loader = ChoiceLoader([app.jinja_loader, *loaders])  # type: ignore[method-assign,assignment]
 
 
 def register_blueprints(app: Flask) -> None:

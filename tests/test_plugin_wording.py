@@ -10,11 +10,19 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
+from admin_support import add_account
+from conftest import upgraded
 from flow_support import EWS_PASSWORD, Browser
+from reauth_plugins.microsoft_graph import MicrosoftGraphPlugin
+from sqlalchemy import select
 
+from portal.accounts.links import issue_invite, link_url
+from portal.db import db
 from portal.extensions import settings_of
 from portal.mail.render import render_email
+from portal.models import Account
 from portal.plugins import Wording
 
 MICROSOFT_ADVICE = "Use another account"
@@ -88,6 +96,13 @@ def acme_package(root: Path) -> None:
     (own / "invite.html").write_text(
         '{% extends "email/_layout.html" %}{% block message %}<p>ACME HTML</p>{% endblock %}'
     )
+    # Its own landing page, under its name, extending the portal's.
+    pages = package / "templates" / "reauth" / "acme-mail"
+    pages.mkdir(parents=True)
+    (pages / "landing.html").write_text(
+        '{% extends "reauth/landing.html" %}{% block content %}'
+        '<p id="acme">ACME welcomes {{ account.email }}</p>{{ super() }}{% endblock %}'
+    )
 
 
 def test_a_plugin_ships_its_own_email_templates_in_its_package(make_app, tmp_path, monkeypatch):
@@ -117,3 +132,33 @@ def test_a_plugin_ships_its_own_email_templates_in_its_package(make_app, tmp_pat
         settings=settings_of(app),
     )
     assert "ACME says" not in reminder.text and "Reconnect Acme" in reminder.text
+
+
+def test_a_plugin_ships_its_own_pages_under_its_name(make_app, tmp_path, monkeypatch):
+    """The plugin's landing page serves its accounts; other plugins' accounts keep the
+    portal's page, and the plugin cannot replace the portal's own templates."""
+    acme_package(tmp_path)
+    # A file at the portal's own name in the plugin's folder must not win over the portal's.
+    hijack = tmp_path / "acme_reauth_plugin" / "templates" / "reauth" / "landing.html"
+    hijack.write_text("HIJACKED")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("acme_reauth_plugin")
+    app = upgraded(make_app(plugins=[module.AcmeMailPlugin, MicrosoftGraphPlugin]))
+    add_account(app, "v2-acme", email="ada@acme.example", plugin="acme-mail", provider="imap")
+    add_account(app, "v2-graph", email="bob@contoso.example")
+    client = app.test_client()
+
+    acme = client.get(link_path(app, "v2-acme")).get_data(as_text=True)
+    assert "ACME welcomes ada@acme.example" in acme
+    assert "Continue" in acme  # the portal's page, through super()
+
+    graph = client.get(link_path(app, "v2-graph")).get_data(as_text=True)
+    assert "ACME" not in graph and "HIJACKED" not in graph and "Continue" in graph
+
+
+def link_path(app, account_id: str) -> str:
+    with app.app_context():
+        account = db.session.scalars(select(Account).where(Account.account_id == account_id)).one()
+        invite = issue_invite(db.session, settings_of(app), account, actor="test")
+        db.session.commit()
+        return urlsplit(link_url(settings_of(app), invite)).path

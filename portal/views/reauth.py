@@ -13,6 +13,7 @@ from flask import (
     session,
 )
 from flask.typing import ResponseReturnValue
+from jinja2 import Template
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -75,8 +76,18 @@ def landing(token: str) -> ResponseReturnValue:
         return link_problem(problem.kind)
     wording = context.plugin.wording(context.account) if context.plugin else None
     return render_template(
-        "reauth/landing.html", account=context.account, wording=wording, token=token
+        plugin_page("landing.html", context.account.plugin),
+        account=context.account,
+        wording=wording,
+        token=token,
     )
+
+
+def plugin_page(name: str, plugin_name: str | None) -> list[str | Template]:
+    """The page's candidates: the plugin's own (`reauth/<plugin>/<name>`, shipped in its
+    package's templates folder) first, then the portal's."""
+    generic: list[str | Template] = [f"reauth/{name}"]
+    return [f"reauth/{plugin_name}/{name}", *generic] if plugin_name else generic
 
 
 @blueprint.post("/r/<token>")
@@ -149,7 +160,7 @@ def result() -> ResponseReturnValue:
     support = current_settings().support_contact
     asked = kind == "admin_consent_required" and administrator_asked(db.session, account.tenant)
     page = render_template(
-        "reauth/result.html",
+        plugin_page("result.html", account.plugin),
         kind=kind,
         attempt=attempt,
         account=account,
