@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from reauth_plugins.microsoft_rules import (
     CLAIMS,
+    MICROSOFT_MISMATCH_ADVICE,
+    MICROSOFT_STUCK_HELP,
     Situation,
     graph_scopes_for,
     situation,
@@ -37,14 +39,6 @@ class MicrosoftPersonalPlugin(Plugin):
             ),
             next_step="You will sign in with your Microsoft account and approve access.",
             email_subject="Action needed: connect your Outlook.com mailbox again",
-            mismatch_advice=(
-                'If you are signed in to several Microsoft accounts, choose "Use another account" '
-                "on Microsoft's page."
-            ),
-            stuck_help=(
-                'Some Microsoft pages, such as "Need admin approval", do not send you back '
-                "here. If Microsoft says an administrator must approve, ask your IT "
-                "administrator to approve the app for your organisation, then open the link "
-                "again."
-            ),
+            mismatch_advice=MICROSOFT_MISMATCH_ADVICE,
+            stuck_help=MICROSOFT_STUCK_HELP,
         )

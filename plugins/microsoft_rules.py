@@ -19,6 +19,17 @@ from portal.plugins import (
     translate,
 )
 
+# The words of every plugin whose people sign in on Microsoft's pages (Wording).
+MICROSOFT_MISMATCH_ADVICE = (
+    'If you are signed in to several Microsoft accounts, choose "Use another account" on '
+    "Microsoft's page."
+)
+MICROSOFT_STUCK_HELP = (
+    'Some Microsoft pages, such as "Need admin approval", do not send you back here. If '
+    "Microsoft says an administrator must approve, ask your IT administrator to approve the "
+    "app for your organisation, then open the link again."
+)
+
 MICROSOFT_PROVIDERS = frozenset(
     {"office365", "exchange", "eas", "ews", "graph", "outlook", "hotmail", "microsoft"}
 )

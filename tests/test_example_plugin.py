@@ -17,9 +17,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from example_support import load_example
 
 from portal.plugins import ENTRY_POINT_GROUP
 from portal.testing.contract import PluginContract, sample_account
@@ -34,19 +34,7 @@ ACCOUNTS_CSV = (
 OFFLINE_MARKERS = ("NewConnectionError", "No matching distribution found", "Network is unreachable")
 
 
-def load_example() -> ModuleType:
-    """Import the example module from its file, without installing it in this process."""
-    spec = importlib.util.spec_from_file_location(
-        "reauth_google_example", EXAMPLE_DIR / "reauth_google_example.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = load_example()
+example = load_example(EXAMPLE_DIR, "reauth_google_example")
 GoogleExamplePlugin = example.GoogleExamplePlugin
 ADA = sample_account(
     "ada@gmail.com",

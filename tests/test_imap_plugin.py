@@ -6,18 +6,16 @@ Preflight checks the connector of each enabled plugin's provider and the plugin'
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 import requests
 from conftest import BUILTIN_PLUGINS
+from example_support import load_example
 from flask import Flask
 
 from portal import migrate
@@ -33,19 +31,7 @@ ACCOUNTS_CSV = (
 )
 
 
-def load_example() -> ModuleType:
-    """Import the example module from its file, without installing it in this process."""
-    spec = importlib.util.spec_from_file_location(
-        "reauth_imap_example", EXAMPLE_DIR / "reauth_imap_example.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = load_example()
+example = load_example(EXAMPLE_DIR, "reauth_imap_example")
 ImapExamplePlugin = example.ImapExamplePlugin
 
 
